@@ -1,0 +1,199 @@
+//! Connecting to Postgres: connection strings, TLS, and the session settings
+//! every pgshift connection starts with.
+//!
+//! `tokio-postgres` understands `sslmode=disable|prefer|require`; libpq users
+//! also write `verify-ca` and `verify-full`, so those are read here and turned
+//! into a certificate-verifying TLS connector.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use native_tls::TlsConnector;
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::{Client, Config};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+
+/// An unreachable server must be an error in seconds, not a hang.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How strictly the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// `disable`, `prefer`, `require`: encryption without identity checks, as libpq does.
+    None,
+    /// `verify-ca`: the chain must lead to a trusted root.
+    Chain,
+    /// `verify-full`: the chain and the host name.
+    Full,
+}
+
+/// A parsed connection string. Never printed whole: it may hold a password.
+#[derive(Clone)]
+pub struct Target {
+    config: Config,
+    verify: Verify,
+}
+
+impl Target {
+    /// Parses a libpq-style URL or key=value string. `what` names the flag in errors.
+    pub fn parse(conn: &str, what: &str) -> Result<Target> {
+        let (rewritten, verify) = extract_verify_mode(conn);
+        let mut config = Config::from_str(&rewritten).map_err(|e| {
+            // The parser's message names the bad key, never the value of a password.
+            Error::Usage(format!("invalid {what}: {e}"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        Ok(Target { config, verify })
+    }
+
+    /// `host:port/dbname (user name)`, for messages; never includes the password.
+    pub fn describe(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let db = self
+            .config
+            .get_dbname()
+            .or(self.config.get_user())
+            .unwrap_or("postgres");
+        match self.config.get_user() {
+            Some(user) => format!("{host}:{port}/{db} (user {user})"),
+            None => format!("{host}:{port}/{db}"),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The TLS connector this target asks for.
+    pub fn tls(&self) -> Result<MakeTlsConnector> {
+        let mut builder = TlsConnector::builder();
+        match self.verify {
+            Verify::None => {
+                builder.danger_accept_invalid_certs(true);
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            Verify::Chain => {
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            Verify::Full => {}
+        }
+        let connector = builder
+            .build()
+            .map_err(|e| Error::Runtime(format!("could not set up TLS: {e}")))?;
+        Ok(MakeTlsConnector::new(connector))
+    }
+
+    /// Opens one connection named `application_name` and applies pgshift's session settings.
+    pub async fn connect(&self, application_name: &str) -> Result<Client> {
+        let mut config = self.config.clone();
+        config.application_name(application_name);
+        let (client, connection) =
+            config
+                .connect(self.tls()?)
+                .await
+                .map_err(|source| Error::Connect {
+                    target: self.describe(),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!("connection closed: {e}");
+            }
+        });
+        client
+            .batch_execute(SESSION_SETTINGS)
+            .await
+            .map_err(Error::db("could not apply session settings"))?;
+        Ok(client)
+    }
+}
+
+/// Every pgshift session starts with these:
+/// - `lock_timeout`: a DDL statement waiting for a lock makes every later
+///   query on that table queue behind it; a short default bounds that queue
+///   even for statements that forget to set their own.
+/// - `idle_in_transaction_session_timeout`: if pgshift itself hangs inside a
+///   transaction, the server ends it instead of holding locks forever.
+/// - `statement_timeout = 0`: long work (index builds) sets its own bound.
+const SESSION_SETTINGS: &str = "SET lock_timeout = '2s'; \
+     SET idle_in_transaction_session_timeout = '60s'; \
+     SET statement_timeout = 0";
+
+/// Replaces `sslmode=verify-ca|verify-full` (which tokio-postgres rejects)
+/// by `require` and reports how strictly to verify.
+fn extract_verify_mode(conn: &str) -> (String, Verify) {
+    for (mode, verify) in [
+        ("sslmode=verify-full", Verify::Full),
+        ("sslmode=verify-ca", Verify::Chain),
+    ] {
+        if let Some(pos) = conn.find(mode) {
+            let mut out = conn.to_string();
+            out.replace_range(pos..pos + mode.len(), "sslmode=require");
+            return (out, verify);
+        }
+    }
+    (conn.to_string(), Verify::None)
+}
+
+/// Whether `sslmode` asks for TLS at all (for messages and tests).
+pub fn ssl_mode(target: &Target) -> SslMode {
+    target.config.get_ssl_mode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_full_becomes_require_with_full_verification() {
+        let t = Target::parse("postgres://u@db.example:6432/app?sslmode=verify-full", "url").unwrap();
+        assert_eq!(t.verify, Verify::Full);
+        assert_eq!(ssl_mode(&t), SslMode::Require);
+        let t = Target::parse("host=h sslmode=verify-ca", "url").unwrap();
+        assert_eq!(t.verify, Verify::Chain);
+        let t = Target::parse("host=h sslmode=disable", "url").unwrap();
+        assert_eq!(t.verify, Verify::None);
+        assert_eq!(ssl_mode(&t), SslMode::Disable);
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let t = Target::parse("postgres://alice:s3cret@db.example:6432/app", "url").unwrap();
+        let d = t.describe();
+        assert_eq!(d, "db.example:6432/app (user alice)");
+        assert!(!d.contains("s3cret"));
+        let t = Target::parse("host=h port=7 user=bob password=hunter2 dbname=x", "url").unwrap();
+        assert_eq!(t.describe(), "h:7/x (user bob)");
+    }
+
+    #[test]
+    fn bad_strings_are_usage_errors_without_the_secret() {
+        let err = Target::parse("postgres://alice:s3cret@h/db?sslmode=bogus", "--database-url")
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("--database-url"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+    }
+
+    #[test]
+    fn connect_timeout_has_a_default() {
+        let t = Target::parse("host=h", "url").unwrap();
+        assert_eq!(t.config().get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        let t = Target::parse("host=h connect_timeout=1", "url").unwrap();
+        assert_eq!(t.config().get_connect_timeout(), Some(&Duration::from_secs(1)));
+    }
+}
