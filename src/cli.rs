@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// The migration: a path to its .sql file or its name (the file stem).
     pub migration: String,
 
+    /// (resume) Stop at `ready` instead of continuing through the cutover.
+    #[arg(long)]
+    pub no_cutover: bool,
+
     #[command(flatten)]
     pub tuning: Tuning,
 }

@@ -6,15 +6,31 @@
 //! - [`connection`]: connection strings, TLS, per-session safety settings.
 //! - [`output`]: the one printer (text, JSON, markdown, progress bars).
 //! - [`migration`]: reading migration files into intents.
+//! - [`catalog`]: a snapshot of the live schema, from pg_catalog.
+//! - [`plan`]: intents + catalog -> what to widen, rebuild, or refuse.
+//! - [`ops`]: the steps of each online operation, forward and back.
+//! - [`execute`]: the phase runner, lock-timeout retries; [`backfill`]: keyset batches.
+//! - [`state`]: persisted migration state in the `pgshift` schema.
+//! - [`report`]: text, JSON and markdown renderings.
+//! - [`sqltext`]: token-level renames inside Postgres-generated SQL.
 //! - [`names`]: identifier quoting and shadow-object names.
 //! - [`testkit`]: throwaway Postgres clusters for tests, the demo and benchmarks.
 
+pub mod backfill;
+pub mod catalog;
 pub mod cli;
+pub mod commands;
 pub mod connection;
 pub mod error;
+pub mod execute;
 pub mod migration;
 pub mod names;
+pub mod ops;
 pub mod output;
+pub mod plan;
+pub mod report;
+pub mod sqltext;
+pub mod state;
 pub mod testkit;
 
 pub use error::{Error, ExitCode, Result};

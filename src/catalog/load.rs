@@ -1,0 +1,373 @@
+//! The pg_catalog queries that fill a [`Catalog`], all in one place.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use tokio_postgres::Client;
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::migration::TableName;
+use crate::names;
+
+/// Finds the table a migration names, through `search_path` when unqualified.
+pub async fn resolve_table(client: &Client, table: &TableName) -> Result<u32> {
+    let regclass = match &table.schema {
+        Some(schema) => names::qualified(schema, &table.name),
+        None => names::quote(&table.name),
+    };
+    let row = client
+        .query_one(
+            "SELECT c.oid, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&regclass],
+        )
+        .await;
+    match row {
+        Ok(row) => {
+            let kind: String = row.get(1);
+            if kind == "r" || kind == "p" {
+                Ok(row.get(0))
+            } else {
+                Err(Error::Unsupported {
+                    what: format!("{table}"),
+                    reason: format!("it is not a table (relkind {kind})"),
+                })
+            }
+        }
+        Err(e) if e.code().is_none() => Err(Error::UnknownTable {
+            table: table.to_string(),
+        }),
+        Err(e) => Err(Error::db(format!("could not look up table {table}"))(e)),
+    }
+}
+
+/// Loads `roots`, every table that references them by foreign key
+/// (transitively), and the views that depend on their columns.
+pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
+    let server_version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(Error::db("could not read the server version"))?
+        .get(0);
+    let mut catalog = Catalog {
+        server_version,
+        ..Catalog::default()
+    };
+    let mut queue: VecDeque<u32> = roots.iter().copied().collect();
+    let mut seen = BTreeSet::new();
+    while let Some(oid) = queue.pop_front() {
+        if !seen.insert(oid) {
+            continue;
+        }
+        let table = load_table(client, oid).await?;
+        queue.extend(table.referenced_by.iter().map(|fk| fk.table));
+        catalog.tables.push(table);
+    }
+    catalog.views = load_views(client, &seen).await?;
+    Ok(catalog)
+}
+
+async fn load_table(client: &Client, oid: u32) -> Result<Table> {
+    let ctx = |what: &str| format!("could not read the {what} of table oid {oid}");
+    let row = client
+        .query_one(
+            "SELECT n.nspname, c.relname, c.relkind::text, c.relispartition,
+                    EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid),
+                    ARRAY(SELECT p.pubname::text FROM pg_publication p
+                          WHERE p.puballtables
+                             OR EXISTS (SELECT 1 FROM pg_publication_rel r
+                                        WHERE r.prpubid = p.oid AND r.prrelid = c.oid)),
+                    ARRAY(SELECT r.rulename::text FROM pg_rewrite r
+                          WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'),
+                    GREATEST(c.reltuples, 0)::int8,
+                    pg_total_relation_size(c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("definition")))?;
+    let mut table = Table {
+        oid,
+        schema: row.get(0),
+        name: row.get(1),
+        kind: row.get(2),
+        is_partition: row.get(3),
+        has_inheritance: row.get(4),
+        publications: row.get(5),
+        rules: row.get(6),
+        estimated_rows: row.get(7),
+        total_bytes: row.get(8),
+        columns: Vec::new(),
+        indexes: Vec::new(),
+        constraints: Vec::new(),
+        referenced_by: Vec::new(),
+        triggers: Vec::new(),
+        column_dependents: Vec::new(),
+    };
+
+    for row in client
+        .query(
+            "SELECT a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated <> '',
+                    (SELECT dep.objid FROM pg_depend dep JOIN pg_class s ON s.oid = dep.objid
+                     WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
+                       AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum
+                       AND dep.deptype IN ('a', 'i') AND s.relkind = 'S' LIMIT 1)
+             FROM pg_attribute a
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("columns")))?
+    {
+        let seq_oid: Option<u32> = row.get(7);
+        let sequence = match seq_oid {
+            Some(seq) => Some(load_sequence(client, seq).await?),
+            None => None,
+        };
+        table.columns.push(Column {
+            attnum: row.get(0),
+            name: row.get(1),
+            type_name: row.get(2),
+            not_null: row.get(3),
+            default: row.get(4),
+            identity: row.get(5),
+            generated: row.get(6),
+            sequence,
+        });
+    }
+
+    for row in client
+        .query(
+            "SELECT i.indexrelid, ic.relname::text, pg_get_indexdef(i.indexrelid),
+                    i.indisprimary, i.indisunique, i.indisvalid,
+                    (SELECT con.conname::text FROM pg_constraint con
+                     WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+                       AND con.contype IN ('p', 'u', 'x') LIMIT 1),
+                    ARRAY(SELECT DISTINCT k FROM (
+                              SELECT unnest(i.indkey::int2[]) AS k
+                              UNION
+                              SELECT dep.refobjsubid::int2 FROM pg_depend dep
+                              WHERE dep.classid = 'pg_class'::regclass AND dep.objid = i.indexrelid
+                                AND dep.refclassid = 'pg_class'::regclass
+                                AND dep.refobjid = i.indrelid AND dep.refobjsubid > 0) ks
+                          WHERE k > 0 ORDER BY k),
+                    pg_relation_size(i.indexrelid)
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = $1
+             ORDER BY ic.relname",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("indexes")))?
+    {
+        table.indexes.push(Index {
+            oid: row.get(0),
+            name: row.get(1),
+            definition: row.get(2),
+            is_primary: row.get(3),
+            is_unique: row.get(4),
+            is_valid: row.get(5),
+            constraint: row.get(6),
+            columns: row.get(7),
+            bytes: row.get(8),
+        });
+    }
+
+    let constraint_sql = "SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid),
+                con.conrelid, COALESCE(con.conkey, '{}'), NULLIF(con.confrelid, 0),
+                COALESCE(con.confkey, '{}'), con.convalidated,
+                (SELECT relname::text FROM pg_class WHERE oid = NULLIF(con.conindid, 0))
+         FROM pg_constraint con WHERE ";
+    for (filter, into_referenced) in [
+        ("con.conrelid = $1 ORDER BY con.conname", false),
+        (
+            "con.confrelid = $1 AND con.contype = 'f' ORDER BY con.conname",
+            true,
+        ),
+    ] {
+        for row in client
+            .query(&format!("{constraint_sql}{filter}"), &[&oid])
+            .await
+            .map_err(Error::db(ctx("constraints")))?
+        {
+            let c = Constraint {
+                name: row.get(0),
+                kind: row.get(1),
+                definition: row.get(2),
+                table: row.get(3),
+                columns: row.get(4),
+                ref_table: row.get(5),
+                ref_columns: row.get(6),
+                validated: row.get(7),
+                index: row.get(8),
+            };
+            if into_referenced {
+                table.referenced_by.push(c);
+            } else {
+                table.constraints.push(c);
+            }
+        }
+    }
+
+    for row in client
+        .query(
+            "SELECT t.tgname::text, t.tgisinternal, t.tgattr::int2[],
+                    quote_ident(pn.nspname) || '.' || quote_ident(p.proname), COALESCE(p.prosrc, '')
+             FROM pg_trigger t
+             JOIN pg_proc p ON p.oid = t.tgfoid
+             JOIN pg_namespace pn ON pn.oid = p.pronamespace
+             WHERE t.tgrelid = $1 ORDER BY t.tgname",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("triggers")))?
+    {
+        table.triggers.push(Trigger {
+            name: row.get(0),
+            internal: row.get(1),
+            columns: row.get(2),
+            function: row.get(3),
+            function_source: row.get(4),
+        });
+    }
+
+    for row in client
+        .query(
+            "SELECT d.refobjsubid::int2, d.classid::regclass::text, d.objid,
+                    pg_describe_object(d.classid, d.objid, d.objsubid),
+                    CASE d.classid
+                      WHEN 'pg_rewrite'::regclass THEN
+                        (SELECT r.ev_class::regclass::text || ':' || c.relkind::text
+                         FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
+                      WHEN 'pg_class'::regclass THEN
+                        (SELECT c.relkind::text FROM pg_class c WHERE c.oid = d.objid)
+                      WHEN 'pg_attrdef'::regclass THEN
+                        (SELECT ad.adnum::text FROM pg_attrdef ad WHERE ad.oid = d.objid)
+                      ELSE '' END
+             FROM pg_depend d
+             WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.refobjsubid > 0
+               AND d.deptype <> 'i'
+             ORDER BY 1, 2, 3",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("dependent objects")))?
+    {
+        table.column_dependents.push(Dependent {
+            attnum: row.get(0),
+            catalog: row.get(1),
+            objid: row.get(2),
+            description: row.get(3),
+            detail: row.get::<_, Option<String>>(4).unwrap_or_default(),
+        });
+    }
+    Ok(table)
+}
+
+async fn load_sequence(client: &Client, oid: u32) -> Result<Sequence> {
+    let row = client
+        .query_one(
+            "SELECT n.nspname, c.relname, format_type(s.seqtypid, NULL), s.seqstart,
+                    s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, ps.last_value
+             FROM pg_sequence s
+             JOIN pg_class c ON c.oid = s.seqrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = c.relname
+             WHERE s.seqrelid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(format!("could not read sequence oid {oid}")))?;
+    Ok(Sequence {
+        schema: row.get(0),
+        name: row.get(1),
+        data_type: row.get(2),
+        start: row.get(3),
+        increment: row.get(4),
+        min: row.get(5),
+        max: row.get(6),
+        cache: row.get(7),
+        cycle: row.get(8),
+        last_value: row.get(9),
+    })
+}
+
+/// Views over the given tables' columns, and views over those views.
+async fn load_views(client: &Client, tables: &BTreeSet<u32>) -> Result<Vec<View>> {
+    let table_oids: Vec<u32> = tables.iter().copied().collect();
+    let rows = client
+        .query(
+            "WITH RECURSIVE deps(view_oid) AS (
+                 SELECT DISTINCT r.ev_class
+                 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                 WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                   AND d.refobjid = ANY($1) AND d.refobjsubid > 0 AND r.ev_class <> d.refobjid
+               UNION
+                 SELECT r.ev_class
+                 FROM deps JOIN pg_depend d ON d.refobjid = deps.view_oid
+                   AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                 JOIN pg_rewrite r ON r.oid = d.objid
+                 WHERE r.ev_class <> deps.view_oid
+             )
+             SELECT c.oid, n.nspname, c.relname, c.relkind::text, pg_get_viewdef(c.oid, true),
+                    COALESCE(c.reloptions, '{}'), pg_get_userbyid(c.relowner)::text,
+                    ARRAY(SELECT format('GRANT %s ON %I.%I TO %s%s', a.privilege_type, n.nspname, c.relname,
+                                        CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                             ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                                        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+                          FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner),
+                    obj_description(c.oid, 'pg_class'),
+                    ARRAY(SELECT DISTINCT d.refobjid FROM pg_depend d
+                          JOIN pg_rewrite r ON r.oid = d.objid
+                          JOIN pg_class rc ON rc.oid = d.refobjid AND rc.relkind IN ('v', 'm')
+                          WHERE r.ev_class = c.oid AND d.classid = 'pg_rewrite'::regclass
+                            AND d.refobjid <> c.oid),
+                    EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid)
+                      OR EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'),
+                    GREATEST(c.reltuples, 0)::int8
+             FROM deps JOIN pg_class c ON c.oid = deps.view_oid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('v', 'm')
+             ORDER BY c.oid",
+            &[&table_oids],
+        )
+        .await
+        .map_err(Error::db("could not read dependent views"))?;
+    let mut views = Vec::new();
+    for row in rows {
+        let oid: u32 = row.get(0);
+        // Which (table, column) pairs the view reads: one more query keeps pairs exact.
+        let pairs = client
+            .query(
+                "SELECT DISTINCT d.refobjid, d.refobjsubid::int2
+                 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                 WHERE r.ev_class = $1 AND d.classid = 'pg_rewrite'::regclass
+                   AND d.refobjid = ANY($2) AND d.refobjsubid > 0",
+                &[&oid, &table_oids],
+            )
+            .await
+            .map_err(Error::db("could not read view dependencies"))?
+            .into_iter()
+            .map(|r| (r.get::<_, u32>(0), r.get::<_, i16>(1)))
+            .collect();
+        views.push(View {
+            oid,
+            schema: row.get(1),
+            name: row.get(2),
+            kind: row.get(3),
+            definition: row.get(4),
+            options: row.get(5),
+            owner: row.get(6),
+            grants: row.get(7),
+            comment: row.get(8),
+            table_columns: pairs,
+            depends_on_views: row.get(9),
+            has_triggers_or_rules: row.get(10),
+            estimated_rows: row.get(11),
+        });
+    }
+    Ok(views)
+}

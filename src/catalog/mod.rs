@@ -1,0 +1,230 @@
+//! A snapshot of the parts of the live schema a migration touches.
+//!
+//! The snapshot is plain data (serde), so planning is a pure function of it
+//! and can be unit-tested from a hand-written snapshot. [`load`] fills it
+//! from `pg_catalog`; all catalog queries live in `load.rs`.
+
+mod load;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{load, resolve_table};
+
+/// Tables and views reachable from the migration's target tables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    pub tables: Vec<Table>,
+    /// Views that depend (directly or through other views) on loaded tables' columns.
+    pub views: Vec<View>,
+    /// `server_version_num`, e.g. 150018.
+    pub server_version: i32,
+}
+
+impl Catalog {
+    pub fn table(&self, oid: u32) -> Option<&Table> {
+        self.tables.iter().find(|t| t.oid == oid)
+    }
+
+    pub fn view(&self, oid: u32) -> Option<&View> {
+        self.views.iter().find(|v| v.oid == oid)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Table {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// `relkind`: `r` ordinary, `p` partitioned.
+    pub kind: String,
+    pub is_partition: bool,
+    /// Has inheritance parents or children.
+    pub has_inheritance: bool,
+    /// Publications that include the table.
+    pub publications: Vec<String>,
+    /// Rules other than a view's `_RETURN`.
+    pub rules: Vec<String>,
+    /// Planner estimate (`reltuples`).
+    pub estimated_rows: i64,
+    /// Heap + indexes + toast.
+    pub total_bytes: i64,
+    pub columns: Vec<Column>,
+    pub indexes: Vec<Index>,
+    /// Constraints declared on this table.
+    pub constraints: Vec<Constraint>,
+    /// Foreign keys on other tables that reference this one.
+    pub referenced_by: Vec<Constraint>,
+    pub triggers: Vec<Trigger>,
+    /// Other catalog objects that depend on a column (catch-all, described).
+    pub column_dependents: Vec<Dependent>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn column_by_num(&self, attnum: i16) -> Option<&Column> {
+        self.columns.iter().find(|c| c.attnum == attnum)
+    }
+
+    pub fn primary_key(&self) -> Option<&Constraint> {
+        self.constraints.iter().find(|c| c.kind == "p")
+    }
+
+    /// `schema.name` for messages.
+    pub fn display(&self) -> String {
+        if self.schema == "public" {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+
+    pub fn qualified(&self) -> String {
+        crate::names::qualified(&self.schema, &self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Column {
+    pub attnum: i16,
+    pub name: String,
+    /// `format_type`, e.g. `integer`.
+    pub type_name: String,
+    pub not_null: bool,
+    /// Default expression (`pg_get_expr`), if any.
+    pub default: Option<String>,
+    /// `a` always, `d` by default, empty when not an identity column.
+    pub identity: String,
+    /// Whether this is a generated column.
+    pub generated: bool,
+    /// The sequence owned by this column (serial or identity).
+    pub sequence: Option<Sequence>,
+}
+
+impl Column {
+    pub fn is_identity(&self) -> bool {
+        !self.identity.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sequence {
+    pub schema: String,
+    pub name: String,
+    /// `smallint`, `integer` or `bigint`.
+    pub data_type: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub cycle: bool,
+    pub last_value: Option<i64>,
+}
+
+impl Sequence {
+    pub fn qualified(&self) -> String {
+        crate::names::qualified(&self.schema, &self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Index {
+    pub oid: u32,
+    pub name: String,
+    /// `pg_get_indexdef`.
+    pub definition: String,
+    pub is_primary: bool,
+    pub is_unique: bool,
+    pub is_valid: bool,
+    /// The PK/UNIQUE/EXCLUDE constraint backed by this index.
+    pub constraint: Option<String>,
+    /// Columns used as keys, in expressions or in the predicate.
+    pub columns: Vec<i16>,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Constraint {
+    pub name: String,
+    /// `p` primary key, `u` unique, `f` foreign key, `c` check, `x` exclusion.
+    pub kind: String,
+    /// `pg_get_constraintdef`.
+    pub definition: String,
+    /// The table the constraint is declared on.
+    pub table: u32,
+    pub columns: Vec<i16>,
+    /// For foreign keys: the referenced table and columns.
+    pub ref_table: Option<u32>,
+    pub ref_columns: Vec<i16>,
+    pub validated: bool,
+    /// The index that backs a PK/UNIQUE constraint.
+    pub index: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trigger {
+    pub name: String,
+    /// Generated for foreign keys etc.
+    pub internal: bool,
+    /// `UPDATE OF` columns.
+    pub columns: Vec<i16>,
+    /// The trigger function, qualified.
+    pub function: String,
+    /// The function's source, to find references to a column by name.
+    pub function_source: String,
+}
+
+/// Something in the catalog that depends on a column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dependent {
+    pub attnum: i16,
+    /// Catalog holding the dependent object (`pg_class`, `pg_rewrite`, …).
+    pub catalog: String,
+    pub objid: u32,
+    /// `pg_describe_object`, for messages.
+    pub description: String,
+    /// For `pg_rewrite`: `relation:relkind` of the rule's owner; for `pg_class`:
+    /// its relkind; for `pg_attrdef`: the attnum whose default it is.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct View {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// `v` view, `m` materialized view.
+    pub kind: String,
+    /// `pg_get_viewdef(oid, true)`.
+    pub definition: String,
+    /// `reloptions` (security_barrier, check_option, …).
+    pub options: Vec<String>,
+    pub owner: String,
+    /// `GRANT` statements that restore its privileges.
+    pub grants: Vec<String>,
+    pub comment: Option<String>,
+    /// (table oid, attnum) pairs this view reads.
+    pub table_columns: Vec<(u32, i16)>,
+    /// Views this view reads.
+    pub depends_on_views: Vec<u32>,
+    /// Whether it has triggers or rules besides `_RETURN`.
+    pub has_triggers_or_rules: bool,
+    pub estimated_rows: i64,
+}
+
+impl View {
+    pub fn qualified(&self) -> String {
+        crate::names::qualified(&self.schema, &self.name)
+    }
+
+    pub fn display(&self) -> String {
+        if self.schema == "public" {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+}

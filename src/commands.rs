@@ -1,0 +1,383 @@
+//! Runs each CLI command: connect, plan, act, report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::backfill;
+use crate::catalog;
+use crate::cli::{ApplyArgs, Cli, Command, FinalizeArgs, GlobalArgs, PlanArgs, RunArgs, StatusArgs, Tuning};
+use crate::connection::Target;
+use crate::error::{Error, Result};
+use crate::execute::{LockPolicy, Runner};
+use crate::migration::{self, Intent, MigrationFile};
+use crate::output::Printer;
+use crate::plan::{self, Plan, Request};
+use crate::report::{PlanReport, RunReport, StatusReport};
+use crate::state::{self, Phase};
+
+const APP_NAME: &str = "pgshift";
+
+pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Plan(args) => plan(&global, &printer, args).await,
+        Command::Apply(args) => apply(&global, &printer, args).await,
+        Command::Status(args) => status(&global, &printer, args).await,
+        Command::Resume(args) => resume(&global, &printer, args, "resume").await,
+        Command::Cutover(args) => resume(&global, &printer, args, "cutover").await,
+        Command::Rollback(args) => rollback(&global, &printer, args).await,
+        Command::Finalize(args) => finalize(&global, &printer, args).await,
+    }
+}
+
+fn primary(global: &GlobalArgs) -> Result<Target> {
+    let url = global.database_url.as_deref().ok_or_else(|| {
+        Error::Usage("no database given: pass --database-url or set DATABASE_URL".into())
+    })?;
+    Target::parse(url, "--database-url")
+}
+
+/// Reads the file, resolves its tables and plans it against the live catalog.
+async fn make_plan(client: &Client, file: &MigrationFile) -> Result<Plan> {
+    let intents = migration::intents(file)?;
+    let mut requests = Vec::new();
+    for located in &intents {
+        let Intent::WidenToBigint { table, column } = &located.value;
+        let oid = catalog::resolve_table(client, table).await.map_err(|e| match e {
+            Error::UnknownTable { table } => Error::Parse {
+                file: file.path.display().to_string(),
+                line: located.line,
+                message: format!("table {table} does not exist"),
+            },
+            other => other,
+        })?;
+        requests.push(Request { table: oid, column: column.clone() });
+    }
+    let roots: Vec<u32> = requests.iter().map(|r| r.table).collect();
+    let snapshot = catalog::load(client, &roots).await?;
+    plan::build(&file.name, &file.checksum, &requests, &snapshot)
+}
+
+fn refuse_blockers(plan: &Plan) -> Result<()> {
+    if plan.blockers.is_empty() {
+        return Ok(());
+    }
+    let first = &plan.blockers[0];
+    Err(Error::Unsupported {
+        what: format!("migration {}", plan.migration),
+        reason: format!(
+            "{} blocker{} (first: {}: {}); see `pgshift plan`",
+            plan.blockers.len(),
+            if plan.blockers.len() == 1 { "" } else { "s" },
+            first.object,
+            first.reason
+        ),
+    })
+}
+
+async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs) -> Result<()> {
+    let file = MigrationFile::read(&args.migration)?;
+    migration::intents(&file)?; // input errors before connecting
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let plan = make_plan(&client, &file).await?;
+    printer.report(&PlanReport::new(plan.clone())).map_err(io_error)?;
+    refuse_blockers(&plan)
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Runtime(format!("could not write output: {e}"))
+}
+
+fn lock_policy(t: &Tuning) -> LockPolicy {
+    LockPolicy { lock_timeout: t.lock_timeout, retries: t.lock_retries }
+}
+
+fn backfill_settings(t: &Tuning) -> backfill::Settings {
+    backfill::Settings { batch_size: t.batch_size, statement_timeout: Duration::from_secs(30) }
+}
+
+/// Ctrl-C sets the flag: the run stops after the current batch or step.
+fn interrupt_flag(printer: &Printer) -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let printer = printer.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            printer.note("interrupt: stopping after the current step; state is kept");
+            set.store(true, Ordering::SeqCst);
+        }
+    });
+    flag
+}
+
+/// Opens the lifeline and the worker and takes the migration's advisory lock.
+async fn runner(global: &GlobalArgs, printer: &Printer, plan: Plan, tuning: &Tuning) -> Result<Runner> {
+    let target = primary(global)?;
+    let lifeline = target.connect("pgshift lifeline").await?;
+    state::ensure_schema(&lifeline).await?;
+    if !state::try_lock(&lifeline, &plan.migration).await? {
+        return Err(Error::Refused(format!(
+            "another pgshift process is working on migration {}; wait for it or stop it",
+            plan.migration
+        )));
+    }
+    let worker = target.connect(APP_NAME).await?;
+    Ok(Runner {
+        lifeline,
+        worker,
+        plan,
+        lock: lock_policy(tuning),
+        backfill: backfill_settings(tuning),
+        printer: printer.clone(),
+        interrupted: interrupt_flag(printer),
+    })
+}
+
+async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Result<()> {
+    let started = Instant::now();
+    let file = MigrationFile::read(&args.migration)?;
+    migration::intents(&file)?;
+    let target = primary(global)?;
+    let client = target.connect(APP_NAME).await?;
+    let plan = make_plan(&client, &file).await?;
+    refuse_blockers(&plan)?;
+    if let Some(existing) = state::get(&client, &file.name).await? {
+        match existing.phase {
+            Phase::RolledBack => {}
+            Phase::Finalized => {
+                return printer
+                    .report(&RunReport {
+                        migration: file.name.clone(),
+                        command: "apply",
+                        phase: existing.phase.as_str().into(),
+                        seconds: 0.0,
+                        message: "already finalized; nothing to do".into(),
+                    })
+                    .map_err(io_error)
+            }
+            phase => {
+                return Err(Error::Usage(format!(
+                    "migration {} was already started and is at phase {phase}: run `pgshift resume {}` (or `pgshift rollback {}`)",
+                    file.name, file.name, file.name
+                )))
+            }
+        }
+    }
+    drop(client);
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runner = runner(global, printer, plan, &args.tuning).await?;
+    state::start(&runner.lifeline, &runner.plan, &file.path.display().to_string()).await?;
+    printer.note(format!("{}: started (state in schema pgshift)", file.name));
+    let outcome = runner.forward(Phase::Expanding, args.no_cutover).await;
+    finish(printer, &runner, "apply", outcome, started).await
+}
+
+async fn finish(printer: &Printer, runner: &Runner, command: &'static str, outcome: Result<Phase>, started: Instant) -> Result<()> {
+    match outcome {
+        Ok(phase) => {
+            let message = match phase {
+                Phase::Ready => format!(
+                    "ready for cutover; run `pgshift cutover {}` when you choose",
+                    runner.plan.migration
+                ),
+                Phase::CutOver => format!(
+                    "cut over; the old columns are kept in sync for rollback until `pgshift finalize {}`",
+                    runner.plan.migration
+                ),
+                other => format!("at phase {other}"),
+            };
+            printer
+                .report(&RunReport {
+                    migration: runner.plan.migration.clone(),
+                    command,
+                    phase: phase.as_str().into(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    message,
+                })
+                .map_err(io_error)
+        }
+        Err(e) => {
+            runner.record_error(&e).await;
+            Err(e)
+        }
+    }
+}
+
+/// A MIGRATION argument after `apply`: a path to the file, or its name.
+fn migration_name(arg: &str) -> (String, Option<PathBuf>) {
+    let path = Path::new(arg);
+    if arg.ends_with(".sql") || path.is_file() {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| arg.to_string());
+        (name, Some(path.to_path_buf()))
+    } else {
+        (arg.to_string(), None)
+    }
+}
+
+/// Loads a started migration and refuses when its file changed since.
+async fn started_migration(client: &Client, arg: &str) -> Result<state::Migration> {
+    let (name, path) = migration_name(arg);
+    let m = state::get(client, &name).await?.ok_or_else(|| Error::UnknownMigration { name: name.clone() })?;
+    let path = path.unwrap_or_else(|| PathBuf::from(&m.path));
+    if path.is_file() {
+        let file = MigrationFile::read(&path)?;
+        if file.checksum != m.checksum {
+            return Err(Error::FileChanged {
+                name: m.name.clone(),
+                path: path.display().to_string(),
+                started: m.checksum[..12].to_string(),
+                now: file.checksum[..12].to_string(),
+            });
+        }
+    }
+    Ok(m)
+}
+
+async fn resume(global: &GlobalArgs, printer: &Printer, args: RunArgs, command: &'static str) -> Result<()> {
+    let started = Instant::now();
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let m = started_migration(&client, &args.migration).await?;
+    drop(client);
+    match (command, m.phase) {
+        (_, Phase::Finalized | Phase::RolledBack | Phase::CutOver) => {
+            return printer
+                .report(&RunReport {
+                    migration: m.name.clone(),
+                    command,
+                    phase: m.phase.as_str().into(),
+                    seconds: 0.0,
+                    message: format!("already {}; nothing to do", m.phase),
+                })
+                .map_err(io_error)
+        }
+        ("cutover", phase) if phase != Phase::Ready => {
+            return Err(Error::Usage(format!(
+                "migration {} is at phase {phase}, not ready: run `pgshift resume {} --no-cutover` first",
+                m.name, m.name
+            )))
+        }
+        _ => {}
+    }
+    let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
+    let outcome = runner.forward(m.phase, command == "resume" && args.no_cutover).await;
+    finish(printer, &runner, command, outcome, started).await
+}
+
+async fn rollback(global: &GlobalArgs, printer: &Printer, args: RunArgs) -> Result<()> {
+    let started = Instant::now();
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let (name, _) = migration_name(&args.migration);
+    let m = state::get(&client, &name).await?.ok_or(Error::UnknownMigration { name })?;
+    drop(client);
+    let message = match m.phase {
+        Phase::RolledBack => "already rolled back; nothing to do".to_string(),
+        Phase::Finalized => {
+            return Err(Error::Usage(format!(
+                "migration {} is finalized: the old columns are gone, so there is nothing to roll back to",
+                m.name
+            )))
+        }
+        Phase::CutOver => {
+            return Err(Error::Unsupported {
+                what: format!("rollback of {}", m.name),
+                reason: "rollback after cutover is not built yet; the old columns are still kept in sync, so do not finalize".into(),
+            })
+        }
+        _ => {
+            let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
+            let outcome = runner.abort().await;
+            if let Err(e) = outcome {
+                runner.record_error(&e).await;
+                return Err(e);
+            }
+            format!("rolled back from {}: everything pgshift created is gone, the table is as before", m.phase)
+        }
+    };
+    printer
+        .report(&RunReport {
+            migration: m.name.clone(),
+            command: "rollback",
+            phase: Phase::RolledBack.as_str().into(),
+            seconds: started.elapsed().as_secs_f64(),
+            message,
+        })
+        .map_err(io_error)
+}
+
+async fn finalize(global: &GlobalArgs, printer: &Printer, args: FinalizeArgs) -> Result<()> {
+    let started = Instant::now();
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let m = started_migration(&client, &args.migration).await?;
+    drop(client);
+    match m.phase {
+        Phase::CutOver => {}
+        Phase::Finalized => {
+            return printer
+                .report(&RunReport {
+                    migration: m.name.clone(),
+                    command: "finalize",
+                    phase: m.phase.as_str().into(),
+                    seconds: 0.0,
+                    message: "already finalized; nothing to do".into(),
+                })
+                .map_err(io_error)
+        }
+        phase => {
+            return Err(Error::Usage(format!(
+                "migration {} is at phase {phase}; finalize comes after cutover",
+                m.name
+            )))
+        }
+    }
+    let columns: Vec<String> = m
+        .plan
+        .tables
+        .iter()
+        .flat_map(|t| t.columns.iter().map(move |c| format!("{}.{}", t.display(), c.retired)))
+        .collect();
+    if !args.yes
+        && !printer.confirm(&format!(
+            "finalize {} drops {} and makes rollback impossible. Continue?",
+            m.name,
+            columns.join(", ")
+        ))
+    {
+        return Err(Error::Refused(format!(
+            "finalize is irreversible and was not confirmed; rerun with --yes to drop {}",
+            columns.join(", ")
+        )));
+    }
+    let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
+    if let Err(e) = runner.finalize().await {
+        runner.record_error(&e).await;
+        return Err(e);
+    }
+    printer
+        .report(&RunReport {
+            migration: m.name.clone(),
+            command: "finalize",
+            phase: Phase::Finalized.as_str().into(),
+            seconds: started.elapsed().as_secs_f64(),
+            message: format!("finalized: dropped {}", columns.join(", ")),
+        })
+        .map_err(io_error)
+}
+
+async fn status(global: &GlobalArgs, printer: &Printer, args: StatusArgs) -> Result<()> {
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let mut migrations = state::list(&client).await?;
+    if let Some(arg) = args.migration {
+        let (name, _) = migration_name(&arg);
+        migrations.retain(|m| m.name == name);
+        if migrations.is_empty() {
+            return Err(Error::UnknownMigration { name });
+        }
+    }
+    printer.report(&StatusReport { migrations }).map_err(io_error)
+}

@@ -1,0 +1,487 @@
+//! Widening integer keys to bigint online: shadow column, sync trigger,
+//! batched backfill, concurrent indexes, validated constraints, and a
+//! cutover transaction that only renames and re-attaches.
+//!
+//! Every step is safe to run again after a crash (`IF NOT EXISTS`,
+//! `CREATE OR REPLACE`, or a `skip_if` catalog check), which is what makes
+//! `resume` and `rollback` work from any point.
+
+use super::*;
+use crate::names::{literal, qualified, quote, STATE_SCHEMA};
+use crate::plan::{ColumnPlan, Plan, TablePlan};
+
+fn func(name: &str) -> String {
+    qualified(STATE_SCHEMA, name)
+}
+
+fn constraint_exists(table: &TablePlan, name: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND conname = {})",
+        literal(&table.qualified()),
+        literal(name)
+    )
+}
+
+fn fk_exists(table: &str, name: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND conname = {})",
+        literal(table),
+        literal(name)
+    )
+}
+
+fn step(phase: &'static str, description: String, sql: String, lock: &'static str, action: Action) -> Step {
+    let blocking = matches!(lock, ACCESS_EXCLUSIVE | SHARE_ROW_EXCLUSIVE);
+    Step { phase, description, sql, lock, blocking, action }
+}
+
+/// expand: shadow columns and the triggers that keep them in sync.
+pub fn expand(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in &plan.tables {
+        let adds: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("ADD COLUMN IF NOT EXISTS {} bigint", quote(&c.shadow)))
+            .collect();
+        steps.push(step(
+            "expanding",
+            format!(
+                "add shadow column{} to {} (no default: a catalog change, no rewrite)",
+                if t.columns.len() > 1 { "s" } else { "" },
+                t.display()
+            ),
+            format!("ALTER TABLE {} {}", t.qualified(), adds.join(", ")),
+            ACCESS_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+        let copies: String = t
+            .columns
+            .iter()
+            .map(|c| format!("  NEW.{} := NEW.{};\n", quote(&c.shadow), quote(&c.name)))
+            .collect();
+        steps.push(step(
+            "expanding",
+            format!("create the sync function of {}", t.display()),
+            format!(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$\nBEGIN\n{copies}  RETURN NEW;\nEND\n$pgshift$",
+                func(&t.sync_function)
+            ),
+            NONE,
+            Action::Ddl { skip_if: None },
+        ));
+        steps.push(step(
+            "expanding",
+            format!(
+                "sync trigger on {}: copies on INSERT and on UPDATE OF the old column only, so the backfill's own updates do not fire it",
+                t.display()
+            ),
+            format!(
+                "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+                quote(&t.sync_trigger),
+                old_columns(t),
+                t.qualified(),
+                func(&t.sync_function)
+            ),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    steps
+}
+
+fn old_columns(t: &TablePlan) -> String {
+    t.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// backfill: one step per table.
+pub fn backfill(plan: &Plan) -> Vec<Step> {
+    plan.tables
+        .iter()
+        .map(|t| {
+            step(
+                "backfilling",
+                format!(
+                    "copy {} into the shadow column{} in keyset batches (about {} rows)",
+                    t.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                    if t.columns.len() > 1 { "s" } else { "" },
+                    t.estimated_rows
+                ),
+                crate::backfill::batch_sql(t, true),
+                ROW_EXCLUSIVE,
+                Action::Backfill { table: t.oid },
+            )
+        })
+        .collect()
+}
+
+/// validate: indexes, constraints, a verification pass, statistics.
+pub fn validate(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            steps.push(step(
+                "validating",
+                format!("build index {} concurrently on the shadow column (becomes {} at cutover)", ix.shadow, ix.name),
+                ix.create_sql.clone(),
+                SHARE_UPDATE_EXCLUSIVE,
+                Action::BuildIndex { schema: t.schema.clone(), index: ix.shadow.clone() },
+            ));
+        }
+    }
+    for t in &plan.tables {
+        for c in t.columns.iter().filter(|c| c.not_null) {
+            steps.push(step(
+                "validating",
+                format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                    t.qualified(),
+                    quote(&c.not_null_check),
+                    quote(&c.shadow)
+                ),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
+            ));
+            steps.push(validate_step(&t.qualified(), &c.not_null_check));
+        }
+        for chk in &t.checks {
+            steps.push(step(
+                "validating",
+                format!("rebuild check {} on the shadow column", chk.name),
+                format!("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID", t.qualified(), quote(&chk.shadow), chk.definition),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: Some(constraint_exists(t, &chk.shadow)) },
+            ));
+            steps.push(validate_step(&t.qualified(), &chk.shadow));
+        }
+    }
+    for fk in &plan.foreign_keys {
+        steps.push(step(
+            "validating",
+            format!(
+                "rebuild foreign key {} on the new columns (references {}), same actions and deferrability",
+                fk.name, fk.referenced_table
+            ),
+            format!("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID", fk.table, quote(&fk.shadow), fk.definition),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl { skip_if: Some(fk_exists(&fk.table, &fk.shadow)) },
+        ));
+        if fk.was_validated {
+            steps.push(validate_step(&fk.table, &fk.shadow));
+        }
+    }
+    for t in &plan.tables {
+        steps.push(step(
+            "validating",
+            format!("verify no row of {} has new IS DISTINCT FROM old", t.display()),
+            format!("SELECT count(*) FROM {} WHERE {}", t.qualified(), differs(t)),
+            NONE,
+            Action::Verify { table: t.oid },
+        ));
+        let shadows: Vec<String> = t.columns.iter().map(|c| quote(&c.shadow)).collect();
+        steps.push(step(
+            "validating",
+            format!("statistics for the shadow column{} of {}", if shadows.len() > 1 { "s" } else { "" }, t.display()),
+            format!("ANALYZE {} ({})", t.qualified(), shadows.join(", ")),
+            SHARE_UPDATE_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    steps
+}
+
+/// `new IS DISTINCT FROM old` for every widened column of `t`, OR-ed.
+pub fn differs(t: &TablePlan) -> String {
+    t.columns
+        .iter()
+        .map(|c| format!("{} IS DISTINCT FROM {}", quote(&c.shadow), quote(&c.name)))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+fn validate_step(table: &str, constraint: &str) -> Step {
+    step(
+        "validating",
+        format!("validate {constraint} (scans without blocking writes)"),
+        format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote(constraint)),
+        SHARE_UPDATE_EXCLUSIVE,
+        Action::Ddl { skip_if: None },
+    )
+}
+
+/// cutover: one short transaction that swaps names and re-attaches everything.
+pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
+    let mut s: Vec<String> = Vec::new();
+    let mut tables: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
+    for fk in &plan.foreign_keys {
+        if !tables.contains(&fk.table) {
+            tables.push(fk.table.clone());
+        }
+    }
+    // All locks up front, in one statement: no lock upgrades midway, and the
+    // lock_timeout bounds the whole wait.
+    s.push(format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", tables.join(", ")));
+    for v in plan.views.iter().rev() {
+        s.push(format!("DROP VIEW {}", v.qualified()));
+    }
+    for t in &plan.tables {
+        s.push(format!("DROP TRIGGER IF EXISTS {} ON {}", quote(&t.sync_trigger), t.qualified()));
+    }
+    for fk in &plan.foreign_keys {
+        s.push(format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote(&fk.name)));
+    }
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            match &ix.constraint {
+                Some((name, _)) => s.push(format!("ALTER TABLE {} DROP CONSTRAINT {}", t.qualified(), quote(name))),
+                None => s.push(format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    qualified(&t.schema, &ix.name),
+                    quote(&ix.retired)
+                )),
+            }
+        }
+        for chk in &t.checks {
+            s.push(format!("ALTER TABLE {} DROP CONSTRAINT {}", t.qualified(), quote(&chk.name)));
+        }
+    }
+    for (ti, t) in plan.tables.iter().enumerate() {
+        for (ci, c) in t.columns.iter().enumerate() {
+            swap_column(&mut s, t, c, &format!("pgshift.seq_{ti}_{ci}"));
+        }
+    }
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            match &ix.constraint {
+                Some((name, kind)) => s.push(format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
+                    t.qualified(),
+                    quote(name),
+                    if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
+                    quote(&ix.shadow)
+                )),
+                None => s.push(format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    qualified(&t.schema, &ix.shadow),
+                    quote(&ix.name)
+                )),
+            }
+        }
+        for chk in &t.checks {
+            s.push(format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                t.qualified(),
+                quote(&chk.shadow),
+                quote(&chk.name)
+            ));
+        }
+    }
+    for fk in &plan.foreign_keys {
+        s.push(format!("ALTER TABLE {} RENAME CONSTRAINT {} TO {}", fk.table, quote(&fk.shadow), quote(&fk.name)));
+    }
+    for t in &plan.tables {
+        let copies: String = t
+            .columns
+            .iter()
+            .map(|c| {
+                let (lo, hi) = c.range();
+                format!(
+                    "  NEW.{old} := CASE WHEN NEW.{new} BETWEEN {lo} AND {hi} THEN NEW.{new} END;\n",
+                    old = quote(&c.retired),
+                    new = quote(&c.name)
+                )
+            })
+            .collect();
+        s.push(format!(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$\nBEGIN\n{copies}  RETURN NEW;\nEND\n$pgshift$",
+            func(&t.reverse_function)
+        ));
+        s.push(format!(
+            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            quote(&t.reverse_trigger),
+            old_columns(t),
+            t.qualified(),
+            func(&t.reverse_function)
+        ));
+    }
+    for v in &plan.views {
+        let with = if v.options.is_empty() { String::new() } else { format!(" WITH ({})", v.options.join(", ")) };
+        s.push(format!("CREATE VIEW {}{with} AS {}", v.qualified(), v.definition));
+        s.push(format!("ALTER VIEW {} OWNER TO {}", v.qualified(), quote(&v.owner)));
+        s.extend(v.grants.iter().cloned());
+        if let Some(comment) = &v.comment {
+            s.push(format!("COMMENT ON VIEW {} IS {}", v.qualified(), literal(comment)));
+        }
+    }
+    s.push(mark_phase.to_string());
+    let sql = s.join(";\n");
+    step(
+        "cutover",
+        format!(
+            "one transaction: lock {}, swap columns, sequences, keys, foreign keys and {} view{}; reverse sync keeps the old columns current for rollback",
+            tables.join(", "),
+            plan.views.len(),
+            if plan.views.len() == 1 { "" } else { "s" }
+        ),
+        sql,
+        ACCESS_EXCLUSIVE,
+        Action::Transaction { statements: s },
+    )
+}
+
+fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str) {
+    let table = t.qualified();
+    let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
+    if let Some(seq) = identity {
+        // DROP IDENTITY drops the sequence: remember where it stood, re-create it
+        // under the same name on the new column, and put the value back.
+        s.push(format!(
+            "SELECT set_config({}, (SELECT last_value || ',' || is_called FROM {}), true)",
+            literal(setting),
+            seq.qualified()
+        ));
+        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY", quote(&c.name)));
+    }
+    if c.default.is_some() {
+        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT", quote(&c.name)));
+    }
+    s.push(format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", quote(&c.name), quote(&c.retired)));
+    s.push(format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", quote(&c.shadow), quote(&c.name)));
+    if c.not_null {
+        // The retired column is filled by the reverse trigger, which writes
+        // NULL for values that no longer fit; the new one gets NOT NULL from
+        // its validated check without a scan.
+        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(&c.retired)));
+        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL", quote(&c.name)));
+        s.push(format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote(&c.not_null_check)));
+    }
+    if let Some(default) = &c.default {
+        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}", quote(&c.name)));
+    }
+    match (&c.sequence, identity) {
+        (Some(seq), None) => {
+            if seq.data_type != "bigint" {
+                s.push(format!("ALTER SEQUENCE {} AS bigint", seq.qualified()));
+            }
+            s.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", seq.qualified(), table, quote(&c.name)));
+        }
+        (_, Some(seq)) => {
+            s.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {})",
+                quote(&c.name),
+                if seq.identity == "a" { "ALWAYS" } else { "BY DEFAULT" },
+                seq.qualified(),
+                seq.increment,
+                seq.min,
+                seq.max,
+                seq.start,
+                seq.cache,
+                if seq.cycle { "CYCLE" } else { "NO CYCLE" }
+            ));
+            s.push(format!(
+                "SELECT setval({}::regclass, split_part(current_setting({st}), ',', 1)::bigint, split_part(current_setting({st}), ',', 2)::boolean)",
+                literal(&seq.qualified()),
+                st = literal(setting)
+            ));
+        }
+        (None, None) => {}
+    }
+}
+
+/// finalize: drop the retired columns (and their indexes) and the reverse sync.
+pub fn finalize(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in &plan.tables {
+        steps.push(step(
+            "finalize",
+            format!("drop the reverse sync of {}", t.display()),
+            format!(
+                "DROP TRIGGER IF EXISTS {} ON {}; DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
+                quote(&t.reverse_trigger),
+                t.qualified(),
+                func(&t.reverse_function),
+                func(&t.sync_function)
+            ),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+        let drops: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.retired)))
+            .collect();
+        steps.push(step(
+            "finalize",
+            format!("drop the retired column{} of {} (catalog change; their indexes go with them)", if drops.len() > 1 { "s" } else { "" }, t.display()),
+            format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
+            ACCESS_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    steps
+}
+
+/// rollback before cutover: drop everything pgshift created, leave the table as it was.
+pub fn abort(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in &plan.tables {
+        steps.push(step(
+            "rollback",
+            format!("drop the sync trigger of {}", t.display()),
+            format!(
+                "DROP TRIGGER IF EXISTS {} ON {}; DROP FUNCTION IF EXISTS {}()",
+                quote(&t.sync_trigger),
+                t.qualified(),
+                func(&t.sync_function)
+            ),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    for fk in &plan.foreign_keys {
+        steps.push(step(
+            "rollback",
+            format!("drop the rebuilt foreign key {}", fk.shadow),
+            format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", fk.table, quote(&fk.shadow)),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    for t in &plan.tables {
+        let names: Vec<String> = t
+            .checks
+            .iter()
+            .map(|c| c.shadow.clone())
+            .chain(t.columns.iter().filter(|c| c.not_null).map(|c| c.not_null_check.clone()))
+            .collect();
+        if !names.is_empty() {
+            let drops: Vec<String> = names.iter().map(|n| format!("DROP CONSTRAINT IF EXISTS {}", quote(n))).collect();
+            steps.push(step(
+                "rollback",
+                format!("drop the shadow checks of {}", t.display()),
+                format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: None },
+            ));
+        }
+        for ix in &t.indexes {
+            steps.push(step(
+                "rollback",
+                format!("drop the shadow index {}", ix.shadow),
+                format!("DROP INDEX CONCURRENTLY IF EXISTS {}", qualified(&t.schema, &ix.shadow)),
+                SHARE_UPDATE_EXCLUSIVE,
+                Action::DropIndex,
+            ));
+        }
+        let drops: Vec<String> = t.columns.iter().map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.shadow))).collect();
+        steps.push(step(
+            "rollback",
+            format!("drop the shadow column{} of {}", if drops.len() > 1 { "s" } else { "" }, t.display()),
+            format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
+            ACCESS_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    steps
+}

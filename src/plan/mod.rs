@@ -1,0 +1,195 @@
+//! From what the user asked (intents) and the live schema (a catalog
+//! snapshot) to a plan: every column to widen, every dependent object to
+//! rebuild, and every reason pgshift must refuse.
+//!
+//! Planning is pure: it reads only the [`Catalog`], so it is unit-tested
+//! from hand-built snapshots. The plan is stored in the state table when a
+//! migration starts and `resume` follows the stored plan, not a new one.
+
+mod build;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+pub use build::{build, Request};
+
+/// The online plan of one migration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub migration: String,
+    pub checksum: String,
+    /// Tables in a fixed order (requested first, then referencing tables).
+    pub tables: Vec<TablePlan>,
+    /// Foreign keys to rebuild on the new columns.
+    pub foreign_keys: Vec<ForeignKeyPlan>,
+    /// Views to recreate at cutover, in creation (dependency) order.
+    pub views: Vec<ViewPlan>,
+    pub warnings: Vec<String>,
+    /// Why pgshift cannot run this migration online; `apply` refuses when not empty.
+    pub blockers: Vec<Blocker>,
+}
+
+impl Plan {
+    pub fn table(&self, oid: u32) -> Option<&TablePlan> {
+        self.tables.iter().find(|t| t.oid == oid)
+    }
+
+    pub fn estimated_rows(&self) -> i64 {
+        self.tables.iter().map(|t| t.estimated_rows).sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Blocker {
+    /// The object, e.g. `table scripts` or `trigger audit on scripts`.
+    pub object: String,
+    pub reason: String,
+    /// What the user can do about it.
+    pub remedy: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TablePlan {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub estimated_rows: i64,
+    pub total_bytes: i64,
+    /// Primary-key columns the backfill walks in keyset order, with their types.
+    pub key: Vec<KeyColumn>,
+    pub columns: Vec<ColumnPlan>,
+    /// Indexes that contain a widened column, rebuilt concurrently.
+    pub indexes: Vec<IndexPlan>,
+    /// CHECK constraints that use a widened column, rebuilt NOT VALID + VALIDATE.
+    pub checks: Vec<CheckPlan>,
+    /// Sync function and trigger (old → new) until cutover.
+    pub sync_function: String,
+    pub sync_trigger: String,
+    /// Reverse sync (new → old) from cutover to finalize, so rollback loses nothing.
+    pub reverse_function: String,
+    pub reverse_trigger: String,
+}
+
+impl TablePlan {
+    pub fn qualified(&self) -> String {
+        crate::names::qualified(&self.schema, &self.name)
+    }
+
+    pub fn display(&self) -> String {
+        if self.schema == "public" {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyColumn {
+    pub name: String,
+    pub type_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnPlan {
+    pub name: String,
+    /// The bigint column filled online; takes `name` at cutover.
+    pub shadow: String,
+    /// What the original column is called from cutover to finalize.
+    pub retired: String,
+    /// `smallint` or `integer`.
+    pub from_type: String,
+    pub not_null: bool,
+    /// Name of the `CHECK (shadow IS NOT NULL)` that makes `SET NOT NULL` instant.
+    pub not_null_check: String,
+    pub default: Option<String>,
+    pub sequence: Option<SequencePlan>,
+    /// Why it is widened: requested, or which key it references.
+    pub reason: String,
+}
+
+impl ColumnPlan {
+    /// The value range of the original type, for the reverse trigger and rollback.
+    pub fn range(&self) -> (i64, i64) {
+        match self.from_type.as_str() {
+            "smallint" => (i16::MIN as i64, i16::MAX as i64),
+            _ => (i32::MIN as i64, i32::MAX as i64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SequencePlan {
+    pub schema: String,
+    pub name: String,
+    pub data_type: String,
+    /// `a`/`d` for identity columns (ALWAYS / BY DEFAULT), empty for serial.
+    pub identity: String,
+    pub increment: i64,
+    pub min: i64,
+    /// Max after the migration: the bigint max when it was the old type's max.
+    pub max: i64,
+    pub start: i64,
+    pub cache: i64,
+    pub cycle: bool,
+    pub last_value: Option<i64>,
+}
+
+impl SequencePlan {
+    pub fn qualified(&self) -> String {
+        crate::names::qualified(&self.schema, &self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexPlan {
+    pub name: String,
+    /// Built concurrently under this name; renamed to `name` at cutover.
+    pub shadow: String,
+    /// What the original index is called from cutover to finalize (plain indexes).
+    pub retired: String,
+    /// `CREATE … INDEX CONCURRENTLY` on the shadow columns.
+    pub create_sql: String,
+    /// Backs this PRIMARY KEY (`p`) or UNIQUE (`u`) constraint, re-added `USING INDEX`.
+    pub constraint: Option<(String, String)>,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckPlan {
+    pub name: String,
+    pub shadow: String,
+    /// The constraint definition on the shadow columns.
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ForeignKeyPlan {
+    pub name: String,
+    pub shadow: String,
+    /// Qualified name of the referencing (declaring) table.
+    pub table: String,
+    pub table_oid: u32,
+    pub referenced_table: String,
+    /// Definition on the new columns, as `pg_get_constraintdef` would print it.
+    pub definition: String,
+    pub was_validated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ViewPlan {
+    pub schema: String,
+    pub name: String,
+    pub definition: String,
+    pub options: Vec<String>,
+    pub owner: String,
+    pub grants: Vec<String>,
+    pub comment: Option<String>,
+}
+
+impl ViewPlan {
+    pub fn qualified(&self) -> String {
+        crate::names::qualified(&self.schema, &self.name)
+    }
+}

@@ -1,0 +1,266 @@
+//! Migration state persisted in the target database (schema `pgshift`), so
+//! that a crash at any point leaves something `resume` and `rollback` read.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+/// Where a migration stands. `status` shows these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Expanding,
+    Backfilling,
+    Validating,
+    Ready,
+    CutOver,
+    Finalized,
+    RolledBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Expanding => "expanding",
+            Phase::Backfilling => "backfilling",
+            Phase::Validating => "validating",
+            Phase::Ready => "ready",
+            Phase::CutOver => "cut_over",
+            Phase::Finalized => "finalized",
+            Phase::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Before cutover: rollback only drops what pgshift added.
+    pub fn before_cutover(self) -> bool {
+        self < Phase::CutOver
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Phase> {
+        Ok(match s {
+            "expanding" => Phase::Expanding,
+            "backfilling" => Phase::Backfilling,
+            "validating" => Phase::Validating,
+            "ready" => Phase::Ready,
+            "cut_over" => Phase::CutOver,
+            "finalized" => Phase::Finalized,
+            "rolled_back" => Phase::RolledBack,
+            other => return Err(Error::Runtime(format!("unknown phase {other:?} in pgshift.migrations"))),
+        })
+    }
+}
+
+const SCHEMA_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.migrations (
+    name        text PRIMARY KEY,
+    checksum    text NOT NULL,
+    path        text NOT NULL,
+    phase       text NOT NULL,
+    plan        jsonb NOT NULL,
+    paused      boolean NOT NULL DEFAULT false,
+    pause_reason text,
+    last_error  text,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    cutover_at  timestamptz
+);
+CREATE TABLE IF NOT EXISTS pgshift.backfill (
+    migration   text NOT NULL REFERENCES pgshift.migrations (name) ON DELETE CASCADE,
+    table_oid   oid NOT NULL,
+    cursor      text[],
+    rows_done   bigint NOT NULL DEFAULT 0,
+    rows_total  bigint NOT NULL DEFAULT 0,
+    done        boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (migration, table_oid)
+);";
+
+/// Creates the state schema and tables if missing.
+pub async fn ensure_schema(client: &Client) -> Result<()> {
+    // Two pgshift processes starting at once would race on CREATE IF NOT EXISTS.
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock(hashtext('pgshift'), 0); {SCHEMA_SQL} SELECT pg_advisory_unlock(hashtext('pgshift'), 0);"
+        ))
+        .await
+        .map_err(Error::db("could not create the pgshift state schema"))
+}
+
+/// Whether the state schema exists (read-only commands must not create it).
+pub async fn exists(client: &Client) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass('pgshift.migrations') IS NOT NULL", &[])
+        .await
+        .map_err(Error::db("could not look for the pgshift state"))?
+        .get(0))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Backfill {
+    pub table: String,
+    pub rows_done: i64,
+    pub rows_total: i64,
+    pub done: bool,
+}
+
+/// One row of `pgshift.migrations`.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub name: String,
+    pub checksum: String,
+    pub path: String,
+    pub phase: Phase,
+    pub plan: Plan,
+    pub paused: bool,
+    pub pause_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub started_at: String,
+    pub updated_at: String,
+    pub backfill: Vec<Backfill>,
+}
+
+const SELECT: &str = "SELECT name, checksum, path, phase, plan, paused, pause_reason, last_error,
+        to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+    FROM pgshift.migrations";
+
+async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration> {
+    let name: String = row.get(0);
+    let plan: serde_json::Value = row.get(4);
+    let plan: Plan = serde_json::from_value(plan)
+        .map_err(|e| Error::Runtime(format!("the stored plan of migration {name} is unreadable: {e}")))?;
+    let backfill = client
+        .query(
+            "SELECT table_oid, rows_done, rows_total, done FROM pgshift.backfill WHERE migration = $1 ORDER BY table_oid",
+            &[&name],
+        )
+        .await
+        .map_err(Error::db("could not read backfill progress"))?
+        .into_iter()
+        .map(|r| {
+            let oid: u32 = r.get(0);
+            Backfill {
+                table: plan.table(oid).map(|t| t.display()).unwrap_or_else(|| oid.to_string()),
+                rows_done: r.get(1),
+                rows_total: r.get(2),
+                done: r.get(3),
+            }
+        })
+        .collect();
+    Ok(Migration {
+        name,
+        checksum: row.get(1),
+        path: row.get(2),
+        phase: row.get::<_, String>(3).parse()?,
+        plan,
+        paused: row.get(5),
+        pause_reason: row.get(6),
+        last_error: row.get(7),
+        started_at: row.get(8),
+        updated_at: row.get(9),
+        backfill,
+    })
+}
+
+pub async fn get(client: &Client, name: &str) -> Result<Option<Migration>> {
+    if !exists(client).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(&format!("{SELECT} WHERE name = $1"), &[&name])
+        .await
+        .map_err(Error::db(format!("could not read the state of migration {name}")))?;
+    match row {
+        Some(row) => Ok(Some(from_row(client, row).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn list(client: &Client) -> Result<Vec<Migration>> {
+    if !exists(client).await? {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(&format!("{SELECT} ORDER BY started_at, name"), &[])
+        .await
+        .map_err(Error::db("could not list migrations"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_row(client, row).await?);
+    }
+    Ok(out)
+}
+
+/// Records a new start (or a restart after a rollback).
+pub async fn start(client: &Client, plan: &Plan, path: &str) -> Result<()> {
+    let plan_json = serde_json::to_value(plan).map_err(|e| Error::Runtime(format!("could not store the plan: {e}")))?;
+    client
+        .execute(
+            "INSERT INTO pgshift.migrations (name, checksum, path, phase, plan)
+             VALUES ($1, $2, $3, 'expanding', $4)
+             ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, path = EXCLUDED.path,
+                 phase = 'expanding', plan = EXCLUDED.plan, paused = false, pause_reason = NULL,
+                 last_error = NULL, started_at = now(), updated_at = now(), cutover_at = NULL",
+            &[&plan.migration, &plan.checksum, &path, &plan_json],
+        )
+        .await
+        .map_err(Error::db("could not record the migration's start"))?;
+    client
+        .execute("DELETE FROM pgshift.backfill WHERE migration = $1", &[&plan.migration])
+        .await
+        .map_err(Error::db("could not reset backfill progress"))?;
+    Ok(())
+}
+
+pub async fn set_phase(client: &Client, name: &str, phase: Phase) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgshift.migrations SET phase = $2, updated_at = now(), last_error = NULL WHERE name = $1",
+            &[&name, &phase.as_str()],
+        )
+        .await
+        .map_err(Error::db(format!("could not record phase {phase} of {name}")))?;
+    Ok(())
+}
+
+/// The statement that marks cutover done, run inside the cutover transaction
+/// itself so the phase and the schema can never disagree.
+pub fn cutover_marker(name: &str) -> String {
+    format!(
+        "UPDATE pgshift.migrations SET phase = 'cut_over', cutover_at = now(), updated_at = now() WHERE name = {}",
+        crate::names::literal(name)
+    )
+}
+
+pub async fn record_error(client: &Client, name: &str, error: &str) {
+    let _ = client
+        .execute(
+            "UPDATE pgshift.migrations SET last_error = $2, updated_at = now() WHERE name = $1",
+            &[&name, &error],
+        )
+        .await;
+}
+
+/// Takes the per-migration advisory lock on this session; false when another
+/// pgshift holds it.
+pub async fn try_lock(client: &Client, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))", &[&name])
+        .await
+        .map_err(Error::db("could not take the migration's advisory lock"))?
+        .get(0))
+}
