@@ -100,14 +100,22 @@ impl Target {
     pub async fn connect(&self, application_name: &str) -> Result<Client> {
         let mut config = self.config.clone();
         config.application_name(application_name);
-        let (client, connection) =
-            config
-                .connect(self.tls()?)
-                .await
-                .map_err(|source| Error::Connect {
-                    target: self.describe(),
-                    source,
-                })?;
+        // connect_timeout bounds the TCP connect; a server that accepts but
+        // never answers the startup must not hang us either.
+        let limit = *config.get_connect_timeout().unwrap_or(&DEFAULT_CONNECT_TIMEOUT) * 2;
+        let (client, connection) = match tokio::time::timeout(limit, config.connect(self.tls()?)).await {
+            Ok(result) => result.map_err(|source| Error::Connect {
+                target: self.describe(),
+                source,
+            })?,
+            Err(_) => {
+                return Err(Error::Runtime(format!(
+                    "could not connect to {}: no answer within {} s",
+                    self.describe(),
+                    limit.as_secs()
+                )))
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!("connection closed: {e}");

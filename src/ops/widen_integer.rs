@@ -423,22 +423,12 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
 }
 
 /// rollback before cutover: drop everything pgshift created, leave the table as it was.
+///
+/// Order matters under live writes: constraints on the shadow columns go
+/// before the sync trigger that fills them, or an insert in between would
+/// violate them.
 pub fn abort(plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
-    for t in &plan.tables {
-        steps.push(step(
-            "rollback",
-            format!("drop the sync trigger of {}", t.display()),
-            format!(
-                "DROP TRIGGER IF EXISTS {} ON {}; DROP FUNCTION IF EXISTS {}()",
-                quote(&t.sync_trigger),
-                t.qualified(),
-                func(&t.sync_function)
-            ),
-            SHARE_ROW_EXCLUSIVE,
-            Action::Ddl { skip_if: None },
-        ));
-    }
     for fk in &plan.foreign_keys {
         steps.push(step(
             "rollback",
@@ -465,6 +455,20 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
                 Action::Ddl { skip_if: None },
             ));
         }
+    }
+    for t in &plan.tables {
+        steps.push(step(
+            "rollback",
+            format!("drop the sync trigger of {}", t.display()),
+            format!(
+                "DROP TRIGGER IF EXISTS {} ON {}; DROP FUNCTION IF EXISTS {}()",
+                quote(&t.sync_trigger),
+                t.qualified(),
+                func(&t.sync_function)
+            ),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
         for ix in &t.indexes {
             steps.push(step(
                 "rollback",

@@ -1,4 +1,6 @@
 //! Integration tests against real Postgres clusters started per test.
 
+mod cli;
 mod harness;
 mod support;
+mod widen;

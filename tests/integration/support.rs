@@ -1,6 +1,10 @@
 //! Shared helpers for the integration tests.
 
-use pgshift::testkit::Cluster;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgshift::testkit::{incident, Cluster};
 use tokio_postgres::{Client, NoTls};
 
 /// Connects to `url` without TLS (test clusters listen on loopback only).
@@ -23,4 +27,198 @@ pub async fn primary() -> (Cluster, Client) {
     cluster.create_database("app").expect("create database");
     let client = connect(&cluster.url("app")).await;
     (cluster, client)
+}
+
+/// A primary with the incident schema filled with `rows` scripts, plus
+/// control tables the writer mirrors every change into.
+pub async fn incident_primary(rows: i64) -> (Cluster, Client) {
+    let (cluster, client) = primary().await;
+    incident::load(&client, rows).await.expect("load incident schema");
+    client
+        .batch_execute(
+            "CREATE TABLE scripts_control AS SELECT id, account_id, name FROM scripts;
+             ALTER TABLE scripts_control ADD PRIMARY KEY (id);
+             CREATE TABLE runs_control AS SELECT id, script_id FROM script_runs;
+             ALTER TABLE runs_control ADD PRIMARY KEY (id);",
+        )
+        .await
+        .unwrap();
+    (cluster, client)
+}
+
+/// Output of one pgshift run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the pgshift binary with `args` against `url`.
+pub async fn pgshift(url: &str, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "pgshift=info")
+        .output()
+        .await
+        .expect("run pgshift");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Writes a migration file into a temp dir and returns (dir, path).
+pub fn migration(name: &str, sql: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.sql"));
+    std::fs::write(&path, sql).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+/// A concurrent application writer on the incident tables that mirrors every
+/// change into the control tables in the same statement.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    pub ops: Arc<AtomicU64>,
+    pub errors: Arc<std::sync::Mutex<Vec<String>>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    pub async fn start(url: &str) -> Writer {
+        let client = connect(url).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, o, e) = (stop.clone(), ops.clone(), errors.clone());
+        let handle = tokio::spawn(async move {
+            let mut i: i64 = 0;
+            while !s.load(Ordering::SeqCst) {
+                i += 1;
+                let sql = match i % 6 {
+                    0 | 1 => "WITH s AS (INSERT INTO scripts (account_id, name, body) VALUES (7, 'w' || $1::int8::text, 'b') RETURNING id, account_id, name)
+                              INSERT INTO scripts_control SELECT id, account_id, name FROM s",
+                    2 => "WITH u AS (UPDATE scripts SET name = 'u' || $1::int8::text WHERE id = (SELECT max(id) FROM scripts) - ($1::int8 % 50) RETURNING id, name)
+                          UPDATE scripts_control c SET name = u.name FROM u WHERE c.id = u.id",
+                    3 => "WITH r AS (INSERT INTO script_runs (script_id, status) SELECT id, 'ok' FROM scripts WHERE id = (SELECT max(id) FROM scripts) - ($1::int8 % 20) RETURNING id, script_id)
+                          INSERT INTO runs_control SELECT id, script_id FROM r",
+                    4 => "WITH u AS (UPDATE script_runs SET script_id = (SELECT max(id) FROM scripts) - ($1::int8 % 30)
+                                     WHERE id = (SELECT max(id) FROM script_runs) - ($1::int8 % 10) RETURNING id, script_id)
+                          UPDATE runs_control c SET script_id = u.script_id FROM u WHERE c.id = u.id",
+                    _ => "WITH d AS (DELETE FROM script_runs WHERE id = (SELECT min(id) FROM script_runs) + $1::int8 % 3 RETURNING id)
+                          DELETE FROM runs_control c USING d WHERE c.id = d.id",
+                };
+                match client.execute(sql, &[&i]).await {
+                    Ok(_) => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(err) => e.lock().unwrap().push(format!("{err:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        Writer { stop, ops, errors, handle }
+    }
+
+    /// Stops the writer and returns the errors it saw.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.await.unwrap();
+        let errors = self.errors.lock().unwrap().clone();
+        errors
+    }
+}
+
+/// Asserts the incident tables hold exactly what the control tables hold.
+pub async fn assert_matches_control(client: &Client) {
+    let q = |sql: &'static str| async move {
+        client.query_one(sql, &[]).await.unwrap().get::<_, Option<String>>(0)
+    };
+    let scripts = q("SELECT md5(string_agg(id || ':' || account_id || ':' || coalesce(name, ''), ',' ORDER BY id)) FROM scripts").await;
+    let control = q("SELECT md5(string_agg(id || ':' || account_id || ':' || coalesce(name, ''), ',' ORDER BY id)) FROM scripts_control").await;
+    assert_eq!(scripts, control, "scripts differ from the control copy");
+    let runs = q("SELECT md5(string_agg(id || ':' || script_id, ',' ORDER BY id)) FROM script_runs").await;
+    let control = q("SELECT md5(string_agg(id || ':' || script_id, ',' ORDER BY id)) FROM runs_control").await;
+    assert_eq!(runs, control, "script_runs differ from the control copy");
+}
+
+/// A text dump of a schema's tables, columns, indexes, constraints,
+/// triggers, sequences and views, to compare before and after.
+pub async fn schema_dump(client: &Client) -> String {
+    let rows = client
+        .query(
+            "SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                    || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                    || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+                    || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v')
+             UNION ALL
+             SELECT 'index ' || pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+             UNION ALL
+             SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+                    || CASE WHEN convalidated THEN '' ELSE ' (not validated)' END
+             FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+             UNION ALL
+             SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+             UNION ALL
+             SELECT 'sequence ' || schemaname || '.' || sequencename || ' ' || data_type || ' max ' || max_value
+             FROM pg_sequences WHERE schemaname = 'public'
+             UNION ALL
+             SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = 'public'
+             UNION ALL
+             SELECT 'function ' || n.nspname || '.' || p.proname FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('public', 'pgshift')
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+}
+
+/// Names of objects pgshift created that still exist (should be none when done).
+pub async fn leftovers(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT 'relation ' || relname FROM pg_class WHERE relname LIKE 'pgshift\\_%' AND relkind <> 'i'
+                 AND relnamespace <> 'pgshift'::regnamespace
+             UNION ALL SELECT 'index ' || relname FROM pg_class WHERE relname LIKE 'pgshift\\_%' AND relkind = 'i'
+             UNION ALL SELECT 'column ' || attrelid::regclass || '.' || attname FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'v')
+                 WHERE attname LIKE 'pgshift\\_%' AND NOT attisdropped
+             UNION ALL SELECT 'constraint ' || conname FROM pg_constraint WHERE conname LIKE 'pgshift\\_%'
+             UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgname LIKE 'pgshift\\_%'
+             UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'pgshift\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Polls `sql` (returning one bool) until true or the timeout.
+pub async fn wait_until(client: &Client, sql: &str, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(row) = client.query_one(sql, &[]).await {
+            if row.get::<_, Option<bool>>(0) == Some(true) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -1,0 +1,228 @@
+//! The online int4 -> int8 conversion end to end, under concurrent writes.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const SCRIPTS_ID: &str = "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n";
+
+async fn one_string(client: &tokio_postgres::Client, sql: &str) -> String {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_widens_the_key_and_everything_that_depends_on_it_under_writes() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0001_scripts_id", SCRIPTS_ID);
+
+    let writer = Writer::start(&url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = pgshift(&url, &["apply", &path, "--batch-size", "1000"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ops = writer.ops.load(std::sync::atomic::Ordering::SeqCst);
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "apply failed: {}\n{}", run.stdout, run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert!(ops > 50, "the writer made only {ops} writes");
+
+    // Types, keys, constraints, indexes, view and sequence are all bigint and intact.
+    let types = one_string(&client, "SELECT string_agg(attrelid::regclass || '.' || attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attrelid::regclass::text, attname)
+        FROM pg_attribute WHERE attname IN ('id', 'script_id') AND attrelid IN ('scripts'::regclass, 'script_runs'::regclass, 'all_scripts'::regclass)").await;
+    assert_eq!(types, "all_scripts.id bigint, script_runs.id bigint, script_runs.script_id bigint, scripts.id bigint");
+    let pk = one_string(&client, "SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'scripts'::regclass AND contype = 'p'").await;
+    assert_eq!(pk, "scripts_pkey PRIMARY KEY (id)");
+    let fk = client
+        .query_one("SELECT conname::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE conrelid = 'script_runs'::regclass AND contype = 'f'", &[])
+        .await
+        .unwrap();
+    assert_eq!(fk.get::<_, String>(0), "script_runs_script_id_fkey");
+    assert_eq!(fk.get::<_, String>(1), "FOREIGN KEY (script_id) REFERENCES scripts(id) ON DELETE CASCADE");
+    assert!(fk.get::<_, bool>(2), "the rebuilt foreign key is validated");
+    let ix = one_string(&client, "SELECT pg_get_indexdef('script_runs_script_id_idx'::regclass)").await;
+    assert_eq!(ix, "CREATE INDEX script_runs_script_id_idx ON public.script_runs USING btree (script_id)");
+    let seq = one_string(&client, "SELECT data_type::text || ' ' || max_value FROM pg_sequences WHERE sequencename = 'scripts_id_seq'").await;
+    assert_eq!(seq, "bigint 9223372036854775807");
+    let owner = one_string(&client, "SELECT pg_get_serial_sequence('scripts', 'id')").await;
+    assert_eq!(owner, "public.scripts_id_seq");
+
+    // No write was lost or changed.
+    assert_matches_control(&client).await;
+
+    // Keys above 2^31 now work end to end.
+    client.batch_execute("SELECT setval('scripts_id_seq', 2147483648)").await.unwrap();
+    let id: i64 = client.query_one("INSERT INTO scripts (account_id, name) VALUES (1, 'big') RETURNING id", &[]).await.unwrap().get(0);
+    assert_eq!(id, 2147483649);
+    client.execute("INSERT INTO script_runs (script_id, status) VALUES ($1, 'ok')", &[&id]).await.unwrap();
+    let via_view: i64 = client.query_one("SELECT count(*) FROM all_scripts WHERE id = $1", &[&id]).await.unwrap().get(0);
+    assert_eq!(via_view, 1);
+
+    let status = pgshift(&url, &["--format", "json", "status"]).await;
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status is one JSON document");
+    assert_eq!(json["migrations"][0]["phase"], "cut_over");
+    assert_eq!(json["migrations"][0]["name"], "0001_scripts_id");
+
+    let fin = pgshift(&url, &["finalize", "0001_scripts_id", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_during_backfill_then_resume_finishes_correctly() {
+    let (cluster, client) = incident_primary(30_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0002_kill", SCRIPTS_ID);
+    let writer = Writer::start(&url).await;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "-q", "apply", &path, "--batch-size", "100"])
+        .spawn()
+        .unwrap();
+    let reached = wait_until(
+        &client,
+        "SELECT EXISTS (SELECT 1 FROM pgshift.backfill WHERE rows_done >= 3000 AND NOT done)",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(reached, "the backfill never got going");
+    child.kill().await.unwrap(); // SIGKILL: no cleanup at all
+
+    let phase = one_string(&client, "SELECT phase FROM pgshift.migrations").await;
+    assert_eq!(phase, "backfilling");
+    let resumed = pgshift(&url, &["resume", &path, "--batch-size", "2000"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    let phase = one_string(&client, "SELECT phase FROM pgshift.migrations").await;
+    assert_eq!(phase, "cut_over");
+    assert_matches_control(&client).await;
+    let t = one_string(&client, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'script_runs'::regclass AND attname = 'script_id'").await;
+    assert_eq!(t, "bigint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_keys_referenced_by_two_tables_keep_identity_and_both_foreign_keys() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id int GENERATED ALWAYS AS IDENTITY (START WITH 10 INCREMENT BY 5) PRIMARY KEY, name text UNIQUE);
+             CREATE TABLE users (id bigserial PRIMARY KEY, account_id int REFERENCES accounts (id));
+             CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id int NOT NULL
+                 REFERENCES accounts (id) ON UPDATE CASCADE DEFERRABLE INITIALLY DEFERRED,
+                 CHECK (account_id > 0));
+             INSERT INTO accounts (name) SELECT 'a' || g FROM generate_series(1, 3000) g;
+             INSERT INTO users (account_id) SELECT id FROM accounts;
+             INSERT INTO invoices (account_id) SELECT id FROM accounts WHERE id % 2 = 0;",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0003_accounts", "alter table public.ACCOUNTS alter column ID set data type int8;");
+    let plan = pgshift(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let cols: Vec<String> = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["columns"].as_array().unwrap().iter().map(move |c| format!("{}.{}", t["table"].as_str().unwrap(), c["column"].as_str().unwrap())))
+        .collect();
+    assert_eq!(cols, vec!["accounts.id", "invoices.account_id", "users.account_id"]);
+    assert!(json["steps"].as_array().unwrap().iter().all(|s| s["phase"].is_string() && s["sql"].is_string() && s["lock"].is_string() && s["blocking"].is_boolean()));
+
+    let run = pgshift(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let identity = one_string(&client, "SELECT attidentity::text || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'id'").await;
+    assert_eq!(identity, "a bigint");
+    // The identity continues where it was (3000 rows from 10 by 5: last 15005).
+    let next: i64 = client.query_one("INSERT INTO accounts (name) VALUES ('next') RETURNING id", &[]).await.unwrap().get(0);
+    assert_eq!(next, 15010);
+    let fks = one_string(&client, "SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated, '; ' ORDER BY conrelid::regclass::text, conname)
+        FROM pg_constraint WHERE contype IN ('f', 'c') AND connamespace = 'public'::regnamespace").await;
+    assert_eq!(
+        fks,
+        "invoices invoices_account_id_check CHECK ((account_id > 0)) true; \
+         invoices invoices_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(id) ON UPDATE CASCADE DEFERRABLE INITIALLY DEFERRED true; \
+         users users_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(id) true"
+    );
+    let unique = one_string(&client, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'accounts_name_key'").await;
+    assert_eq!(unique, "UNIQUE (name)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cutover_then_rollback_leaves_the_schema_exactly_as_before() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration("0004_rb", SCRIPTS_ID);
+    let writer = Writer::start(&url).await;
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(one_string(&client, "SELECT phase FROM pgshift.migrations").await, "ready");
+    let rb = pgshift(&url, &["rollback", "0004_rb"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    let again = pgshift(&url, &["rollback", "0004_rb"]).await;
+    assert_eq!(again.code, 0, "rollback is idempotent: {}", again.stderr);
+    let errors = writer.stop().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(schema_dump(&client).await.replace("function pgshift.", ""), before);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+    assert_matches_control(&client).await;
+    // After a rollback, apply can start again.
+    let rerun = pgshift(&url, &["apply", &path]).await;
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_run_online_is_refused_with_exit_2_and_nothing_changes() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             CREATE TABLE plain (id int PRIMARY KEY, v int);
+             CREATE TABLE gen (id int PRIMARY KEY, twice int GENERATED ALWAYS AS (id * 2) STORED);",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+
+    let (_d1, partitioned) = migration("p", "ALTER TABLE events ALTER COLUMN id TYPE bigint;");
+    let run = pgshift(&url, &["apply", &partitioned]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("partitioned"), "{}", run.stderr);
+
+    let (_d2, generated) = migration("g", "ALTER TABLE gen ALTER COLUMN id TYPE bigint;");
+    let run = pgshift(&url, &["plan", &generated]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stdout.contains("generated column"), "{}", run.stdout);
+
+    let (_d3, missing) = migration("m", "-- first\nALTER TABLE plain ALTER COLUMN v TYPE bigint;\nALTER TABLE nope ALTER COLUMN id TYPE bigint;");
+    let run = pgshift(&url, &["apply", &missing]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("m.sql:3: table nope does not exist"), "{}", run.stderr);
+
+    let (_d4, column) = migration("c", "ALTER TABLE plain ALTER COLUMN nope TYPE bigint;");
+    let run = pgshift(&url, &["apply", &column]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("column nope does not exist in table plain"), "{}", run.stderr);
+
+    assert_eq!(schema_dump(&client).await, before, "a refused migration changed the database");
+    let state: bool = client.query_one("SELECT to_regclass('pgshift.migrations') IS NULL", &[]).await.unwrap().get(0);
+    assert!(state, "a refused migration must not even create the state schema");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_refused_on_resume() {
+    let (cluster, _client) = incident_primary(1_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0005_changed", SCRIPTS_ID);
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    std::fs::write(&path, "ALTER TABLE scripts ALTER COLUMN account_id TYPE bigint;").unwrap();
+    let run = pgshift(&url, &["cutover", &path]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("0005_changed was started from a file with checksum"), "{}", run.stderr);
+}
