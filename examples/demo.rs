@@ -21,7 +21,10 @@ async fn main() -> Result<(), Error> {
         .transpose()?
         .unwrap_or(200_000);
     let bin = std::env::var("PGSHIFT_BIN").unwrap_or_else(|_| "target/debug/pgshift".into());
-    let migration = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_scripts_id_bigint.sql");
+    let migration = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/0001_scripts_id_bigint.sql"
+    );
 
     section("1. A throwaway primary and a streaming replica");
     let primary = Cluster::start()?;
@@ -43,7 +46,10 @@ async fn main() -> Result<(), Error> {
     let load = Load::start(&url).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = load.reset_max();
-    println!("baseline: worst read {baseline:?}, worst write {:?}", load.reset_write_max());
+    println!(
+        "baseline: worst read {baseline:?}, worst write {:?}",
+        load.reset_write_max()
+    );
 
     section("5. Online migration (pgshift apply)");
     let started = Instant::now();
@@ -52,7 +58,10 @@ async fn main() -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (reads, writes, errors) = load.stop().await;
     let sorted = load_stats(&reads);
-    let p99 = sorted.get(sorted.len() * 99 / 100).copied().unwrap_or_default();
+    let p99 = sorted
+        .get(sorted.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
     println!(
         "apply took {:.1} s; meanwhile the application made {writes} writes and {} reads by id through all_scripts, with {} errors",
         took.as_secs_f64(),
@@ -81,13 +90,24 @@ async fn main() -> Result<(), Error> {
     {
         println!("{}.{}: {}", row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2));
     }
-    client.batch_execute("SELECT setval('scripts_id_seq', 2147483647)").await?;
-    let id: i64 = client.query_one("INSERT INTO scripts (account_id, name) VALUES (1, 'past int4') RETURNING id", &[]).await?.get(0);
+    client
+        .batch_execute("SELECT setval('scripts_id_seq', 2147483647)")
+        .await?;
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO scripts (account_id, name) VALUES (1, 'past int4') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
     println!("inserted a script with id {id} (past the int4 limit)");
     let standby = connect(&replica.url("app")).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let seen: i64 = standby.query_one("SELECT count(*) FROM scripts WHERE id = $1", &[&id]).await?.get(0);
+        let seen: i64 = standby
+            .query_one("SELECT count(*) FROM scripts WHERE id = $1", &[&id])
+            .await?
+            .get(0);
         if seen == 1 || Instant::now() > deadline {
             println!("replica has it: {}", seen == 1);
             break;
@@ -140,11 +160,14 @@ fn load_max(sorted: &[Duration]) -> Duration {
     sorted.last().copied().unwrap_or_default()
 }
 
+/// What a load task saw: read latencies, writes made, errors.
+type LoadResult = (Vec<Duration>, u64, Vec<String>);
+
 /// The application: one writer and one reader.
 struct Load {
     stop: Arc<AtomicBool>,
     read_max: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64, Vec<String>)>>,
+    tasks: Vec<tokio::task::JoinHandle<LoadResult>>,
 }
 
 impl Load {
@@ -162,7 +185,12 @@ impl Load {
                 i += 1;
                 let t = Instant::now();
                 let r = if i % 2 == 0 {
-                    writer.execute("INSERT INTO scripts (account_id, name, body) VALUES (1, 'live', 'x')", &[]).await
+                    writer
+                        .execute(
+                            "INSERT INTO scripts (account_id, name, body) VALUES (1, 'live', 'x')",
+                            &[],
+                        )
+                        .await
                 } else {
                     writer.execute("INSERT INTO script_runs (script_id, status) VALUES ((SELECT max(id) FROM scripts), 'ok')", &[]).await
                 };
@@ -183,7 +211,10 @@ impl Load {
             while !s.load(Ordering::SeqCst) {
                 i = (i + 7919) % 100_000 + 1;
                 let t = Instant::now();
-                match reader.query("SELECT name FROM all_scripts WHERE id = $1::int", &[&i]).await {
+                match reader
+                    .query("SELECT name FROM all_scripts WHERE id = $1::int", &[&i])
+                    .await
+                {
                     Ok(_) => {
                         let d = t.elapsed();
                         m.fetch_max(d.as_micros() as u64, Ordering::SeqCst);
@@ -195,7 +226,11 @@ impl Load {
             }
             (lat, 0, errors)
         });
-        Ok(Load { stop, read_max, tasks: vec![w, r] })
+        Ok(Load {
+            stop,
+            read_max,
+            tasks: vec![w, r],
+        })
     }
 
     fn reset_max(&self) -> Duration {
@@ -207,7 +242,7 @@ impl Load {
     }
 
     /// Stops the load and returns (read latencies, writes, errors).
-    async fn stop(self) -> (Vec<Duration>, u64, Vec<String>) {
+    async fn stop(self) -> LoadResult {
         self.stop.store(true, Ordering::SeqCst);
         let mut reads = Vec::new();
         let mut writes = 0;

@@ -54,7 +54,10 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool) -> String {
         .collect();
     let order: Vec<String> = t.key.iter().map(|k| quote(&k.name)).collect();
     let (filter, offset_param) = if with_lower {
-        (format!(" WHERE {} > {}", keys(t), params(t, 1)), t.key.len() + 1)
+        (
+            format!(" WHERE {} > {}", keys(t), params(t, 1)),
+            t.key.len() + 1,
+        )
     } else {
         (String::new(), 1)
     };
@@ -87,7 +90,12 @@ fn batch_sql_bounded(t: &TablePlan, with_lower: bool, with_upper: bool) -> Strin
         conds.push(format!("{} <= {}", keys(t), params(t, next)));
     }
     conds.push(format!("({})", differs(t)));
-    format!("UPDATE {} SET {} WHERE {}", t.qualified(), sets.join(", "), conds.join(" AND "))
+    format!(
+        "UPDATE {} SET {} WHERE {}",
+        t.qualified(),
+        sets.join(", "),
+        conds.join(" AND ")
+    )
 }
 
 /// Fills the shadow columns of one table, resuming from its checkpoint.
@@ -120,7 +128,11 @@ pub async fn run(
     if done {
         return Ok(());
     }
-    let mut progress = printer.progress(&t.display(), row.get::<_, i64>(2).max(1) as u64, row.get::<_, i64>(1) as u64);
+    let mut progress = printer.progress(
+        &t.display(),
+        row.get::<_, i64>(2).max(1) as u64,
+        row.get::<_, i64>(1) as u64,
+    );
     let mut batch = settings.batch_size;
     let timeout_ms = settings.statement_timeout.as_millis();
 
@@ -172,17 +184,28 @@ pub async fn run(
             Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) && batch > 100 => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 batch = (batch / 2).max(100);
-                tracing::warn!("a backfill batch of {} hit the statement timeout; retrying with {batch} rows", t.display());
+                tracing::warn!(
+                    "a backfill batch of {} hit the statement timeout; retrying with {batch} rows",
+                    t.display()
+                );
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                return Err(Error::db(format!("backfill batch of {} failed", t.display()))(e));
+                return Err(Error::db(format!(
+                    "backfill batch of {} failed",
+                    t.display()
+                ))(e));
             }
         }
     }
 }
 
-async fn next_bound(client: &Client, t: &TablePlan, lower: Option<&[String]>, batch: i64) -> Result<Option<Vec<String>>> {
+async fn next_bound(
+    client: &Client,
+    t: &TablePlan,
+    lower: Option<&[String]>,
+    batch: i64,
+) -> Result<Option<Vec<String>>> {
     let sql = bound_sql(t, lower.is_some());
     let offset = batch - 1;
     let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -193,7 +216,10 @@ async fn next_bound(client: &Client, t: &TablePlan, lower: Option<&[String]>, ba
     let row = client
         .query_opt(&sql, &args)
         .await
-        .map_err(Error::db(format!("could not find the next backfill batch of {}", t.display())))?;
+        .map_err(Error::db(format!(
+            "could not find the next backfill batch of {}",
+            t.display()
+        )))?;
     Ok(row.map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect()))
 }
 

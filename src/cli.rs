@@ -30,7 +30,12 @@ pub struct GlobalArgs {
     pub database_url: Option<String>,
 
     /// Connection string of a replica or clone used for checks; falls back to PGSHIFT_REPLICA_URL.
-    #[arg(long, global = true, env = "PGSHIFT_REPLICA_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PGSHIFT_REPLICA_URL",
+        hide_env_values = true
+    )]
     pub replica_url: Option<String>,
 
     /// Output format of reports on stdout.

@@ -9,7 +9,9 @@ use tokio_postgres::Client;
 
 use crate::backfill;
 use crate::catalog;
-use crate::cli::{ApplyArgs, Cli, Command, FinalizeArgs, GlobalArgs, PlanArgs, RunArgs, StatusArgs, Tuning};
+use crate::cli::{
+    ApplyArgs, Cli, Command, FinalizeArgs, GlobalArgs, PlanArgs, RunArgs, StatusArgs, Tuning,
+};
 use crate::connection::Target;
 use crate::error::{Error, Result};
 use crate::execute::{LockPolicy, Runner};
@@ -47,15 +49,20 @@ async fn make_plan(client: &Client, file: &MigrationFile) -> Result<Plan> {
     let mut requests = Vec::new();
     for located in &intents {
         let Intent::WidenToBigint { table, column } = &located.value;
-        let oid = catalog::resolve_table(client, table).await.map_err(|e| match e {
-            Error::UnknownTable { table } => Error::Parse {
-                file: file.path.display().to_string(),
-                line: located.line,
-                message: format!("table {table} does not exist"),
-            },
-            other => other,
-        })?;
-        requests.push(Request { table: oid, column: column.clone() });
+        let oid = catalog::resolve_table(client, table)
+            .await
+            .map_err(|e| match e {
+                Error::UnknownTable { table } => Error::Parse {
+                    file: file.path.display().to_string(),
+                    line: located.line,
+                    message: format!("table {table} does not exist"),
+                },
+                other => other,
+            })?;
+        requests.push(Request {
+            table: oid,
+            column: column.clone(),
+        });
     }
     let roots: Vec<u32> = requests.iter().map(|r| r.table).collect();
     let snapshot = catalog::load(client, &roots).await?;
@@ -84,7 +91,9 @@ async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs) -> Result<
     migration::intents(&file)?; // input errors before connecting
     let client = primary(global)?.connect(APP_NAME).await?;
     let plan = make_plan(&client, &file).await?;
-    printer.report(&PlanReport::new(plan.clone())).map_err(io_error)?;
+    printer
+        .report(&PlanReport::new(plan.clone()))
+        .map_err(io_error)?;
     refuse_blockers(&plan)
 }
 
@@ -93,11 +102,17 @@ fn io_error(e: std::io::Error) -> Error {
 }
 
 fn lock_policy(t: &Tuning) -> LockPolicy {
-    LockPolicy { lock_timeout: t.lock_timeout, retries: t.lock_retries }
+    LockPolicy {
+        lock_timeout: t.lock_timeout,
+        retries: t.lock_retries,
+    }
 }
 
 fn backfill_settings(t: &Tuning) -> backfill::Settings {
-    backfill::Settings { batch_size: t.batch_size, statement_timeout: Duration::from_secs(30) }
+    backfill::Settings {
+        batch_size: t.batch_size,
+        statement_timeout: Duration::from_secs(30),
+    }
 }
 
 /// Ctrl-C sets the flag: the run stops after the current batch or step.
@@ -115,7 +130,12 @@ fn interrupt_flag(printer: &Printer) -> Arc<AtomicBool> {
 }
 
 /// Opens the lifeline and the worker and takes the migration's advisory lock.
-async fn runner(global: &GlobalArgs, printer: &Printer, plan: Plan, tuning: &Tuning) -> Result<Runner> {
+async fn runner(
+    global: &GlobalArgs,
+    printer: &Printer,
+    plan: Plan,
+    tuning: &Tuning,
+) -> Result<Runner> {
     let target = primary(global)?;
     let lifeline = target.connect("pgshift lifeline").await?;
     state::ensure_schema(&lifeline).await?;
@@ -172,13 +192,24 @@ async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Resul
         tracing::warn!("{warning}");
     }
     let runner = runner(global, printer, plan, &args.tuning).await?;
-    state::start(&runner.lifeline, &runner.plan, &file.path.display().to_string()).await?;
+    state::start(
+        &runner.lifeline,
+        &runner.plan,
+        &file.path.display().to_string(),
+    )
+    .await?;
     printer.note(format!("{}: started (state in schema pgshift)", file.name));
     let outcome = runner.forward(Phase::Expanding, args.no_cutover).await;
     finish(printer, &runner, "apply", outcome, started).await
 }
 
-async fn finish(printer: &Printer, runner: &Runner, command: &'static str, outcome: Result<Phase>, started: Instant) -> Result<()> {
+async fn finish(
+    printer: &Printer,
+    runner: &Runner,
+    command: &'static str,
+    outcome: Result<Phase>,
+    started: Instant,
+) -> Result<()> {
     match outcome {
         Ok(phase) => {
             let message = match phase {
@@ -213,7 +244,10 @@ async fn finish(printer: &Printer, runner: &Runner, command: &'static str, outco
 fn migration_name(arg: &str) -> (String, Option<PathBuf>) {
     let path = Path::new(arg);
     if arg.ends_with(".sql") || path.is_file() {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| arg.to_string());
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| arg.to_string());
         (name, Some(path.to_path_buf()))
     } else {
         (arg.to_string(), None)
@@ -223,7 +257,9 @@ fn migration_name(arg: &str) -> (String, Option<PathBuf>) {
 /// Loads a started migration and refuses when its file changed since.
 async fn started_migration(client: &Client, arg: &str) -> Result<state::Migration> {
     let (name, path) = migration_name(arg);
-    let m = state::get(client, &name).await?.ok_or_else(|| Error::UnknownMigration { name: name.clone() })?;
+    let m = state::get(client, &name)
+        .await?
+        .ok_or_else(|| Error::UnknownMigration { name: name.clone() })?;
     let path = path.unwrap_or_else(|| PathBuf::from(&m.path));
     if path.is_file() {
         let file = MigrationFile::read(&path)?;
@@ -239,7 +275,12 @@ async fn started_migration(client: &Client, arg: &str) -> Result<state::Migratio
     Ok(m)
 }
 
-async fn resume(global: &GlobalArgs, printer: &Printer, args: RunArgs, command: &'static str) -> Result<()> {
+async fn resume(
+    global: &GlobalArgs,
+    printer: &Printer,
+    args: RunArgs,
+    command: &'static str,
+) -> Result<()> {
     let started = Instant::now();
     let client = primary(global)?.connect(APP_NAME).await?;
     let m = started_migration(&client, &args.migration).await?;
@@ -265,7 +306,9 @@ async fn resume(global: &GlobalArgs, printer: &Printer, args: RunArgs, command: 
         _ => {}
     }
     let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
-    let outcome = runner.forward(m.phase, command == "resume" && args.no_cutover).await;
+    let outcome = runner
+        .forward(m.phase, command == "resume" && args.no_cutover)
+        .await;
     finish(printer, &runner, command, outcome, started).await
 }
 
@@ -273,21 +316,37 @@ async fn rollback(global: &GlobalArgs, printer: &Printer, args: RunArgs) -> Resu
     let started = Instant::now();
     let client = primary(global)?.connect(APP_NAME).await?;
     let (name, _) = migration_name(&args.migration);
-    let m = state::get(&client, &name).await?.ok_or(Error::UnknownMigration { name })?;
+    let m = state::get(&client, &name)
+        .await?
+        .ok_or(Error::UnknownMigration { name })?;
     drop(client);
     let message = match m.phase {
-        Phase::RolledBack => "already rolled back; nothing to do".to_string(),
         Phase::Finalized => {
             return Err(Error::Usage(format!(
                 "migration {} is finalized: the old columns are gone, so there is nothing to roll back to",
                 m.name
             )))
         }
+        Phase::RolledBack => {
+            // Finishes the cleanup of an interrupted rollback; harmless otherwise.
+            let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
+            runner.cleanup_after_revert().await?;
+            "already rolled back; nothing left to do".to_string()
+        }
         Phase::CutOver => {
-            return Err(Error::Unsupported {
-                what: format!("rollback of {}", m.name),
-                reason: "rollback after cutover is not built yet; the old columns are still kept in sync, so do not finalize".into(),
-            })
+            let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
+            match runner.revert().await {
+                Ok(held) => format!(
+                    "rolled back from cut_over: the original columns are back with every write made since; the swap held its locks {} ms",
+                    held.as_millis()
+                ),
+                Err(e) => {
+                    if !matches!(e, Error::Refused(_)) {
+                        runner.record_error(&e).await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         _ => {
             let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
@@ -339,7 +398,11 @@ async fn finalize(global: &GlobalArgs, printer: &Printer, args: FinalizeArgs) ->
         .plan
         .tables
         .iter()
-        .flat_map(|t| t.columns.iter().map(move |c| format!("{}.{}", t.display(), c.retired)))
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .map(move |c| format!("{}.{}", t.display(), c.retired))
+        })
         .collect();
     if !args.yes
         && !printer.confirm(&format!(
@@ -379,5 +442,7 @@ async fn status(global: &GlobalArgs, printer: &Printer, args: StatusArgs) -> Res
             return Err(Error::UnknownMigration { name });
         }
     }
-    printer.report(&StatusReport { migrations }).map_err(io_error)
+    printer
+        .report(&StatusReport { migrations })
+        .map_err(io_error)
 }

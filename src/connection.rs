@@ -102,20 +102,24 @@ impl Target {
         config.application_name(application_name);
         // connect_timeout bounds the TCP connect; a server that accepts but
         // never answers the startup must not hang us either.
-        let limit = *config.get_connect_timeout().unwrap_or(&DEFAULT_CONNECT_TIMEOUT) * 2;
-        let (client, connection) = match tokio::time::timeout(limit, config.connect(self.tls()?)).await {
-            Ok(result) => result.map_err(|source| Error::Connect {
-                target: self.describe(),
-                source,
-            })?,
-            Err(_) => {
-                return Err(Error::Runtime(format!(
-                    "could not connect to {}: no answer within {} s",
-                    self.describe(),
-                    limit.as_secs()
-                )))
-            }
-        };
+        let limit = *config
+            .get_connect_timeout()
+            .unwrap_or(&DEFAULT_CONNECT_TIMEOUT)
+            * 2;
+        let (client, connection) =
+            match tokio::time::timeout(limit, config.connect(self.tls()?)).await {
+                Ok(result) => result.map_err(|source| Error::Connect {
+                    target: self.describe(),
+                    source,
+                })?,
+                Err(_) => {
+                    return Err(Error::Runtime(format!(
+                        "could not connect to {}: no answer within {} s",
+                        self.describe(),
+                        limit.as_secs()
+                    )))
+                }
+            };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!("connection closed: {e}");
@@ -167,7 +171,11 @@ mod tests {
 
     #[test]
     fn verify_full_becomes_require_with_full_verification() {
-        let t = Target::parse("postgres://u@db.example:6432/app?sslmode=verify-full", "url").unwrap();
+        let t = Target::parse(
+            "postgres://u@db.example:6432/app?sslmode=verify-full",
+            "url",
+        )
+        .unwrap();
         assert_eq!(t.verify, Verify::Full);
         assert_eq!(ssl_mode(&t), SslMode::Require);
         let t = Target::parse("host=h sslmode=verify-ca", "url").unwrap();
@@ -189,9 +197,12 @@ mod tests {
 
     #[test]
     fn bad_strings_are_usage_errors_without_the_secret() {
-        let err = Target::parse("postgres://alice:s3cret@h/db?sslmode=bogus", "--database-url")
-            .err()
-            .unwrap();
+        let err = Target::parse(
+            "postgres://alice:s3cret@h/db?sslmode=bogus",
+            "--database-url",
+        )
+        .err()
+        .unwrap();
         let msg = err.to_string();
         assert!(msg.contains("--database-url"), "{msg}");
         assert!(!msg.contains("s3cret"), "{msg}");
@@ -200,8 +211,14 @@ mod tests {
     #[test]
     fn connect_timeout_has_a_default() {
         let t = Target::parse("host=h", "url").unwrap();
-        assert_eq!(t.config().get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(
+            t.config().get_connect_timeout(),
+            Some(&DEFAULT_CONNECT_TIMEOUT)
+        );
         let t = Target::parse("host=h connect_timeout=1", "url").unwrap();
-        assert_eq!(t.config().get_connect_timeout(), Some(&Duration::from_secs(1)));
+        assert_eq!(
+            t.config().get_connect_timeout(),
+            Some(&Duration::from_secs(1))
+        );
     }
 }

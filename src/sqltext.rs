@@ -74,7 +74,11 @@ fn is_keyword(token: &Token, keyword: Keyword) -> bool {
 /// a column reference unless it is qualified (`x.col`), a qualifier
 /// (`col.x`), a cast target (`::col`) or a function name (`col(`).
 /// `segments` can switch the mapping: see [`rename_in_foreign_key`].
-pub fn rename_columns(sql: &str, from: usize, renames: &HashMap<String, String>) -> Result<String, String> {
+pub fn rename_columns(
+    sql: &str,
+    from: usize,
+    renames: &HashMap<String, String>,
+) -> Result<String, String> {
     let tokens = tokenize(sql)?;
     Ok(rewrite(sql, &tokens, |i, _| {
         if tokens[i].start < from {
@@ -96,7 +100,10 @@ pub fn rename_in_foreign_key(
     let tokens = tokenize(def)?;
     // Find the parenthesised column list right after REFERENCES <name>.
     let mut parent_range = None;
-    if let Some(r) = tokens.iter().position(|t| is_keyword(&t.token, Keyword::REFERENCES)) {
+    if let Some(r) = tokens
+        .iter()
+        .position(|t| is_keyword(&t.token, Keyword::REFERENCES))
+    {
         if let Some(open) = (r..tokens.len()).find(|&i| tokens[i].token == Token::LParen) {
             let close = (open..tokens.len())
                 .find(|&i| tokens[i].token == Token::RParen)
@@ -104,7 +111,9 @@ pub fn rename_in_foreign_key(
             parent_range = Some(open..close);
         }
     }
-    let refs = tokens.iter().position(|t| is_keyword(&t.token, Keyword::REFERENCES));
+    let refs = tokens
+        .iter()
+        .position(|t| is_keyword(&t.token, Keyword::REFERENCES));
     Ok(rewrite(def, &tokens, |i, _| {
         let ident = identifier(&tokens[i].token)?;
         match (&parent_range, refs) {
@@ -148,7 +157,9 @@ fn rewrite<'a>(
 /// Byte offset of the first `(` after the `USING <method>` of an index definition.
 pub fn index_columns_start(def: &str) -> Option<usize> {
     let tokens = tokenize(def).ok()?;
-    let using = tokens.iter().position(|t| is_keyword(&t.token, Keyword::USING))?;
+    let using = tokens
+        .iter()
+        .position(|t| is_keyword(&t.token, Keyword::USING))?;
     tokens[using..]
         .iter()
         .find(|t| t.token == Token::LParen)
@@ -174,7 +185,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -193,12 +207,16 @@ mod tests {
         let def = "CREATE INDEX x ON s.t USING btree (\"Key\", key)";
         let from = index_columns_start(def).unwrap();
         let got = rename_columns(def, from, &map(&[("Key", "pgshift_new_Key")])).unwrap();
-        assert_eq!(got, "CREATE INDEX x ON s.t USING btree (\"pgshift_new_Key\", key)");
+        assert_eq!(
+            got,
+            "CREATE INDEX x ON s.t USING btree (\"pgshift_new_Key\", key)"
+        );
     }
 
     #[test]
     fn foreign_keys_rename_each_side_with_its_own_mapping() {
-        let def = "FOREIGN KEY (script_id, id) REFERENCES id(id, script_id) ON DELETE CASCADE DEFERRABLE";
+        let def =
+            "FOREIGN KEY (script_id, id) REFERENCES id(id, script_id) ON DELETE CASCADE DEFERRABLE";
         let got = rename_in_foreign_key(
             def,
             &map(&[("script_id", "pgshift_new_script_id")]),
@@ -213,8 +231,14 @@ mod tests {
 
     #[test]
     fn finds_identifiers_in_function_sources() {
-        assert!(mentions_identifier("BEGIN NEW.script_id := 1; RETURN NEW; END", "script_id"));
-        assert!(!mentions_identifier("BEGIN NEW.script_ids := 1; END", "script_id"));
+        assert!(mentions_identifier(
+            "BEGIN NEW.script_id := 1; RETURN NEW; END",
+            "script_id"
+        ));
+        assert!(!mentions_identifier(
+            "BEGIN NEW.script_ids := 1; END",
+            "script_id"
+        ));
         assert!(!mentions_identifier("BEGIN RAISE NOTICE 'id'; END", "id"));
     }
 }

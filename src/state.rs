@@ -59,7 +59,11 @@ impl FromStr for Phase {
             "cut_over" => Phase::CutOver,
             "finalized" => Phase::Finalized,
             "rolled_back" => Phase::RolledBack,
-            other => return Err(Error::Runtime(format!("unknown phase {other:?} in pgshift.migrations"))),
+            other => {
+                return Err(Error::Runtime(format!(
+                    "unknown phase {other:?} in pgshift.migrations"
+                )))
+            }
         })
     }
 }
@@ -141,8 +145,11 @@ const SELECT: &str = "SELECT name, checksum, path, phase, plan, paused, pause_re
 async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration> {
     let name: String = row.get(0);
     let plan: serde_json::Value = row.get(4);
-    let plan: Plan = serde_json::from_value(plan)
-        .map_err(|e| Error::Runtime(format!("the stored plan of migration {name} is unreadable: {e}")))?;
+    let plan: Plan = serde_json::from_value(plan).map_err(|e| {
+        Error::Runtime(format!(
+            "the stored plan of migration {name} is unreadable: {e}"
+        ))
+    })?;
     let backfill = client
         .query(
             "SELECT table_oid, rows_done, rows_total, done FROM pgshift.backfill WHERE migration = $1 ORDER BY table_oid",
@@ -183,7 +190,9 @@ pub async fn get(client: &Client, name: &str) -> Result<Option<Migration>> {
     let row = client
         .query_opt(&format!("{SELECT} WHERE name = $1"), &[&name])
         .await
-        .map_err(Error::db(format!("could not read the state of migration {name}")))?;
+        .map_err(Error::db(format!(
+            "could not read the state of migration {name}"
+        )))?;
     match row {
         Some(row) => Ok(Some(from_row(client, row).await?)),
         None => Ok(None),
@@ -207,7 +216,8 @@ pub async fn list(client: &Client) -> Result<Vec<Migration>> {
 
 /// Records a new start (or a restart after a rollback).
 pub async fn start(client: &Client, plan: &Plan, path: &str) -> Result<()> {
-    let plan_json = serde_json::to_value(plan).map_err(|e| Error::Runtime(format!("could not store the plan: {e}")))?;
+    let plan_json = serde_json::to_value(plan)
+        .map_err(|e| Error::Runtime(format!("could not store the plan: {e}")))?;
     client
         .execute(
             "INSERT INTO pgshift.migrations (name, checksum, path, phase, plan)
@@ -220,7 +230,10 @@ pub async fn start(client: &Client, plan: &Plan, path: &str) -> Result<()> {
         .await
         .map_err(Error::db("could not record the migration's start"))?;
     client
-        .execute("DELETE FROM pgshift.backfill WHERE migration = $1", &[&plan.migration])
+        .execute(
+            "DELETE FROM pgshift.backfill WHERE migration = $1",
+            &[&plan.migration],
+        )
         .await
         .map_err(Error::db("could not reset backfill progress"))?;
     Ok(())
@@ -246,6 +259,16 @@ pub fn cutover_marker(name: &str) -> String {
     )
 }
 
+/// A statement that sets the phase, for use inside a transaction that does
+/// the phase's work, so the two commit together.
+pub fn phase_marker(name: &str, phase: Phase) -> String {
+    format!(
+        "UPDATE pgshift.migrations SET phase = {}, updated_at = now() WHERE name = {}",
+        crate::names::literal(phase.as_str()),
+        crate::names::literal(name)
+    )
+}
+
 pub async fn record_error(client: &Client, name: &str, error: &str) {
     let _ = client
         .execute(
@@ -259,7 +282,10 @@ pub async fn record_error(client: &Client, name: &str, error: &str) {
 /// pgshift holds it.
 pub async fn try_lock(client: &Client, name: &str) -> Result<bool> {
     Ok(client
-        .query_one("SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))", &[&name])
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))",
+            &[&name],
+        )
         .await
         .map_err(Error::db("could not take the migration's advisory lock"))?
         .get(0))

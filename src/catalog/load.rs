@@ -176,7 +176,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         });
     }
 
-    let constraint_sql = "SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid),
+    let constraint_sql =
+        "SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid),
                 con.conrelid, COALESCE(con.conkey, '{}'), NULLIF(con.confrelid, 0),
                 COALESCE(con.confkey, '{}'), con.convalidated,
                 (SELECT relname::text FROM pg_class WHERE oid = NULLIF(con.conindid, 0))

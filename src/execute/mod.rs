@@ -96,6 +96,55 @@ impl Runner {
         state::set_phase(&self.lifeline, self.name(), Phase::RolledBack).await
     }
 
+    /// Rollback after cutover: refuse if new values no longer fit the old
+    /// type, prepare without blocking, swap back in one short transaction,
+    /// then drop the bigint columns. Returns how long the swap held its locks.
+    pub async fn revert(&self) -> Result<Duration> {
+        for (table, column, sql) in widen_integer::revert::misfits(&self.plan) {
+            let row = self
+                .worker
+                .query_one(sql.as_str(), &[])
+                .await
+                .map_err(Error::db(format!(
+                    "could not check {table}.{column} before rollback"
+                )))?;
+            let (count, smallest): (i64, Option<String>) = (row.get(0), row.get(1));
+            if count > 0 {
+                return Err(Error::Refused(format!(
+                    "cannot roll back {}: {count} rows of {table}.{column} hold values that do not fit the old type \
+                     (written after cutover; the smallest is {}). Nothing was changed; keep the migration, or delete or \
+                     renumber those rows first",
+                    self.name(),
+                    smallest.unwrap_or_default()
+                )));
+            }
+        }
+        self.run_steps(&widen_integer::revert::prepare(&self.plan))
+            .await?;
+        let swap = widen_integer::revert::swap_back(
+            &self.plan,
+            &state::phase_marker(self.name(), Phase::RolledBack),
+        );
+        let Action::Transaction { statements } = &swap.action else {
+            unreachable!("the swap back is a transaction")
+        };
+        let held =
+            retry::transaction(&self.worker, statements, &self.lock, "rollback swap").await?;
+        self.printer.note(format!(
+            "{}: swapped back in {} ms (locks held)",
+            self.name(),
+            held.as_millis()
+        ));
+        self.cleanup_after_revert().await?;
+        Ok(held)
+    }
+
+    /// Drops what a swap-back left (idempotent; also finishes an interrupted rollback).
+    pub async fn cleanup_after_revert(&self) -> Result<()> {
+        self.run_steps(&widen_integer::revert::cleanup(&self.plan))
+            .await
+    }
+
     fn check_interrupt(&self) -> Result<()> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(Error::Runtime(format!(
@@ -124,7 +173,10 @@ impl Runner {
                         .worker
                         .query_one(check.as_str(), &[])
                         .await
-                        .map_err(Error::db(format!("could not check whether `{}` is done", step.description)))?
+                        .map_err(Error::db(format!(
+                            "could not check whether `{}` is done",
+                            step.description
+                        )))?
                         .get(0);
                     if done {
                         return Ok(());
@@ -135,11 +187,18 @@ impl Runner {
             Action::BuildIndex { schema, index } => self.build_index(step, schema, index).await,
             Action::DropIndex => self.concurrently(&step.sql, &step.description).await,
             Action::Backfill { table } => {
-                let t = self
-                    .plan
-                    .table(*table)
-                    .ok_or_else(|| Error::Runtime(format!("table oid {table} is not in the plan")))?;
-                backfill::run(&self.worker, self.name(), t, &self.backfill, &self.printer, &self.interrupted).await
+                let t = self.plan.table(*table).ok_or_else(|| {
+                    Error::Runtime(format!("table oid {table} is not in the plan"))
+                })?;
+                backfill::run(
+                    &self.worker,
+                    self.name(),
+                    t,
+                    &self.backfill,
+                    &self.printer,
+                    &self.interrupted,
+                )
+                .await
             }
             Action::Verify { table } => self.verify(*table, step).await,
             Action::Transaction { statements } => {
@@ -161,7 +220,10 @@ impl Runner {
             self.worker.batch_execute("SET lock_timeout = 0").await?;
             let result = self.worker.batch_execute(sql).await;
             self.worker
-                .batch_execute(&format!("SET lock_timeout = {}", self.lock.lock_timeout.as_millis()))
+                .batch_execute(&format!(
+                    "SET lock_timeout = {}",
+                    self.lock.lock_timeout.as_millis()
+                ))
                 .await?;
             result
         };
@@ -184,7 +246,9 @@ impl Runner {
             Some(false) => {
                 // A failed concurrent build leaves an invalid index that
                 // writes still maintain: drop it and build again.
-                tracing::warn!("index {index} was left invalid by an interrupted build; rebuilding it");
+                tracing::warn!(
+                    "index {index} was left invalid by an interrupted build; rebuilding it"
+                );
                 let drop = format!(
                     "DROP INDEX CONCURRENTLY IF EXISTS {}",
                     crate::names::qualified(schema, index)
@@ -208,10 +272,24 @@ impl Runner {
         if differing == 0 {
             return Ok(());
         }
-        let t = self.plan.table(table).expect("verified table is in the plan");
-        tracing::warn!("{differing} rows of {} differ after the backfill; backfilling again", t.display());
+        let t = self
+            .plan
+            .table(table)
+            .expect("verified table is in the plan");
+        tracing::warn!(
+            "{differing} rows of {} differ after the backfill; backfilling again",
+            t.display()
+        );
         backfill::reset(&self.lifeline, self.name(), table).await?;
-        backfill::run(&self.worker, self.name(), t, &self.backfill, &self.printer, &self.interrupted).await?;
+        backfill::run(
+            &self.worker,
+            self.name(),
+            t,
+            &self.backfill,
+            &self.printer,
+            &self.interrupted,
+        )
+        .await?;
         let differing = count(step.sql.clone()).await?;
         if differing > 0 {
             return Err(Error::Runtime(format!(

@@ -39,7 +39,9 @@ pub async fn ddl(client: &Client, sql: &str, policy: &LockPolicy, what: &str) ->
     let mut attempt = 0;
     loop {
         let result = async {
-            client.batch_execute(&format!("SET lock_timeout = {ms}")).await?;
+            client
+                .batch_execute(&format!("SET lock_timeout = {ms}"))
+                .await?;
             client.batch_execute(sql).await
         }
         .await;
@@ -64,13 +66,20 @@ pub async fn ddl(client: &Client, sql: &str, policy: &LockPolicy, what: &str) ->
 
 /// Runs `statements` in one transaction under the lock policy, retried whole.
 /// Returns how long the successful transaction held its locks.
-pub async fn transaction(client: &Client, statements: &[String], policy: &LockPolicy, what: &str) -> Result<Duration> {
+pub async fn transaction(
+    client: &Client,
+    statements: &[String],
+    policy: &LockPolicy,
+    what: &str,
+) -> Result<Duration> {
     let ms = policy.lock_timeout.as_millis();
     let mut attempt = 0;
     loop {
         let started = std::time::Instant::now();
         let result = async {
-            client.batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = {ms}")).await?;
+            client
+                .batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = {ms}"))
+                .await?;
             for s in statements {
                 client.batch_execute(s).await?;
             }
@@ -84,7 +93,10 @@ pub async fn transaction(client: &Client, statements: &[String], policy: &LockPo
                 if is_lock_timeout(&e) && attempt < policy.retries {
                     attempt += 1;
                     let wait = policy.backoff(attempt);
-                    tracing::warn!("{what}: locks not granted within {ms} ms; retry {attempt}/{} in {wait:?}", policy.retries);
+                    tracing::warn!(
+                        "{what}: locks not granted within {ms} ms; retry {attempt}/{} in {wait:?}",
+                        policy.retries
+                    );
                     tokio::time::sleep(wait).await;
                 } else if is_lock_timeout(&e) {
                     return Err(Error::Refused(format!(

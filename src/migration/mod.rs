@@ -106,13 +106,12 @@ pub fn intents(file: &MigrationFile) -> Result<Vec<Located<Intent>>> {
     }
     let mut out = Vec::new();
     for stmt in statements {
-        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &stmt.text).map_err(|e| {
-            Error::Parse {
+        let parsed =
+            Parser::parse_sql(&PostgreSqlDialect {}, &stmt.text).map_err(|e| Error::Parse {
                 file: display.clone(),
                 line: stmt.line,
                 message: format!("could not parse this statement: {e}"),
-            }
-        })?;
+            })?;
         for statement in parsed {
             let found = classify(&statement).map_err(|message| Error::Parse {
                 file: display.clone(),
@@ -244,7 +243,11 @@ mod tests {
         let sql = "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n\
                    alter table public.Script_Runs alter column Script_Id set data type int8;\n\
                    ALTER TABLE \"My Schema\".\"Odd\" ALTER \"Key\" TYPE BIGINT, ALTER COLUMN other TYPE int8;";
-        let got: Vec<Intent> = intents(&file(sql)).unwrap().into_iter().map(|l| l.value).collect();
+        let got: Vec<Intent> = intents(&file(sql))
+            .unwrap()
+            .into_iter()
+            .map(|l| l.value)
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -264,15 +267,22 @@ mod tests {
         assert!(msg.starts_with("m.sql:3:"), "{msg}");
         assert!(msg.contains("rewrites the table"), "{msg}");
 
-        let msg = intents(&file("SELECT 1;\nDROP TABLE x;")).unwrap_err().to_string();
-        assert!(msg.starts_with("m.sql:1:") && msg.contains("unsupported statement"), "{msg}");
+        let msg = intents(&file("SELECT 1;\nDROP TABLE x;"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("m.sql:1:") && msg.contains("unsupported statement"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_statement_that_does_not_parse_names_its_line() {
-        let msg = intents(&file("ALTER TABLE t ALTER COLUMN c TYPE bigint;\n-- note\nALTER TABLE t ALTR;"))
-            .unwrap_err()
-            .to_string();
+        let msg = intents(&file(
+            "ALTER TABLE t ALTER COLUMN c TYPE bigint;\n-- note\nALTER TABLE t ALTR;",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(msg.starts_with("m.sql:3: could not parse"), "{msg}");
     }
 

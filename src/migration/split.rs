@@ -80,11 +80,29 @@ mod tests {
         let sql = "-- header\nSELECT 1;\n\nCREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n  DROP INDEX CONCURRENTLY ix  ;\nSELECT 'a;b'";
         let got = split_statements(sql).unwrap();
         assert_eq!(got.len(), 4);
-        assert_eq!(got[0], RawStatement { line: 2, text: "SELECT 1".into() });
+        assert_eq!(
+            got[0],
+            RawStatement {
+                line: 2,
+                text: "SELECT 1".into()
+            }
+        );
         assert_eq!(got[1].line, 4);
         assert!(got[1].text.ends_with("LANGUAGE sql"));
-        assert_eq!(got[2], RawStatement { line: 5, text: "DROP INDEX CONCURRENTLY ix".into() });
-        assert_eq!(got[3], RawStatement { line: 6, text: "SELECT 'a;b'".into() });
+        assert_eq!(
+            got[2],
+            RawStatement {
+                line: 5,
+                text: "DROP INDEX CONCURRENTLY ix".into()
+            }
+        );
+        assert_eq!(
+            got[3],
+            RawStatement {
+                line: 6,
+                text: "SELECT 'a;b'".into()
+            }
+        );
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub struct Request {
 const WIDENABLE: [&str; 2] = ["smallint", "integer"];
 
 /// Plans the widening of the requested columns and everything that depends on them.
-pub fn build(migration: &str, checksum: &str, requests: &[Request], catalog: &Catalog) -> Result<Plan> {
+pub fn build(
+    migration: &str,
+    checksum: &str,
+    requests: &[Request],
+    catalog: &Catalog,
+) -> Result<Plan> {
     let mut blockers = Vec::new();
     let mut widen: BTreeMap<u32, BTreeMap<i16, String>> = BTreeMap::new();
     let mut order: Vec<u32> = Vec::new();
@@ -44,10 +49,12 @@ pub fn build(migration: &str, checksum: &str, requests: &[Request], catalog: &Ca
     let mut queue = Vec::new();
     for req in requests {
         let table = table(catalog, req.table)?;
-        let column = table.column(&req.column).ok_or_else(|| Error::UnknownColumn {
-            table: table.display(),
-            column: req.column.clone(),
-        })?;
+        let column = table
+            .column(&req.column)
+            .ok_or_else(|| Error::UnknownColumn {
+                table: table.display(),
+                column: req.column.clone(),
+            })?;
         if !WIDENABLE.contains(&column.type_name.as_str()) {
             blockers.push(Blocker {
                 object: format!("column {}.{}", table.display(), column.name),
@@ -81,7 +88,10 @@ pub fn build(migration: &str, checksum: &str, requests: &[Request], catalog: &Ca
                 let reason = format!(
                     "references {}.{} ({})",
                     parent.display(),
-                    parent.column_by_num(attnum).map(|c| c.name.as_str()).unwrap_or("?"),
+                    parent
+                        .column_by_num(attnum)
+                        .map(|c| c.name.as_str())
+                        .unwrap_or("?"),
                     fk.name
                 );
                 if add(child.oid, child_col.attnum, reason, &mut order) {
@@ -143,16 +153,22 @@ fn plan_table(
               "widen each partition's column with a plain ALTER during a maintenance window, or wait for pgshift's partition support");
     }
     if t.has_inheritance {
-        block(object.clone(), "it has inheritance parents or children".into(),
-              "convert the inheritance hierarchy by hand; pgshift cannot keep every member in sync");
+        block(
+            object.clone(),
+            "it has inheritance parents or children".into(),
+            "convert the inheritance hierarchy by hand; pgshift cannot keep every member in sync",
+        );
     }
     if !t.publications.is_empty() {
         block(object.clone(), format!("it is published for logical replication ({})", t.publications.join(", ")),
               "remove it from the publication during the migration, or add the shadow column on subscribers first");
     }
     for rule in &t.rules {
-        block(format!("rule {rule} on {}", t.display()), "rules rewrite queries against the column by name".into(),
-              "drop the rule before the migration and recreate it after cutover");
+        block(
+            format!("rule {rule} on {}", t.display()),
+            "rules rewrite queries against the column by name".into(),
+            "drop the rule before the migration and recreate it after cutover",
+        );
     }
 
     let key: Vec<KeyColumn> = match t.primary_key() {
@@ -166,21 +182,30 @@ fn plan_table(
             })
             .collect(),
         None => {
-            block(object.clone(), "it has no primary key".into(),
-                  "add a primary key first: the backfill walks the table in primary-key order");
+            block(
+                object.clone(),
+                "it has no primary key".into(),
+                "add a primary key first: the backfill walks the table in primary-key order",
+            );
             Vec::new()
         }
     };
 
     let mut columns = Vec::new();
     for (&attnum, reason) in cols {
-        let Some(c) = t.column_by_num(attnum) else { continue };
+        let Some(c) = t.column_by_num(attnum) else {
+            continue;
+        };
         if c.generated {
             block(format!("column {}.{}", t.display(), c.name), "it is a generated column".into(),
                   "generated columns cannot be synced by trigger; drop and re-add it with a blocking ALTER");
         }
         let sequence = c.sequence.as_ref().map(|s| {
-            let old_type_max = if s.data_type == "smallint" { i16::MAX as i64 } else { i32::MAX as i64 };
+            let old_type_max = if s.data_type == "smallint" {
+                i16::MAX as i64
+            } else {
+                i32::MAX as i64
+            };
             SequencePlan {
                 schema: s.schema.clone(),
                 name: s.name.clone(),
@@ -188,7 +213,11 @@ fn plan_table(
                 identity: c.identity.clone(),
                 increment: s.increment,
                 min: s.min,
-                max: if s.max == old_type_max { i64::MAX } else { s.max },
+                max: if s.max == old_type_max {
+                    i64::MAX
+                } else {
+                    s.max
+                },
                 start: s.start,
                 cache: s.cache,
                 cycle: s.cycle,
@@ -202,7 +231,11 @@ fn plan_table(
             from_type: c.type_name.clone(),
             not_null: c.not_null,
             not_null_check: names::shadow("nn", &format!("{}_{}", t.name, c.name)),
-            default: if c.is_identity() { None } else { c.default.clone() },
+            default: if c.is_identity() {
+                None
+            } else {
+                c.default.clone()
+            },
             sequence,
             reason: reason.clone(),
         });
@@ -219,11 +252,17 @@ fn plan_table(
             continue;
         }
         let constraint = ix.constraint.as_ref().and_then(|name| {
-            t.constraints.iter().find(|c| &c.name == name).map(|c| (c.name.clone(), c.kind.clone()))
+            t.constraints
+                .iter()
+                .find(|c| &c.name == name)
+                .map(|c| (c.name.clone(), c.kind.clone()))
         });
         if matches!(&constraint, Some((_, k)) if k == "x") {
-            block(format!("constraint {} on {}", ix.name, t.display()), "exclusion constraints are not rebuilt online yet".into(),
-                  "drop the exclusion constraint before the migration and re-add it after");
+            block(
+                format!("constraint {} on {}", ix.name, t.display()),
+                "exclusion constraints are not rebuilt online yet".into(),
+                "drop the exclusion constraint before the migration and re-add it after",
+            );
             continue;
         }
         let shadow = names::shadow("new", &ix.name);
@@ -236,13 +275,20 @@ fn plan_table(
                 constraint,
                 bytes: ix.bytes,
             }),
-            None => block(format!("index {}", ix.name), format!("pgshift could not read its definition: {}", ix.definition),
-                          "drop it before the migration and recreate it after"),
+            None => block(
+                format!("index {}", ix.name),
+                format!("pgshift could not read its definition: {}", ix.definition),
+                "drop it before the migration and recreate it after",
+            ),
         }
     }
 
     let mut checks = Vec::new();
-    for c in t.constraints.iter().filter(|c| c.kind == "c" && touches(&c.columns)) {
+    for c in t
+        .constraints
+        .iter()
+        .filter(|c| c.kind == "c" && touches(&c.columns))
+    {
         let def = c.definition.trim_end_matches(" NOT VALID");
         match sqltext::rename_columns(def, 0, &map) {
             Ok(definition) => checks.push(CheckPlan {
@@ -250,28 +296,55 @@ fn plan_table(
                 shadow: names::shadow("new", &c.name),
                 definition,
             }),
-            Err(e) => block(format!("constraint {} on {}", c.name, t.display()), format!("its definition did not tokenize: {e}"),
-                            "drop it before the migration and re-add it after"),
+            Err(e) => block(
+                format!("constraint {} on {}", c.name, t.display()),
+                format!("its definition did not tokenize: {e}"),
+                "drop it before the migration and re-add it after",
+            ),
         }
     }
-    for c in t.constraints.iter().filter(|c| c.kind == "x" && touches(&c.columns)) {
-        if !indexes.iter().any(|i| i.name == c.index.clone().unwrap_or_default()) {
-            block(format!("constraint {} on {}", c.name, t.display()), "exclusion constraints are not rebuilt online yet".into(),
-                  "drop the exclusion constraint before the migration and re-add it after");
+    for c in t
+        .constraints
+        .iter()
+        .filter(|c| c.kind == "x" && touches(&c.columns))
+    {
+        if !indexes
+            .iter()
+            .any(|i| i.name == c.index.clone().unwrap_or_default())
+        {
+            block(
+                format!("constraint {} on {}", c.name, t.display()),
+                "exclusion constraints are not rebuilt online yet".into(),
+                "drop the exclusion constraint before the migration and re-add it after",
+            );
         }
     }
 
-    let widened_names: Vec<&str> = cols.keys().filter_map(|&a| t.column_by_num(a)).map(|c| c.name.as_str()).collect();
-    for trg in t.triggers.iter().filter(|g| !g.internal && !g.name.starts_with(PREFIX)) {
+    let widened_names: Vec<&str> = cols
+        .keys()
+        .filter_map(|&a| t.column_by_num(a))
+        .map(|c| c.name.as_str())
+        .collect();
+    for trg in t
+        .triggers
+        .iter()
+        .filter(|g| !g.internal && !g.name.starts_with(PREFIX))
+    {
         let by_column = touches(&trg.columns);
-        let by_name = widened_names.iter().find(|n| sqltext::mentions_identifier(&trg.function_source, n));
+        let by_name = widened_names
+            .iter()
+            .find(|n| sqltext::mentions_identifier(&trg.function_source, n));
         if by_column || by_name.is_some() {
             block(format!("trigger {} on {}", trg.name, t.display()),
                   format!("its function {} uses a widened column by name", trg.function),
                   "check the function works with bigint and the shadow column, disable the trigger during the migration, or drop and recreate it after cutover");
         }
     }
-    for dep in t.column_dependents.iter().filter(|d| cols.contains_key(&d.attnum)) {
+    for dep in t
+        .column_dependents
+        .iter()
+        .filter(|d| cols.contains_key(&d.attnum))
+    {
         let handled = match dep.catalog.as_str() {
             "pg_class" => matches!(dep.detail.as_str(), "i" | "I" | "S"),
             "pg_constraint" | "pg_trigger" => true,
@@ -289,11 +362,19 @@ fn plan_table(
                 "pg_rewrite" => "drop the rule before the migration and recreate it after cutover",
                 _ => "drop it before the migration and recreate it after cutover",
             };
-            block(dep.description.clone(), "it depends on a widened column and pgshift does not rebuild it".into(), remedy);
+            block(
+                dep.description.clone(),
+                "it depends on a widened column and pgshift does not rebuild it".into(),
+                remedy,
+            );
         }
     }
 
-    let sync_base = format!("{}_{}", t.name, names::hex8(&format!("{migration}/{}", t.oid)));
+    let sync_base = format!(
+        "{}_{}",
+        t.name,
+        names::hex8(&format!("{migration}/{}", t.oid))
+    );
     TablePlan {
         oid: t.oid,
         schema: t.schema.clone(),
@@ -315,7 +396,9 @@ fn plan_table(
 fn index_sql(definition: &str, shadow: &str, map: &HashMap<String, String>) -> Option<String> {
     let tokens = sqltext::tokenize(definition).ok()?;
     let on = tokens.iter().position(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::ON && w.quote_style.is_none()))?;
-    let unique = tokens[..on].iter().any(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::UNIQUE));
+    let unique = tokens[..on]
+        .iter()
+        .any(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::UNIQUE));
     let from = sqltext::index_columns_start(definition)?;
     let renamed = sqltext::rename_columns(definition, from, map).ok()?;
     let rest = &renamed[tokens[on].start..];
@@ -335,15 +418,21 @@ fn plan_foreign_keys(
     let mut out = Vec::new();
     for child in &catalog.tables {
         for fk in child.constraints.iter().filter(|c| c.kind == "f") {
-            let Some(parent_oid) = fk.ref_table else { continue };
+            let Some(parent_oid) = fk.ref_table else {
+                continue;
+            };
             let child_cols = widen.get(&child.oid);
             let parent_cols = widen.get(&parent_oid);
-            let child_hit = child_cols.is_some_and(|c| fk.columns.iter().any(|a| c.contains_key(a)));
-            let parent_hit = parent_cols.is_some_and(|c| fk.ref_columns.iter().any(|a| c.contains_key(a)));
+            let child_hit =
+                child_cols.is_some_and(|c| fk.columns.iter().any(|a| c.contains_key(a)));
+            let parent_hit =
+                parent_cols.is_some_and(|c| fk.ref_columns.iter().any(|a| c.contains_key(a)));
             if !child_hit && !parent_hit {
                 continue;
             }
-            let Some(parent) = catalog.table(parent_oid) else { continue };
+            let Some(parent) = catalog.table(parent_oid) else {
+                continue;
+            };
             let empty = BTreeMap::new();
             let child_map = renames(child, child_cols.unwrap_or(&empty));
             let parent_map = renames(parent, parent_cols.unwrap_or(&empty));
@@ -378,14 +467,21 @@ fn plan_views(
     let mut affected: BTreeSet<u32> = catalog
         .views
         .iter()
-        .filter(|v| v.table_columns.iter().any(|(t, a)| widen.get(t).is_some_and(|c| c.contains_key(a))))
+        .filter(|v| {
+            v.table_columns
+                .iter()
+                .any(|(t, a)| widen.get(t).is_some_and(|c| c.contains_key(a)))
+        })
         .map(|v| v.oid)
         .collect();
     loop {
         let more: Vec<u32> = catalog
             .views
             .iter()
-            .filter(|v| !affected.contains(&v.oid) && v.depends_on_views.iter().any(|d| affected.contains(d)))
+            .filter(|v| {
+                !affected.contains(&v.oid)
+                    && v.depends_on_views.iter().any(|d| affected.contains(d))
+            })
             .map(|v| v.oid)
             .collect();
         if more.is_empty() {
@@ -395,7 +491,11 @@ fn plan_views(
     }
     // Topological order: a view after the views it reads.
     let mut ordered: Vec<&View> = Vec::new();
-    let mut remaining: Vec<&View> = catalog.views.iter().filter(|v| affected.contains(&v.oid)).collect();
+    let mut remaining: Vec<&View> = catalog
+        .views
+        .iter()
+        .filter(|v| affected.contains(&v.oid))
+        .collect();
     while !remaining.is_empty() {
         let before = remaining.len();
         remaining.retain(|v| {
@@ -446,7 +546,11 @@ fn warnings(tables: &[TablePlan], views: &[ViewPlan]) -> Vec<String> {
     let mut out = Vec::new();
     let columns: Vec<String> = tables
         .iter()
-        .flat_map(|t| t.columns.iter().map(move |c| format!("{}.{}", t.display(), c.name)))
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .map(move |c| format!("{}.{}", t.display(), c.name))
+        })
         .collect();
     if !columns.is_empty() {
         out.push(format!(
@@ -458,8 +562,14 @@ fn warnings(tables: &[TablePlan], views: &[ViewPlan]) -> Vec<String> {
     let widened_tables: BTreeSet<&str> = tables.iter().map(|t| t.name.as_str()).collect();
     for view in views {
         for (op, branches) in set_operations(&view.definition) {
-            let converted: Vec<&String> = branches.iter().filter(|b| widened_tables.contains(b.as_str())).collect();
-            let kept: Vec<&String> = branches.iter().filter(|b| !widened_tables.contains(b.as_str())).collect();
+            let converted: Vec<&String> = branches
+                .iter()
+                .filter(|b| widened_tables.contains(b.as_str()))
+                .collect();
+            let kept: Vec<&String> = branches
+                .iter()
+                .filter(|b| !widened_tables.contains(b.as_str()))
+                .collect();
             if !converted.is_empty() && !kept.is_empty() {
                 out.push(format!(
                     "view {} combines {} (widened to bigint) with {} (unchanged) in a {op}: mixed column types stop the planner \
@@ -477,7 +587,11 @@ fn warnings(tables: &[TablePlan], views: &[ViewPlan]) -> Vec<String> {
 }
 
 fn join(items: &[&String]) -> String {
-    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The set operations of a view definition and the tables each reads.
@@ -495,7 +609,13 @@ fn set_operations(definition: &str) -> Vec<(String, Vec<String>)> {
 }
 
 fn collect_set_ops(expr: &SetExpr, out: &mut Vec<(String, Vec<String>)>) {
-    if let SetExpr::SetOperation { op, set_quantifier, left, right } = expr {
+    if let SetExpr::SetOperation {
+        op,
+        set_quantifier,
+        left,
+        right,
+    } = expr
+    {
         let mut tables = Vec::new();
         branch_tables(left, &mut tables);
         branch_tables(right, &mut tables);

@@ -23,7 +23,10 @@ impl PlanReport {
         let mut steps = widen_integer::expand(&plan);
         steps.extend(widen_integer::backfill(&plan));
         steps.extend(widen_integer::validate(&plan));
-        steps.push(widen_integer::cutover(&plan, &state::cutover_marker(&plan.migration)));
+        steps.push(widen_integer::cutover(
+            &plan,
+            &state::cutover_marker(&plan.migration),
+        ));
         steps.extend(widen_integer::finalize(&plan));
         PlanReport { plan, steps }
     }
@@ -36,14 +39,26 @@ impl PlanReport {
         let mut out = Vec::new();
         for t in &self.plan.tables {
             for c in &t.columns {
-                let mut line = format!("{}.{}: {} → bigint ({})", t.display(), c.name, c.from_type, c.reason);
+                let mut line = format!(
+                    "{}.{}: {} → bigint ({})",
+                    t.display(),
+                    c.name,
+                    c.from_type,
+                    c.reason
+                );
                 if let Some(seq) = &c.sequence {
-                    let kind = if seq.identity.is_empty() { "sequence" } else { "identity sequence" };
+                    let kind = if seq.identity.is_empty() {
+                        "sequence"
+                    } else {
+                        "identity sequence"
+                    };
                     line.push_str(&format!(
                         "; {kind} {} {} → bigint, at {}",
                         seq.name,
                         seq.data_type,
-                        seq.last_value.map(|v| v.to_string()).unwrap_or_else(|| "unused".into())
+                        seq.last_value
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "unused".into())
                     ));
                 }
                 out.push(line);
@@ -60,7 +75,13 @@ impl Report for PlanReport {
         writeln!(w)?;
         writeln!(w, "Tables:")?;
         for t in &p.tables {
-            writeln!(w, "  {:<24} ~{} rows, {}", t.display(), t.estimated_rows, super::bytes(t.total_bytes))?;
+            writeln!(
+                w,
+                "  {:<24} ~{} rows, {}",
+                t.display(),
+                t.estimated_rows,
+                super::bytes(t.total_bytes)
+            )?;
         }
         writeln!(w, "Columns:")?;
         for line in self.column_lines() {
@@ -76,7 +97,11 @@ impl Report for PlanReport {
         writeln!(w)?;
         writeln!(w, "Steps:")?;
         for (i, s) in self.steps.iter().enumerate() {
-            let blocking = if s.blocking { "blocks traffic briefly, under lock_timeout" } else { "does not block reads or writes" };
+            let blocking = if s.blocking {
+                "blocks traffic briefly, under lock_timeout"
+            } else {
+                "does not block reads or writes"
+            };
             writeln!(w, "{:>3}. [{}] {}", i + 1, s.phase, s.description)?;
             writeln!(w, "     lock: {} ({blocking})", s.lock)?;
             for line in s.sql.lines() {
@@ -94,7 +119,11 @@ impl Report for PlanReport {
             writeln!(w)?;
             writeln!(w, "Cannot run online ({}):", p.blockers.len())?;
             for b in &p.blockers {
-                writeln!(w, "  - {}: {}. What to do: {}", b.object, b.reason, b.remedy)?;
+                writeln!(
+                    w,
+                    "  - {}: {}. What to do: {}",
+                    b.object, b.reason, b.remedy
+                )?;
             }
         }
         Ok(())
@@ -107,7 +136,13 @@ impl Report for PlanReport {
         writeln!(w, "| table | rows (est.) | size |")?;
         writeln!(w, "| --- | ---: | ---: |")?;
         for t in &p.tables {
-            writeln!(w, "| `{}` | {} | {} |", t.display(), t.estimated_rows, super::bytes(t.total_bytes))?;
+            writeln!(
+                w,
+                "| `{}` | {} | {} |",
+                t.display(),
+                t.estimated_rows,
+                super::bytes(t.total_bytes)
+            )?;
         }
         writeln!(w)?;
         for line in self.column_lines() {

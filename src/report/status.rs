@@ -12,9 +12,9 @@ pub struct StatusReport {
 }
 
 fn backfill_totals(m: &Migration) -> (i64, i64) {
-    m.backfill
-        .iter()
-        .fold((0, 0), |(d, t), b| (d + b.rows_done, t + b.rows_total.max(b.rows_done)))
+    m.backfill.iter().fold((0, 0), |(d, t), b| {
+        (d + b.rows_done, t + b.rows_total.max(b.rows_done))
+    })
 }
 
 impl Report for StatusReport {
@@ -22,11 +22,18 @@ impl Report for StatusReport {
         if self.migrations.is_empty() {
             return writeln!(w, "No migrations recorded on this database.");
         }
-        writeln!(w, "{:<32} {:<12} {:>24}  {:<20}  note", "migration", "phase", "backfill", "updated")?;
+        writeln!(
+            w,
+            "{:<32} {:<12} {:>24}  {:<20}  note",
+            "migration", "phase", "backfill", "updated"
+        )?;
         for m in &self.migrations {
             let (done, total) = backfill_totals(m);
             let backfill = if total > 0 {
-                format!("{done}/{total} ({:.0}%)", 100.0 * done as f64 / total as f64)
+                format!(
+                    "{done}/{total} ({:.0}%)",
+                    100.0 * done as f64 / total as f64
+                )
             } else {
                 "-".into()
             };
@@ -35,7 +42,14 @@ impl Report for StatusReport {
                 (None, true) => format!("paused: {}", m.pause_reason.clone().unwrap_or_default()),
                 _ => String::new(),
             };
-            writeln!(w, "{:<32} {:<12} {:>24}  {:<20}  {note}", m.name, m.phase.as_str(), backfill, m.updated_at)?;
+            writeln!(
+                w,
+                "{:<32} {:<12} {:>24}  {:<20}  {note}",
+                m.name,
+                m.phase.as_str(),
+                backfill,
+                m.updated_at
+            )?;
         }
         Ok(())
     }
@@ -45,7 +59,14 @@ impl Report for StatusReport {
         writeln!(w, "| --- | --- | ---: | --- | --- |")?;
         for m in &self.migrations {
             let (done, total) = backfill_totals(m);
-            writeln!(w, "| `{}` | {} | {done}/{total} | {} | {} |", m.name, m.phase.as_str(), m.started_at, m.updated_at)?;
+            writeln!(
+                w,
+                "| `{}` | {} | {done}/{total} | {} | {} |",
+                m.name,
+                m.phase.as_str(),
+                m.started_at,
+                m.updated_at
+            )?;
         }
         Ok(())
     }
@@ -80,7 +101,11 @@ pub struct RunReport {
 
 impl Report for RunReport {
     fn text(&self, w: &mut dyn Write) -> io::Result<()> {
-        writeln!(w, "{}: {} ({:.1} s)", self.migration, self.message, self.seconds)
+        writeln!(
+            w,
+            "{}: {} ({:.1} s)",
+            self.migration, self.message, self.seconds
+        )
     }
 
     fn json(&self) -> Value {

@@ -113,7 +113,16 @@ impl Cluster {
         let data = replica.data_dir();
         replica.run_checked(
             Command::new(self.bin.join("pg_basebackup"))
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "stream", "-R", "--checkpoint=fast"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-X",
+                    "stream",
+                    "-R",
+                    "--checkpoint=fast",
+                ])
                 .args(["-p", &self.port.to_string()])
                 .arg("--no-sync")
                 .arg("-D")
@@ -179,7 +188,14 @@ impl Cluster {
         let mode = if immediate { "immediate" } else { "fast" };
         self.pg_ctl(&["stop", "-m", mode, "-w"])?;
         self.running = false;
-        self.pg_ctl(&["start", "-w", "-t", "60", "-o", &format!("-p {}", self.port)])?;
+        self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &format!("-p {}", self.port),
+        ])?;
         self.running = true;
         Ok(())
     }

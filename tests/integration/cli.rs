@@ -6,10 +6,19 @@ use crate::support::*;
 
 #[test]
 fn help_lists_only_built_commands_and_the_global_flags() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--database-url", "--replica-url", "--format", "--verbose", "--quiet"] {
+    for flag in [
+        "--database-url",
+        "--replica-url",
+        "--format",
+        "--verbose",
+        "--quiet",
+    ] {
         assert!(help.contains(flag), "missing {flag}:\n{help}");
     }
     let commands: Vec<&str> = help
@@ -19,20 +28,31 @@ fn help_lists_only_built_commands_and_the_global_flags() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["plan", "apply", "status", "resume", "cutover", "rollback", "finalize", "help"]);
+    assert_eq!(
+        commands,
+        ["plan", "apply", "status", "resume", "cutover", "rollback", "finalize", "help"]
+    );
     insta::assert_snapshot!("help", help);
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_exit_3_in_seconds_naming_host_and_port_without_the_password() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("postgres://alice:s3cret-pw@127.0.0.1:{port}/app");
     let started = Instant::now();
     let run = pgshift(&url, &["status"]).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("s3cret-pw") && !run.stdout.contains("s3cret-pw"));
 }
 
@@ -50,22 +70,45 @@ async fn a_server_that_never_answers_times_out() {
     let url = format!("postgres://bob:hunter2@127.0.0.1:{port}/app?connect_timeout=1");
     let started = Instant::now();
     let run = pgshift(&url, &["status"]).await;
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("hunter2"));
     hold.abort();
 }
 
 #[tokio::test]
 async fn input_errors_are_exit_2() {
-    let run = pgshift("postgres://x@127.0.0.1:1/db", &["plan", "/nonexistent/0001.sql"]).await;
+    let run = pgshift(
+        "postgres://x@127.0.0.1:1/db",
+        &["plan", "/nonexistent/0001.sql"],
+    )
+    .await;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("/nonexistent/0001.sql does not exist"), "{}", run.stderr);
-    let (_dir, path) = migration("bad", "ALTER TABLE t ALTER COLUMN c TYPE bigint;\nALTER TABLE t ALTR;\n");
+    assert!(
+        run.stderr.contains("/nonexistent/0001.sql does not exist"),
+        "{}",
+        run.stderr
+    );
+    let (_dir, path) = migration(
+        "bad",
+        "ALTER TABLE t ALTER COLUMN c TYPE bigint;\nALTER TABLE t ALTR;\n",
+    );
     let run = pgshift("postgres://x@127.0.0.1:1/db", &["plan", &path]).await;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("bad.sql:2: could not parse"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("bad.sql:2: could not parse"),
+        "{}",
+        run.stderr
+    );
     let run = pgshift("postgres://x@127.0.0.1:1/db?sslmode=bogus", &["status"]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
 }

@@ -24,7 +24,10 @@ async fn primary_and_replica_start_replicate_a_row_and_stop() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let note: String = loop {
-        match standby.query_opt("SELECT note FROM probe WHERE id = 1", &[]).await {
+        match standby
+            .query_opt("SELECT note FROM probe WHERE id = 1", &[])
+            .await
+        {
             Ok(Some(row)) => break row.get(0),
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             other => panic!("row never replicated: {other:?}"),
@@ -33,12 +36,18 @@ async fn primary_and_replica_start_replicate_a_row_and_stop() {
     assert_eq!(note, "hello");
 
     // pg_stat_statements is loaded, as the plan checks need it.
-    client.batch_execute("CREATE EXTENSION pg_stat_statements").await.unwrap();
+    client
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await
+        .unwrap();
 
     let data_dir = replica.data_dir();
     drop(standby);
     drop(replica);
-    assert!(!data_dir.exists(), "the replica's data dir is removed on drop");
+    assert!(
+        !data_dir.exists(),
+        "the replica's data dir is removed on drop"
+    );
     let port = primary.port();
     drop(client);
     drop(primary);

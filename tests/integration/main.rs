@@ -2,5 +2,6 @@
 
 mod cli;
 mod harness;
+mod rollback;
 mod support;
 mod widen;

@@ -33,7 +33,9 @@ pub async fn primary() -> (Cluster, Client) {
 /// control tables the writer mirrors every change into.
 pub async fn incident_primary(rows: i64) -> (Cluster, Client) {
     let (cluster, client) = primary().await;
-    incident::load(&client, rows).await.expect("load incident schema");
+    incident::load(&client, rows)
+        .await
+        .expect("load incident schema");
     client
         .batch_execute(
             "CREATE TABLE scripts_control AS SELECT id, account_id, name FROM scripts;
@@ -123,7 +125,12 @@ impl Writer {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         });
-        Writer { stop, ops, errors, handle }
+        Writer {
+            stop,
+            ops,
+            errors,
+            handle,
+        }
     }
 
     /// Stops the writer and returns the errors it saw.
@@ -138,13 +145,20 @@ impl Writer {
 /// Asserts the incident tables hold exactly what the control tables hold.
 pub async fn assert_matches_control(client: &Client) {
     let q = |sql: &'static str| async move {
-        client.query_one(sql, &[]).await.unwrap().get::<_, Option<String>>(0)
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
     };
     let scripts = q("SELECT md5(string_agg(id || ':' || account_id || ':' || coalesce(name, ''), ',' ORDER BY id)) FROM scripts").await;
     let control = q("SELECT md5(string_agg(id || ':' || account_id || ':' || coalesce(name, ''), ',' ORDER BY id)) FROM scripts_control").await;
     assert_eq!(scripts, control, "scripts differ from the control copy");
-    let runs = q("SELECT md5(string_agg(id || ':' || script_id, ',' ORDER BY id)) FROM script_runs").await;
-    let control = q("SELECT md5(string_agg(id || ':' || script_id, ',' ORDER BY id)) FROM runs_control").await;
+    let runs =
+        q("SELECT md5(string_agg(id || ':' || script_id, ',' ORDER BY id)) FROM script_runs").await;
+    let control =
+        q("SELECT md5(string_agg(id || ':' || script_id, ',' ORDER BY id)) FROM runs_control")
+            .await;
     assert_eq!(runs, control, "script_runs differ from the control copy");
 }
 
@@ -184,7 +198,10 @@ pub async fn schema_dump(client: &Client) -> String {
         )
         .await
         .unwrap();
-    rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Names of objects pgshift created that still exist (should be none when done).

@@ -37,10 +37,20 @@ async fn apply_widens_the_key_and_everything_that_depends_on_it_under_writes() {
         .await
         .unwrap();
     assert_eq!(fk.get::<_, String>(0), "script_runs_script_id_fkey");
-    assert_eq!(fk.get::<_, String>(1), "FOREIGN KEY (script_id) REFERENCES scripts(id) ON DELETE CASCADE");
+    assert_eq!(
+        fk.get::<_, String>(1),
+        "FOREIGN KEY (script_id) REFERENCES scripts(id) ON DELETE CASCADE"
+    );
     assert!(fk.get::<_, bool>(2), "the rebuilt foreign key is validated");
-    let ix = one_string(&client, "SELECT pg_get_indexdef('script_runs_script_id_idx'::regclass)").await;
-    assert_eq!(ix, "CREATE INDEX script_runs_script_id_idx ON public.script_runs USING btree (script_id)");
+    let ix = one_string(
+        &client,
+        "SELECT pg_get_indexdef('script_runs_script_id_idx'::regclass)",
+    )
+    .await;
+    assert_eq!(
+        ix,
+        "CREATE INDEX script_runs_script_id_idx ON public.script_runs USING btree (script_id)"
+    );
     let seq = one_string(&client, "SELECT data_type::text || ' ' || max_value FROM pg_sequences WHERE sequencename = 'scripts_id_seq'").await;
     assert_eq!(seq, "bigint 9223372036854775807");
     let owner = one_string(&client, "SELECT pg_get_serial_sequence('scripts', 'id')").await;
@@ -50,15 +60,36 @@ async fn apply_widens_the_key_and_everything_that_depends_on_it_under_writes() {
     assert_matches_control(&client).await;
 
     // Keys above 2^31 now work end to end.
-    client.batch_execute("SELECT setval('scripts_id_seq', 2147483648)").await.unwrap();
-    let id: i64 = client.query_one("INSERT INTO scripts (account_id, name) VALUES (1, 'big') RETURNING id", &[]).await.unwrap().get(0);
+    client
+        .batch_execute("SELECT setval('scripts_id_seq', 2147483648)")
+        .await
+        .unwrap();
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO scripts (account_id, name) VALUES (1, 'big') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(id, 2147483649);
-    client.execute("INSERT INTO script_runs (script_id, status) VALUES ($1, 'ok')", &[&id]).await.unwrap();
-    let via_view: i64 = client.query_one("SELECT count(*) FROM all_scripts WHERE id = $1", &[&id]).await.unwrap().get(0);
+    client
+        .execute(
+            "INSERT INTO script_runs (script_id, status) VALUES ($1, 'ok')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let via_view: i64 = client
+        .query_one("SELECT count(*) FROM all_scripts WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(via_view, 1);
 
     let status = pgshift(&url, &["--format", "json", "status"]).await;
-    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status is one JSON document");
+    let json: serde_json::Value =
+        serde_json::from_str(&status.stdout).expect("status is one JSON document");
     assert_eq!(json["migrations"][0]["phase"], "cut_over");
     assert_eq!(json["migrations"][0]["name"], "0001_scripts_id");
 
@@ -75,7 +106,15 @@ async fn kill_nine_during_backfill_then_resume_finishes_correctly() {
     let writer = Writer::start(&url).await;
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["--database-url", &url, "-q", "apply", &path, "--batch-size", "100"])
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--batch-size",
+            "100",
+        ])
         .spawn()
         .unwrap();
     let reached = wait_until(
@@ -118,7 +157,10 @@ async fn identity_keys_referenced_by_two_tables_keep_identity_and_both_foreign_k
         .await
         .unwrap();
     let url = cluster.url("app");
-    let (_dir, path) = migration("0003_accounts", "alter table public.ACCOUNTS alter column ID set data type int8;");
+    let (_dir, path) = migration(
+        "0003_accounts",
+        "alter table public.ACCOUNTS alter column ID set data type int8;",
+    );
     let plan = pgshift(&url, &["--format", "json", "plan", &path]).await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
@@ -126,10 +168,28 @@ async fn identity_keys_referenced_by_two_tables_keep_identity_and_both_foreign_k
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|t| t["columns"].as_array().unwrap().iter().map(move |c| format!("{}.{}", t["table"].as_str().unwrap(), c["column"].as_str().unwrap())))
+        .flat_map(|t| {
+            t["columns"].as_array().unwrap().iter().map(move |c| {
+                format!(
+                    "{}.{}",
+                    t["table"].as_str().unwrap(),
+                    c["column"].as_str().unwrap()
+                )
+            })
+        })
         .collect();
-    assert_eq!(cols, vec!["accounts.id", "invoices.account_id", "users.account_id"]);
-    assert!(json["steps"].as_array().unwrap().iter().all(|s| s["phase"].is_string() && s["sql"].is_string() && s["lock"].is_string() && s["blocking"].is_boolean()));
+    assert_eq!(
+        cols,
+        vec!["accounts.id", "invoices.account_id", "users.account_id"]
+    );
+    assert!(json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["phase"].is_string()
+            && s["sql"].is_string()
+            && s["lock"].is_string()
+            && s["blocking"].is_boolean()));
 
     let run = pgshift(&url, &["apply", &path]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -137,7 +197,14 @@ async fn identity_keys_referenced_by_two_tables_keep_identity_and_both_foreign_k
     let identity = one_string(&client, "SELECT attidentity::text || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'id'").await;
     assert_eq!(identity, "a bigint");
     // The identity continues where it was (3000 rows from 10 by 5: last 15005).
-    let next: i64 = client.query_one("INSERT INTO accounts (name) VALUES ('next') RETURNING id", &[]).await.unwrap().get(0);
+    let next: i64 = client
+        .query_one(
+            "INSERT INTO accounts (name) VALUES ('next') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(next, 15010);
     let fks = one_string(&client, "SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated, '; ' ORDER BY conrelid::regclass::text, conname)
         FROM pg_constraint WHERE contype IN ('f', 'c') AND connamespace = 'public'::regnamespace").await;
@@ -147,7 +214,11 @@ async fn identity_keys_referenced_by_two_tables_keep_identity_and_both_foreign_k
          invoices invoices_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(id) ON UPDATE CASCADE DEFERRABLE INITIALLY DEFERRED true; \
          users users_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(id) true"
     );
-    let unique = one_string(&client, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'accounts_name_key'").await;
+    let unique = one_string(
+        &client,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'accounts_name_key'",
+    )
+    .await;
     assert_eq!(unique, "UNIQUE (name)");
 }
 
@@ -160,14 +231,20 @@ async fn no_cutover_then_rollback_leaves_the_schema_exactly_as_before() {
     let writer = Writer::start(&url).await;
     let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(one_string(&client, "SELECT phase FROM pgshift.migrations").await, "ready");
+    assert_eq!(
+        one_string(&client, "SELECT phase FROM pgshift.migrations").await,
+        "ready"
+    );
     let rb = pgshift(&url, &["rollback", "0004_rb"]).await;
     assert_eq!(rb.code, 0, "{}", rb.stderr);
     let again = pgshift(&url, &["rollback", "0004_rb"]).await;
     assert_eq!(again.code, 0, "rollback is idempotent: {}", again.stderr);
     let errors = writer.stop().await;
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(schema_dump(&client).await.replace("function pgshift.", ""), before);
+    assert_eq!(
+        schema_dump(&client).await.replace("function pgshift.", ""),
+        before
+    );
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
     assert_matches_control(&client).await;
     // After a rollback, apply can start again.
@@ -202,16 +279,36 @@ async fn what_cannot_run_online_is_refused_with_exit_2_and_nothing_changes() {
     let (_d3, missing) = migration("m", "-- first\nALTER TABLE plain ALTER COLUMN v TYPE bigint;\nALTER TABLE nope ALTER COLUMN id TYPE bigint;");
     let run = pgshift(&url, &["apply", &missing]).await;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("m.sql:3: table nope does not exist"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("m.sql:3: table nope does not exist"),
+        "{}",
+        run.stderr
+    );
 
     let (_d4, column) = migration("c", "ALTER TABLE plain ALTER COLUMN nope TYPE bigint;");
     let run = pgshift(&url, &["apply", &column]).await;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("column nope does not exist in table plain"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("column nope does not exist in table plain"),
+        "{}",
+        run.stderr
+    );
 
-    assert_eq!(schema_dump(&client).await, before, "a refused migration changed the database");
-    let state: bool = client.query_one("SELECT to_regclass('pgshift.migrations') IS NULL", &[]).await.unwrap().get(0);
-    assert!(state, "a refused migration must not even create the state schema");
+    assert_eq!(
+        schema_dump(&client).await,
+        before,
+        "a refused migration changed the database"
+    );
+    let state: bool = client
+        .query_one("SELECT to_regclass('pgshift.migrations') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        state,
+        "a refused migration must not even create the state schema"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,8 +318,17 @@ async fn a_changed_file_is_refused_on_resume() {
     let (_dir, path) = migration("0005_changed", SCRIPTS_ID);
     let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    std::fs::write(&path, "ALTER TABLE scripts ALTER COLUMN account_id TYPE bigint;").unwrap();
+    std::fs::write(
+        &path,
+        "ALTER TABLE scripts ALTER COLUMN account_id TYPE bigint;",
+    )
+    .unwrap();
     let run = pgshift(&url, &["cutover", &path]).await;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("0005_changed was started from a file with checksum"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("0005_changed was started from a file with checksum"),
+        "{}",
+        run.stderr
+    );
 }

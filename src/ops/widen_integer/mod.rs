@@ -6,6 +6,8 @@
 //! `CREATE OR REPLACE`, or a `skip_if` catalog check), which is what makes
 //! `resume` and `rollback` work from any point.
 
+pub mod revert;
+
 use super::*;
 use crate::names::{literal, qualified, quote, STATE_SCHEMA};
 use crate::plan::{ColumnPlan, Plan, TablePlan};
@@ -30,9 +32,22 @@ fn fk_exists(table: &str, name: &str) -> String {
     )
 }
 
-fn step(phase: &'static str, description: String, sql: String, lock: &'static str, action: Action) -> Step {
+fn step(
+    phase: &'static str,
+    description: String,
+    sql: String,
+    lock: &'static str,
+    action: Action,
+) -> Step {
     let blocking = matches!(lock, ACCESS_EXCLUSIVE | SHARE_ROW_EXCLUSIVE);
-    Step { phase, description, sql, lock, blocking, action }
+    Step {
+        phase,
+        description,
+        sql,
+        lock,
+        blocking,
+        action,
+    }
 }
 
 /// expand: shadow columns and the triggers that keep them in sync.
@@ -91,7 +106,11 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
 }
 
 fn old_columns(t: &TablePlan) -> String {
-    t.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+    t.columns
+        .iter()
+        .map(|c| quote(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// backfill: one step per table.
@@ -103,7 +122,11 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
                 "backfilling",
                 format!(
                     "copy {} into the shadow column{} in keyset batches (about {} rows)",
-                    t.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                    t.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if t.columns.len() > 1 { "s" } else { "" },
                     t.estimated_rows
                 ),
@@ -122,10 +145,16 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
         for ix in &t.indexes {
             steps.push(step(
                 "validating",
-                format!("build index {} concurrently on the shadow column (becomes {} at cutover)", ix.shadow, ix.name),
+                format!(
+                    "build index {} concurrently on the shadow column (becomes {} at cutover)",
+                    ix.shadow, ix.name
+                ),
                 ix.create_sql.clone(),
                 SHARE_UPDATE_EXCLUSIVE,
-                Action::BuildIndex { schema: t.schema.clone(), index: ix.shadow.clone() },
+                Action::BuildIndex {
+                    schema: t.schema.clone(),
+                    index: ix.shadow.clone(),
+                },
             ));
         }
     }
@@ -149,9 +178,16 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             steps.push(step(
                 "validating",
                 format!("rebuild check {} on the shadow column", chk.name),
-                format!("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID", t.qualified(), quote(&chk.shadow), chk.definition),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                    t.qualified(),
+                    quote(&chk.shadow),
+                    chk.definition
+                ),
                 ACCESS_EXCLUSIVE,
-                Action::Ddl { skip_if: Some(constraint_exists(t, &chk.shadow)) },
+                Action::Ddl {
+                    skip_if: Some(constraint_exists(t, &chk.shadow)),
+                },
             ));
             steps.push(validate_step(&t.qualified(), &chk.shadow));
         }
@@ -174,15 +210,26 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
     for t in &plan.tables {
         steps.push(step(
             "validating",
-            format!("verify no row of {} has new IS DISTINCT FROM old", t.display()),
-            format!("SELECT count(*) FROM {} WHERE {}", t.qualified(), differs(t)),
+            format!(
+                "verify no row of {} has new IS DISTINCT FROM old",
+                t.display()
+            ),
+            format!(
+                "SELECT count(*) FROM {} WHERE {}",
+                t.qualified(),
+                differs(t)
+            ),
             NONE,
             Action::Verify { table: t.oid },
         ));
         let shadows: Vec<String> = t.columns.iter().map(|c| quote(&c.shadow)).collect();
         steps.push(step(
             "validating",
-            format!("statistics for the shadow column{} of {}", if shadows.len() > 1 { "s" } else { "" }, t.display()),
+            format!(
+                "statistics for the shadow column{} of {}",
+                if shadows.len() > 1 { "s" } else { "" },
+                t.display()
+            ),
             format!("ANALYZE {} ({})", t.qualified(), shadows.join(", ")),
             SHARE_UPDATE_EXCLUSIVE,
             Action::Ddl { skip_if: None },
@@ -204,7 +251,10 @@ fn validate_step(table: &str, constraint: &str) -> Step {
     step(
         "validating",
         format!("validate {constraint} (scans without blocking writes)"),
-        format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote(constraint)),
+        format!(
+            "ALTER TABLE {table} VALIDATE CONSTRAINT {}",
+            quote(constraint)
+        ),
         SHARE_UPDATE_EXCLUSIVE,
         Action::Ddl { skip_if: None },
     )
@@ -213,28 +263,38 @@ fn validate_step(table: &str, constraint: &str) -> Step {
 /// cutover: one short transaction that swaps names and re-attaches everything.
 pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     let mut s: Vec<String> = Vec::new();
-    let mut tables: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
-    for fk in &plan.foreign_keys {
-        if !tables.contains(&fk.table) {
-            tables.push(fk.table.clone());
-        }
-    }
+    let tables = locked_tables(plan);
     // All locks up front, in one statement: no lock upgrades midway, and the
     // lock_timeout bounds the whole wait.
-    s.push(format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", tables.join(", ")));
+    s.push(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    ));
     for v in plan.views.iter().rev() {
         s.push(format!("DROP VIEW {}", v.qualified()));
     }
     for t in &plan.tables {
-        s.push(format!("DROP TRIGGER IF EXISTS {} ON {}", quote(&t.sync_trigger), t.qualified()));
+        s.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote(&t.sync_trigger),
+            t.qualified()
+        ));
     }
     for fk in &plan.foreign_keys {
-        s.push(format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote(&fk.name)));
+        s.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            fk.table,
+            quote(&fk.name)
+        ));
     }
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {
-                Some((name, _)) => s.push(format!("ALTER TABLE {} DROP CONSTRAINT {}", t.qualified(), quote(name))),
+                Some((name, _)) => s.push(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    t.qualified(),
+                    quote(name)
+                )),
                 None => s.push(format!(
                     "ALTER INDEX {} RENAME TO {}",
                     qualified(&t.schema, &ix.name),
@@ -243,7 +303,11 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
             }
         }
         for chk in &t.checks {
-            s.push(format!("ALTER TABLE {} DROP CONSTRAINT {}", t.qualified(), quote(&chk.name)));
+            s.push(format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                t.qualified(),
+                quote(&chk.name)
+            ));
         }
     }
     for (ti, t) in plan.tables.iter().enumerate() {
@@ -278,7 +342,12 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
         }
     }
     for fk in &plan.foreign_keys {
-        s.push(format!("ALTER TABLE {} RENAME CONSTRAINT {} TO {}", fk.table, quote(&fk.shadow), quote(&fk.name)));
+        s.push(format!(
+            "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+            fk.table,
+            quote(&fk.shadow),
+            quote(&fk.name)
+        ));
     }
     for t in &plan.tables {
         let copies: String = t
@@ -305,15 +374,7 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
             func(&t.reverse_function)
         ));
     }
-    for v in &plan.views {
-        let with = if v.options.is_empty() { String::new() } else { format!(" WITH ({})", v.options.join(", ")) };
-        s.push(format!("CREATE VIEW {}{with} AS {}", v.qualified(), v.definition));
-        s.push(format!("ALTER VIEW {} OWNER TO {}", v.qualified(), quote(&v.owner)));
-        s.extend(v.grants.iter().cloned());
-        if let Some(comment) = &v.comment {
-            s.push(format!("COMMENT ON VIEW {} IS {}", v.qualified(), literal(comment)));
-        }
-    }
+    push_views(&mut s, plan);
     s.push(mark_phase.to_string());
     let sql = s.join(";\n");
     step(
@@ -330,6 +391,47 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     )
 }
 
+/// Every table a cutover (or its reverse) locks: the widened tables and the
+/// tables declaring rebuilt foreign keys.
+fn locked_tables(plan: &Plan) -> Vec<String> {
+    let mut tables: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
+    for fk in &plan.foreign_keys {
+        if !tables.contains(&fk.table) {
+            tables.push(fk.table.clone());
+        }
+    }
+    tables
+}
+
+/// Recreates the views, in dependency order, with options, owner, grants, comment.
+fn push_views(s: &mut Vec<String>, plan: &Plan) {
+    for v in &plan.views {
+        let with = if v.options.is_empty() {
+            String::new()
+        } else {
+            format!(" WITH ({})", v.options.join(", "))
+        };
+        s.push(format!(
+            "CREATE VIEW {}{with} AS {}",
+            v.qualified(),
+            v.definition
+        ));
+        s.push(format!(
+            "ALTER VIEW {} OWNER TO {}",
+            v.qualified(),
+            quote(&v.owner)
+        ));
+        s.extend(v.grants.iter().cloned());
+        if let Some(comment) = &v.comment {
+            s.push(format!(
+                "COMMENT ON VIEW {} IS {}",
+                v.qualified(),
+                literal(comment)
+            ));
+        }
+    }
+}
+
 fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str) {
     let table = t.qualified();
     let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
@@ -341,30 +443,61 @@ fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str
             literal(setting),
             seq.qualified()
         ));
-        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY", quote(&c.name)));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY",
+            quote(&c.name)
+        ));
     }
     if c.default.is_some() {
-        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT", quote(&c.name)));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT",
+            quote(&c.name)
+        ));
     }
-    s.push(format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", quote(&c.name), quote(&c.retired)));
-    s.push(format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", quote(&c.shadow), quote(&c.name)));
+    s.push(format!(
+        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+        quote(&c.name),
+        quote(&c.retired)
+    ));
+    s.push(format!(
+        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+        quote(&c.shadow),
+        quote(&c.name)
+    ));
     if c.not_null {
         // The retired column is filled by the reverse trigger, which writes
         // NULL for values that no longer fit; the new one gets NOT NULL from
         // its validated check without a scan.
-        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(&c.retired)));
-        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL", quote(&c.name)));
-        s.push(format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote(&c.not_null_check)));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
+            quote(&c.retired)
+        ));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
+            quote(&c.name)
+        ));
+        s.push(format!(
+            "ALTER TABLE {table} DROP CONSTRAINT {}",
+            quote(&c.not_null_check)
+        ));
     }
     if let Some(default) = &c.default {
-        s.push(format!("ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}", quote(&c.name)));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}",
+            quote(&c.name)
+        ));
     }
     match (&c.sequence, identity) {
         (Some(seq), None) => {
             if seq.data_type != "bigint" {
                 s.push(format!("ALTER SEQUENCE {} AS bigint", seq.qualified()));
             }
-            s.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", seq.qualified(), table, quote(&c.name)));
+            s.push(format!(
+                "ALTER SEQUENCE {} OWNED BY {}.{}",
+                seq.qualified(),
+                table,
+                quote(&c.name)
+            ));
         }
         (_, Some(seq)) => {
             s.push(format!(
@@ -413,7 +546,11 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
             .collect();
         steps.push(step(
             "finalize",
-            format!("drop the retired column{} of {} (catalog change; their indexes go with them)", if drops.len() > 1 { "s" } else { "" }, t.display()),
+            format!(
+                "drop the retired column{} of {} (catalog change; their indexes go with them)",
+                if drops.len() > 1 { "s" } else { "" },
+                t.display()
+            ),
             format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
@@ -433,7 +570,11 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
         steps.push(step(
             "rollback",
             format!("drop the rebuilt foreign key {}", fk.shadow),
-            format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", fk.table, quote(&fk.shadow)),
+            format!(
+                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
+                fk.table,
+                quote(&fk.shadow)
+            ),
             SHARE_ROW_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
@@ -443,10 +584,18 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
             .checks
             .iter()
             .map(|c| c.shadow.clone())
-            .chain(t.columns.iter().filter(|c| c.not_null).map(|c| c.not_null_check.clone()))
+            .chain(
+                t.columns
+                    .iter()
+                    .filter(|c| c.not_null)
+                    .map(|c| c.not_null_check.clone()),
+            )
             .collect();
         if !names.is_empty() {
-            let drops: Vec<String> = names.iter().map(|n| format!("DROP CONSTRAINT IF EXISTS {}", quote(n))).collect();
+            let drops: Vec<String> = names
+                .iter()
+                .map(|n| format!("DROP CONSTRAINT IF EXISTS {}", quote(n)))
+                .collect();
             steps.push(step(
                 "rollback",
                 format!("drop the shadow checks of {}", t.display()),
@@ -473,15 +622,26 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
             steps.push(step(
                 "rollback",
                 format!("drop the shadow index {}", ix.shadow),
-                format!("DROP INDEX CONCURRENTLY IF EXISTS {}", qualified(&t.schema, &ix.shadow)),
+                format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                    qualified(&t.schema, &ix.shadow)
+                ),
                 SHARE_UPDATE_EXCLUSIVE,
                 Action::DropIndex,
             ));
         }
-        let drops: Vec<String> = t.columns.iter().map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.shadow))).collect();
+        let drops: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.shadow)))
+            .collect();
         steps.push(step(
             "rollback",
-            format!("drop the shadow column{} of {}", if drops.len() > 1 { "s" } else { "" }, t.display()),
+            format!(
+                "drop the shadow column{} of {}",
+                if drops.len() > 1 { "s" } else { "" },
+                t.display()
+            ),
             format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },

@@ -1,0 +1,361 @@
+//! Rollback after cutover: put the original integer columns back, losing no
+//! write made since (the reverse trigger kept them current), then drop the
+//! bigint columns.
+//!
+//! Like the forward path, the slow parts run first without blocking
+//! (unique indexes built concurrently on the old columns, constraints added
+//! NOT VALID and validated), and one short transaction swaps back.
+
+use super::*;
+use crate::names::shadow;
+
+/// Rewrites SQL that names shadow columns so it names the retired ones.
+fn on_retired(plan: &Plan, sql: &str) -> String {
+    let mut out = sql.to_string();
+    for t in &plan.tables {
+        for c in &t.columns {
+            out = out.replace(&quote(&c.shadow), &quote(&c.retired));
+        }
+    }
+    out
+}
+
+/// Per widened column: (table, column, query returning the count and the
+/// smallest key of rows whose value no longer fits the old type).
+pub fn misfits(plan: &Plan) -> Vec<(String, String, String)> {
+    plan.tables
+        .iter()
+        .flat_map(|t| {
+            t.columns.iter().map(move |c| {
+                (
+                    t.display(),
+                    c.name.clone(),
+                    format!(
+                        "SELECT count(*), min({new})::text FROM {} WHERE {old} IS NULL AND {new} IS NOT NULL",
+                        t.qualified(),
+                        new = quote(&c.name),
+                        old = quote(&c.retired)
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Non-blocking preparation: unique indexes, NOT NULL checks, checks and
+/// foreign keys on the retired columns.
+pub fn prepare(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in &plan.tables {
+        for ix in t.indexes.iter().filter(|ix| ix.constraint.is_some()) {
+            let name = shadow("rb", &ix.name);
+            let sql =
+                on_retired(plan, &ix.create_sql).replacen(&quote(&ix.shadow), &quote(&name), 1);
+            steps.push(step(
+                "rollback",
+                format!(
+                    "build the unique index of {} on the old column again, concurrently",
+                    ix.name
+                ),
+                sql,
+                SHARE_UPDATE_EXCLUSIVE,
+                Action::BuildIndex {
+                    schema: t.schema.clone(),
+                    index: name,
+                },
+            ));
+        }
+    }
+    for t in &plan.tables {
+        for c in t.columns.iter().filter(|c| c.not_null) {
+            let check = shadow("rbnn", &format!("{}_{}", t.name, c.name));
+            steps.push(step(
+                "rollback",
+                format!(
+                    "NOT NULL of the old {}.{} as a NOT VALID check",
+                    t.display(),
+                    c.name
+                ),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                    t.qualified(),
+                    quote(&check),
+                    quote(&c.retired)
+                ),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl {
+                    skip_if: Some(constraint_exists(t, &check)),
+                },
+            ));
+            steps.push(validate_step(&t.qualified(), &check));
+        }
+        for chk in &t.checks {
+            let name = shadow("rb", &chk.name);
+            steps.push(step(
+                "rollback",
+                format!("check {} on the old column again", chk.name),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                    t.qualified(),
+                    quote(&name),
+                    on_retired(plan, &chk.definition)
+                ),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl {
+                    skip_if: Some(constraint_exists(t, &name)),
+                },
+            ));
+            steps.push(validate_step(&t.qualified(), &name));
+        }
+    }
+    for fk in &plan.foreign_keys {
+        let name = shadow("rb", &fk.name);
+        steps.push(step(
+            "rollback",
+            format!("foreign key {} on the old columns again", fk.name),
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                fk.table,
+                quote(&name),
+                on_retired(plan, &fk.definition)
+            ),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Ddl {
+                skip_if: Some(fk_exists(&fk.table, &name)),
+            },
+        ));
+        if fk.was_validated {
+            steps.push(validate_step(&fk.table, &name));
+        }
+    }
+    steps
+}
+
+/// The swap-back transaction; it marks the phase itself.
+pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
+    let mut s: Vec<String> = Vec::new();
+    let tables = locked_tables(plan);
+    s.push(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    ));
+    for v in plan.views.iter().rev() {
+        s.push(format!("DROP VIEW {}", v.qualified()));
+    }
+    for t in &plan.tables {
+        s.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote(&t.reverse_trigger),
+            t.qualified()
+        ));
+    }
+    for fk in &plan.foreign_keys {
+        s.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            fk.table,
+            quote(&fk.name)
+        ));
+    }
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            match &ix.constraint {
+                Some((name, _)) => s.push(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    t.qualified(),
+                    quote(name)
+                )),
+                None => {
+                    s.push(format!(
+                        "ALTER INDEX {} RENAME TO {}",
+                        qualified(&t.schema, &ix.name),
+                        quote(&ix.shadow)
+                    ));
+                    s.push(format!(
+                        "ALTER INDEX {} RENAME TO {}",
+                        qualified(&t.schema, &ix.retired),
+                        quote(&ix.name)
+                    ));
+                }
+            }
+        }
+        for chk in &t.checks {
+            s.push(format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                t.qualified(),
+                quote(&chk.name)
+            ));
+        }
+    }
+    for (ti, t) in plan.tables.iter().enumerate() {
+        for (ci, c) in t.columns.iter().enumerate() {
+            swap_column_back(&mut s, t, c, &format!("pgshift.seq_{ti}_{ci}"));
+        }
+    }
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            if let Some((name, kind)) = &ix.constraint {
+                s.push(format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
+                    t.qualified(),
+                    quote(name),
+                    if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
+                    quote(&shadow("rb", &ix.name))
+                ));
+            }
+        }
+        for chk in &t.checks {
+            s.push(format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                t.qualified(),
+                quote(&shadow("rb", &chk.name)),
+                quote(&chk.name)
+            ));
+        }
+    }
+    for fk in &plan.foreign_keys {
+        s.push(format!(
+            "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+            fk.table,
+            quote(&shadow("rb", &fk.name)),
+            quote(&fk.name)
+        ));
+    }
+    push_views(&mut s, plan);
+    s.push(mark_phase.to_string());
+    step(
+        "rollback",
+        format!("one transaction: lock {}, swap the original columns back with their keys, sequences and views", tables.join(", ")),
+        s.join(";\n"),
+        ACCESS_EXCLUSIVE,
+        Action::Transaction { statements: s },
+    )
+}
+
+fn swap_column_back(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str) {
+    let table = t.qualified();
+    let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
+    if let Some(seq) = identity {
+        s.push(format!(
+            "SELECT set_config({}, (SELECT last_value || ',' || is_called FROM {}), true)",
+            literal(setting),
+            seq.qualified()
+        ));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY",
+            quote(&c.name)
+        ));
+    }
+    if c.default.is_some() {
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT",
+            quote(&c.name)
+        ));
+    }
+    s.push(format!(
+        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+        quote(&c.name),
+        quote(&c.shadow)
+    ));
+    s.push(format!(
+        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+        quote(&c.retired),
+        quote(&c.name)
+    ));
+    if c.not_null {
+        let check = shadow("rbnn", &format!("{}_{}", t.name, c.name));
+        // The bigint column is no longer filled from here on: let it be NULL
+        // until the cleanup drops it.
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
+            quote(&c.shadow)
+        ));
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
+            quote(&c.name)
+        ));
+        s.push(format!(
+            "ALTER TABLE {table} DROP CONSTRAINT {}",
+            quote(&check)
+        ));
+    }
+    if let Some(default) = &c.default {
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}",
+            quote(&c.name)
+        ));
+    }
+    match (&c.sequence, identity) {
+        (Some(seq), None) => {
+            if seq.data_type != "bigint" {
+                s.push(format!(
+                    "ALTER SEQUENCE {} AS {}",
+                    seq.qualified(),
+                    seq.data_type
+                ));
+            }
+            s.push(format!(
+                "ALTER SEQUENCE {} OWNED BY {}.{}",
+                seq.qualified(),
+                table,
+                quote(&c.name)
+            ));
+        }
+        (_, Some(seq)) => {
+            let (_, type_max) = c.range();
+            let max = if seq.max == i64::MAX {
+                type_max
+            } else {
+                seq.max
+            };
+            s.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} INCREMENT BY {} MINVALUE {} MAXVALUE {max} START WITH {} CACHE {} {})",
+                quote(&c.name),
+                if seq.identity == "a" { "ALWAYS" } else { "BY DEFAULT" },
+                seq.qualified(),
+                seq.increment,
+                seq.min,
+                seq.start,
+                seq.cache,
+                if seq.cycle { "CYCLE" } else { "NO CYCLE" }
+            ));
+            s.push(format!(
+                "SELECT setval({}::regclass, split_part(current_setting({st}), ',', 1)::bigint, split_part(current_setting({st}), ',', 2)::boolean)",
+                literal(&seq.qualified()),
+                st = literal(setting)
+            ));
+        }
+        (None, None) => {}
+    }
+}
+
+/// After the swap: drop the bigint columns (their indexes go with them)
+/// and pgshift's functions. Idempotent.
+pub fn cleanup(plan: &Plan) -> Vec<Step> {
+    plan.tables
+        .iter()
+        .map(|t| {
+            let drops: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.shadow)))
+                .collect();
+            step(
+                "rollback",
+                format!(
+                    "drop the bigint column{} of {} and pgshift's functions",
+                    if drops.len() > 1 { "s" } else { "" },
+                    t.display()
+                ),
+                format!(
+                    "ALTER TABLE {} {}; DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
+                    t.qualified(),
+                    drops.join(", "),
+                    func(&t.reverse_function),
+                    func(&t.sync_function)
+                ),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: None },
+            )
+        })
+        .collect()
+}
