@@ -1,1 +1,243 @@
+//! Planning from hand-built catalog snapshots: no database involved.
 
+use super::*;
+use crate::catalog::{Catalog, Column, Constraint, Index, Sequence, Table, Trigger, View};
+
+fn column(attnum: i16, name: &str, type_name: &str) -> Column {
+    Column {
+        attnum,
+        name: name.into(),
+        type_name: type_name.into(),
+        not_null: true,
+        default: None,
+        identity: String::new(),
+        generated: false,
+        sequence: None,
+    }
+}
+
+fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
+    Table {
+        oid,
+        schema: "public".into(),
+        name: name.into(),
+        kind: "r".into(),
+        is_partition: false,
+        has_inheritance: false,
+        publications: vec![],
+        rules: vec![],
+        estimated_rows: 1000,
+        total_bytes: 1 << 20,
+        columns,
+        indexes: vec![],
+        constraints: vec![],
+        referenced_by: vec![],
+        triggers: vec![],
+        column_dependents: vec![],
+    }
+}
+
+fn pk(table: u32, name: &str, columns: Vec<i16>) -> Constraint {
+    Constraint {
+        name: name.into(),
+        kind: "p".into(),
+        definition: "PRIMARY KEY (id)".into(),
+        table,
+        columns,
+        ref_table: None,
+        ref_columns: vec![],
+        validated: true,
+        index: Some(name.into()),
+    }
+}
+
+/// scripts(id serial pk) <- script_runs(script_id int fk), and a union view.
+fn incident() -> Catalog {
+    let mut scripts = table(
+        1,
+        "scripts",
+        vec![column(1, "id", "integer"), column(2, "name", "text")],
+    );
+    scripts.columns[0].default = Some("nextval('scripts_id_seq'::regclass)".into());
+    scripts.columns[0].sequence = Some(Sequence {
+        schema: "public".into(),
+        name: "scripts_id_seq".into(),
+        data_type: "integer".into(),
+        start: 1,
+        increment: 1,
+        min: 1,
+        max: i32::MAX as i64,
+        cache: 1,
+        cycle: false,
+        last_value: Some(2_000_000_000),
+    });
+    scripts.constraints.push(pk(1, "scripts_pkey", vec![1]));
+    scripts.indexes.push(Index {
+        oid: 11,
+        name: "scripts_pkey".into(),
+        definition: "CREATE UNIQUE INDEX scripts_pkey ON public.scripts USING btree (id)".into(),
+        is_primary: true,
+        is_unique: true,
+        is_valid: true,
+        constraint: Some("scripts_pkey".into()),
+        columns: vec![1],
+        bytes: 100,
+    });
+    let fk = Constraint {
+        name: "script_runs_script_id_fkey".into(),
+        kind: "f".into(),
+        definition: "FOREIGN KEY (script_id) REFERENCES scripts(id) ON DELETE CASCADE".into(),
+        table: 2,
+        columns: vec![2],
+        ref_table: Some(1),
+        ref_columns: vec![1],
+        validated: true,
+        index: Some("scripts_pkey".into()),
+    };
+    scripts.referenced_by.push(fk.clone());
+    let mut runs = table(
+        2,
+        "script_runs",
+        vec![column(1, "id", "bigint"), column(2, "script_id", "integer")],
+    );
+    runs.constraints.push(pk(2, "script_runs_pkey", vec![1]));
+    runs.constraints.push(fk);
+    let archived = table(3, "archived_scripts", vec![column(1, "id", "integer")]);
+    let view = View {
+        oid: 20,
+        schema: "public".into(),
+        name: "all_scripts".into(),
+        kind: "v".into(),
+        definition: " SELECT scripts.id FROM scripts UNION ALL SELECT archived_scripts.id FROM archived_scripts;".into(),
+        options: vec![],
+        owner: "app".into(),
+        grants: vec!["GRANT SELECT ON public.all_scripts TO reporting".into()],
+        comment: None,
+        table_columns: vec![(1, 1), (3, 1)],
+        depends_on_views: vec![],
+        has_triggers_or_rules: false,
+        estimated_rows: 0,
+    };
+    Catalog {
+        tables: vec![scripts, runs, archived],
+        views: vec![view],
+        server_version: 150000,
+    }
+}
+
+fn plan(catalog: &Catalog, requests: &[(u32, &str)]) -> Plan {
+    let requests: Vec<Request> = requests
+        .iter()
+        .map(|(t, c)| Request {
+            table: *t,
+            column: c.to_string(),
+        })
+        .collect();
+    build("m", "abc", &requests, catalog).unwrap()
+}
+
+#[test]
+fn widening_a_key_widens_the_columns_that_reference_it() {
+    let p = plan(&incident(), &[(1, "id")]);
+    let cols: Vec<(String, String, String)> = p
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .map(move |c| (t.name.clone(), c.name.clone(), c.reason.clone()))
+        })
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("scripts".into(), "id".into(), "requested".into()),
+            (
+                "script_runs".into(),
+                "script_id".into(),
+                "references scripts.id (script_runs_script_id_fkey)".into()
+            ),
+        ]
+    );
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    // The sequence goes to the bigint maximum, since it was at the int4 maximum.
+    assert_eq!(
+        p.tables[0].columns[0].sequence.as_ref().unwrap().max,
+        i64::MAX
+    );
+    // The foreign key is rebuilt on both new columns, keeping its action.
+    assert_eq!(
+        p.foreign_keys[0].definition,
+        "FOREIGN KEY (\"pgshift_new_script_id\") REFERENCES scripts(\"pgshift_new_id\") ON DELETE CASCADE"
+    );
+    assert_eq!(
+        p.tables[0].indexes[0].create_sql,
+        "CREATE UNIQUE INDEX CONCURRENTLY \"pgshift_new_scripts_pkey\" ON public.scripts USING btree (\"pgshift_new_id\")"
+    );
+    assert_eq!(p.views.len(), 1);
+    assert_eq!(p.views[0].grants.len(), 1);
+}
+
+#[test]
+fn a_union_with_an_unwidened_sibling_is_warned_about_and_widening_both_silences_it() {
+    let p = plan(&incident(), &[(1, "id")]);
+    let union: Vec<&String> = p
+        .warnings
+        .iter()
+        .filter(|w| w.contains("UNION ALL"))
+        .collect();
+    assert_eq!(union.len(), 1, "{:?}", p.warnings);
+    assert!(union[0].contains("all_scripts") && union[0].contains("archived_scripts"));
+
+    let p = plan(&incident(), &[(1, "id"), (3, "id")]);
+    assert!(
+        p.warnings.iter().all(|w| !w.contains("UNION")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn a_trigger_that_uses_the_column_blocks_with_a_remedy() {
+    let mut catalog = incident();
+    catalog.tables[0].triggers.push(Trigger {
+        name: "audit".into(),
+        internal: false,
+        columns: vec![],
+        function: "public.audit_fn".into(),
+        function_source: "BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END".into(),
+    });
+    let p = plan(&catalog, &[(1, "id")]);
+    assert_eq!(p.blockers.len(), 1);
+    assert_eq!(p.blockers[0].object, "trigger audit on scripts");
+    assert!(!p.blockers[0].remedy.is_empty());
+}
+
+#[test]
+fn tables_without_a_primary_key_or_partitioned_are_blocked_and_bigint_is_a_no_op() {
+    let mut catalog = incident();
+    catalog.tables[2].kind = "p".into();
+    let p = plan(&catalog, &[(3, "id"), (2, "id")]);
+    let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
+    assert!(objects.contains(&"table archived_scripts"), "{objects:?}");
+    assert!(objects.contains(&"column script_runs.id"), "{objects:?}");
+    assert!(p
+        .blockers
+        .iter()
+        .any(|b| b.reason == "it has no primary key"));
+
+    let err = build(
+        "m",
+        "abc",
+        &[Request {
+            table: 1,
+            column: "nope".into(),
+        }],
+        &incident(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "column nope does not exist in table scripts"
+    );
+}

@@ -10,7 +10,7 @@ pub mod revert;
 
 use super::*;
 use crate::names::{literal, qualified, quote, STATE_SCHEMA};
-use crate::plan::{ColumnPlan, Plan, TablePlan};
+use crate::plan::{ColumnPlan, Plan, SequencePlan, TablePlan};
 
 fn func(name: &str) -> String {
     qualified(STATE_SCHEMA, name)
@@ -436,17 +436,7 @@ fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str
     let table = t.qualified();
     let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
     if let Some(seq) = identity {
-        // DROP IDENTITY drops the sequence: remember where it stood, re-create it
-        // under the same name on the new column, and put the value back.
-        s.push(format!(
-            "SELECT set_config({}, (SELECT last_value || ',' || is_called FROM {}), true)",
-            literal(setting),
-            seq.qualified()
-        ));
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY",
-            quote(&c.name)
-        ));
+        detach_identity(s, &table, &c.name, seq, setting);
     }
     if c.default.is_some() {
         s.push(format!(
@@ -487,39 +477,83 @@ fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str
             quote(&c.name)
         ));
     }
-    match (&c.sequence, identity) {
-        (Some(seq), None) => {
-            if seq.data_type != "bigint" {
-                s.push(format!("ALTER SEQUENCE {} AS bigint", seq.qualified()));
-            }
-            s.push(format!(
-                "ALTER SEQUENCE {} OWNED BY {}.{}",
-                seq.qualified(),
-                table,
-                quote(&c.name)
-            ));
-        }
-        (_, Some(seq)) => {
-            s.push(format!(
-                "ALTER TABLE {table} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {})",
-                quote(&c.name),
-                if seq.identity == "a" { "ALWAYS" } else { "BY DEFAULT" },
-                seq.qualified(),
-                seq.increment,
-                seq.min,
-                seq.max,
-                seq.start,
-                seq.cache,
-                if seq.cycle { "CYCLE" } else { "NO CYCLE" }
-            ));
-            s.push(format!(
-                "SELECT setval({}::regclass, split_part(current_setting({st}), ',', 1)::bigint, split_part(current_setting({st}), ',', 2)::boolean)",
-                literal(&seq.qualified()),
-                st = literal(setting)
-            ));
-        }
-        (None, None) => {}
+    if let Some(seq) = &c.sequence {
+        attach_sequence(s, &table, &c.name, seq, "bigint", seq.max, setting);
     }
+}
+
+/// DROP IDENTITY drops the identity's sequence: remember where it stood
+/// (in a transaction-local setting) so [`attach_sequence`] can put it back.
+pub(super) fn detach_identity(
+    s: &mut Vec<String>,
+    table: &str,
+    column: &str,
+    seq: &SequencePlan,
+    setting: &str,
+) {
+    s.push(format!(
+        "SELECT set_config({}, (SELECT last_value || ',' || is_called FROM {}), true)",
+        literal(setting),
+        seq.qualified()
+    ));
+    s.push(format!(
+        "ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY",
+        quote(column)
+    ));
+}
+
+/// Gives `column` its sequence: a serial's sequence changes type and owner;
+/// an identity is re-created under the same name, same options, at the
+/// value [`detach_identity`] remembered.
+pub(super) fn attach_sequence(
+    s: &mut Vec<String>,
+    table: &str,
+    column: &str,
+    seq: &SequencePlan,
+    sequence_type: &str,
+    max: i64,
+    setting: &str,
+) {
+    if seq.identity.is_empty() {
+        if seq.data_type != "bigint" {
+            s.push(format!(
+                "ALTER SEQUENCE {} AS {sequence_type}",
+                seq.qualified()
+            ));
+        }
+        s.push(format!(
+            "ALTER SEQUENCE {} OWNED BY {table}.{}",
+            seq.qualified(),
+            quote(column)
+        ));
+        return;
+    }
+    s.push(format!(
+        "ALTER TABLE {table} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} INCREMENT BY {} MINVALUE {} MAXVALUE {max} START WITH {} CACHE {} {})",
+        quote(column),
+        if seq.identity == "a" { "ALWAYS" } else { "BY DEFAULT" },
+        seq.qualified(),
+        seq.increment,
+        seq.min,
+        seq.start,
+        seq.cache,
+        if seq.cycle { "CYCLE" } else { "NO CYCLE" }
+    ));
+    s.push(format!(
+        "SELECT setval({}::regclass, split_part(current_setting({st}), ',', 1)::bigint, split_part(current_setting({st}), ',', 2)::boolean)",
+        literal(&seq.qualified()),
+        st = literal(setting)
+    ));
+}
+
+/// `ALTER TABLE t DROP COLUMN IF EXISTS …` for the columns `pick` names.
+pub(super) fn drop_columns(t: &TablePlan, pick: impl Fn(&ColumnPlan) -> &str) -> String {
+    let drops: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(pick(c))))
+        .collect();
+    format!("ALTER TABLE {} {}", t.qualified(), drops.join(", "))
 }
 
 /// finalize: drop the retired columns (and their indexes) and the reverse sync.
@@ -539,19 +573,16 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
             SHARE_ROW_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
-        let drops: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.retired)))
-            .collect();
+        let n = t.columns.len();
+        let drop_sql = drop_columns(t, |c| &c.retired);
         steps.push(step(
             "finalize",
             format!(
                 "drop the retired column{} of {} (catalog change; their indexes go with them)",
-                if drops.len() > 1 { "s" } else { "" },
+                if n > 1 { "s" } else { "" },
                 t.display()
             ),
-            format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
+            drop_sql,
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
@@ -630,19 +661,16 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
                 Action::DropIndex,
             ));
         }
-        let drops: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.shadow)))
-            .collect();
+        let n = t.columns.len();
+        let drop_sql = drop_columns(t, |c| &c.shadow);
         steps.push(step(
             "rollback",
             format!(
                 "drop the shadow column{} of {}",
-                if drops.len() > 1 { "s" } else { "" },
+                if n > 1 { "s" } else { "" },
                 t.display()
             ),
-            format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
+            drop_sql,
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));

@@ -235,15 +235,7 @@ fn swap_column_back(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting:
     let table = t.qualified();
     let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
     if let Some(seq) = identity {
-        s.push(format!(
-            "SELECT set_config({}, (SELECT last_value || ',' || is_called FROM {}), true)",
-            literal(setting),
-            seq.qualified()
-        ));
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} DROP IDENTITY",
-            quote(&c.name)
-        ));
+        detach_identity(s, &table, &c.name, seq, setting);
     }
     if c.default.is_some() {
         s.push(format!(
@@ -284,47 +276,14 @@ fn swap_column_back(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting:
             quote(&c.name)
         ));
     }
-    match (&c.sequence, identity) {
-        (Some(seq), None) => {
-            if seq.data_type != "bigint" {
-                s.push(format!(
-                    "ALTER SEQUENCE {} AS {}",
-                    seq.qualified(),
-                    seq.data_type
-                ));
-            }
-            s.push(format!(
-                "ALTER SEQUENCE {} OWNED BY {}.{}",
-                seq.qualified(),
-                table,
-                quote(&c.name)
-            ));
-        }
-        (_, Some(seq)) => {
-            let (_, type_max) = c.range();
-            let max = if seq.max == i64::MAX {
-                type_max
-            } else {
-                seq.max
-            };
-            s.push(format!(
-                "ALTER TABLE {table} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} INCREMENT BY {} MINVALUE {} MAXVALUE {max} START WITH {} CACHE {} {})",
-                quote(&c.name),
-                if seq.identity == "a" { "ALWAYS" } else { "BY DEFAULT" },
-                seq.qualified(),
-                seq.increment,
-                seq.min,
-                seq.start,
-                seq.cache,
-                if seq.cycle { "CYCLE" } else { "NO CYCLE" }
-            ));
-            s.push(format!(
-                "SELECT setval({}::regclass, split_part(current_setting({st}), ',', 1)::bigint, split_part(current_setting({st}), ',', 2)::boolean)",
-                literal(&seq.qualified()),
-                st = literal(setting)
-            ));
-        }
-        (None, None) => {}
+    if let Some(seq) = &c.sequence {
+        let (_, type_max) = c.range();
+        let max = if seq.max == i64::MAX {
+            type_max
+        } else {
+            seq.max
+        };
+        attach_sequence(s, &table, &c.name, seq, &seq.data_type, max, setting);
     }
 }
 
@@ -334,22 +293,17 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
     plan.tables
         .iter()
         .map(|t| {
-            let drops: Vec<String> = t
-                .columns
-                .iter()
-                .map(|c| format!("DROP COLUMN IF EXISTS {}", quote(&c.shadow)))
-                .collect();
+            let n = t.columns.len();
+            let drop_sql = drop_columns(t, |c| &c.shadow);
             step(
                 "rollback",
                 format!(
                     "drop the bigint column{} of {} and pgshift's functions",
-                    if drops.len() > 1 { "s" } else { "" },
+                    if n > 1 { "s" } else { "" },
                     t.display()
                 ),
                 format!(
-                    "ALTER TABLE {} {}; DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
-                    t.qualified(),
-                    drops.join(", "),
+                    "{drop_sql}; DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
                     func(&t.reverse_function),
                     func(&t.sync_function)
                 ),
