@@ -5,26 +5,61 @@
 //! skips rows already equal (the sync trigger filled them), and `UPDATE OF`
 //! on the trigger means our own updates never fire it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::execute::Runner;
 use crate::names::quote;
 use crate::ops::widen_integer::differs;
-use crate::output::Printer;
 use crate::plan::TablePlan;
 
 /// Knobs of the backfill.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub batch_size: i64,
+    /// A fixed batch size; None sizes batches to hold `target`.
+    pub fixed_batch: Option<i64>,
+    /// How long one batch should take: it holds row locks on its rows, so
+    /// this is about the longest an application update waits for it.
+    pub target: Duration,
+    pub min_batch: i64,
+    pub max_batch: i64,
+    pub max_rows_per_second: Option<u64>,
+}
+
+impl Settings {
+    fn first_batch(&self) -> i64 {
+        self.fixed_batch.unwrap_or(1000).clamp(1, i64::MAX)
+    }
+
     /// Bounds one batch; a batch that hits it is retried at half the size.
-    pub statement_timeout: Duration,
+    fn statement_timeout(&self) -> Duration {
+        (self.target * 50).max(Duration::from_secs(2))
+    }
+
+    /// The next batch size after one of `size` rows took `took`: steer toward
+    /// the target, at most doubling or halving per step so one odd batch
+    /// (a checkpoint, a cold cache) does not swing it.
+    pub fn next_batch(&self, size: i64, took: Duration) -> i64 {
+        if let Some(fixed) = self.fixed_batch {
+            return fixed;
+        }
+        let ratio = (self.target.as_secs_f64() / took.as_secs_f64().max(1e-4)).clamp(0.5, 2.0);
+        ((size as f64 * ratio) as i64).clamp(self.min_batch, self.max_batch.max(self.min_batch))
+    }
+
+    /// How long to sleep after `rows` rows took `took`, to honour the rate cap.
+    pub fn pace(&self, rows: i64, took: Duration) -> Duration {
+        match self.max_rows_per_second {
+            Some(cap) if cap > 0 => {
+                Duration::from_secs_f64(rows as f64 / cap as f64).saturating_sub(took)
+            }
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 fn keys(t: &TablePlan) -> String {
@@ -99,14 +134,10 @@ fn batch_sql_bounded(t: &TablePlan, with_lower: bool, with_upper: bool) -> Strin
 }
 
 /// Fills the shadow columns of one table, resuming from its checkpoint.
-pub async fn run(
-    client: &Client,
-    migration: &str,
-    t: &TablePlan,
-    settings: &Settings,
-    printer: &Printer,
-    interrupted: &Arc<AtomicBool>,
-) -> Result<()> {
+pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
+    let client: &Client = &runner.worker;
+    let migration = runner.name();
+    let settings = &runner.backfill;
     client
         .execute(
             "INSERT INTO pgshift.backfill (migration, table_oid, rows_total)
@@ -128,22 +159,21 @@ pub async fn run(
     if done {
         return Ok(());
     }
-    let mut progress = printer.progress(
+    let mut progress = runner.printer.progress(
         &t.display(),
         row.get::<_, i64>(2).max(1) as u64,
         row.get::<_, i64>(1) as u64,
     );
-    let mut batch = settings.batch_size;
-    let timeout_ms = settings.statement_timeout.as_millis();
+    let mut batch = settings.first_batch();
+    let timeout_ms = settings.statement_timeout().as_millis();
+    let mut last_event = Instant::now();
 
     loop {
-        if interrupted.load(Ordering::SeqCst) {
+        if let Err(e) = runner.throttle().await {
             progress.finish();
-            return Err(Error::Runtime(format!(
-                "interrupted during the backfill of {}; progress is saved: run `pgshift resume {migration}`",
-                t.display()
-            )));
+            return Err(e);
         }
+        let started = Instant::now();
         let upper = next_bound(client, t, lower.as_deref(), batch).await?;
         let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some());
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -174,16 +204,29 @@ pub async fn run(
         .await;
         match outcome {
             Ok(scanned) => {
+                let took = started.elapsed();
                 progress.advance(scanned as u64);
+                if last_event.elapsed() >= Duration::from_secs(5) {
+                    last_event = Instant::now();
+                    runner.events.emit(
+                        "progress",
+                        serde_json::json!({"table": t.display(), "rows_done": progress.done(), "rows_per_second": progress.rate().round(), "batch": batch}),
+                    );
+                }
                 if is_last {
                     progress.finish();
                     return Ok(());
                 }
                 lower = upper;
+                let pause = settings.pace(scanned, took);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                batch = settings.next_batch(batch, took);
             }
-            Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) && batch > 100 => {
+            Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) && batch > settings.min_batch => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                batch = (batch / 2).max(100);
+                batch = (batch / 2).max(settings.min_batch);
                 tracing::warn!(
                     "a backfill batch of {} hit the statement timeout; retrying with {batch} rows",
                     t.display()
@@ -233,4 +276,64 @@ pub async fn reset(client: &Client, migration: &str, table: u32) -> Result<()> {
         .await
         .map_err(Error::db("could not reset the backfill checkpoint"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adaptive() -> Settings {
+        Settings {
+            fixed_batch: None,
+            target: Duration::from_millis(100),
+            min_batch: 100,
+            max_batch: 50_000,
+            max_rows_per_second: None,
+        }
+    }
+
+    #[test]
+    fn batches_steer_toward_the_target_within_bounds() {
+        let s = adaptive();
+        assert_eq!(s.next_batch(1000, Duration::from_millis(50)), 2000);
+        assert_eq!(
+            s.next_batch(1000, Duration::from_millis(10)),
+            2000,
+            "at most doubles"
+        );
+        assert_eq!(
+            s.next_batch(1000, Duration::from_millis(400)),
+            500,
+            "at most halves"
+        );
+        assert_eq!(
+            s.next_batch(150, Duration::from_secs(1)),
+            100,
+            "never below min"
+        );
+        assert_eq!(
+            s.next_batch(40_000, Duration::from_millis(1)),
+            50_000,
+            "never above max"
+        );
+        let fixed = Settings {
+            fixed_batch: Some(777),
+            ..adaptive()
+        };
+        assert_eq!(fixed.next_batch(777, Duration::from_secs(3)), 777);
+    }
+
+    #[test]
+    fn the_rate_cap_sleeps_off_the_difference() {
+        let capped = Settings {
+            max_rows_per_second: Some(10_000),
+            ..adaptive()
+        };
+        assert_eq!(
+            capped.pace(5000, Duration::from_millis(200)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(capped.pace(5000, Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(adaptive().pace(5000, Duration::ZERO), Duration::ZERO);
+    }
 }

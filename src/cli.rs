@@ -74,6 +74,8 @@ pub enum Command {
     Rollback(RunArgs),
     /// Drop what rollback needed (irreversible; asks, or --yes).
     Finalize(FinalizeArgs),
+    /// Pause a running migration's backfill (another process; `resume` continues it).
+    Pause(NameArg),
 }
 
 #[derive(Debug, Args)]
@@ -92,9 +94,47 @@ pub struct Tuning {
     #[arg(long, default_value_t = 10)]
     pub lock_retries: u32,
 
-    /// Rows per backfill batch.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..))]
-    pub batch_size: i64,
+    /// Fixed rows per backfill batch (disables adaptive sizing).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub batch_size: Option<i64>,
+
+    /// Adaptive batches aim at this duration: a batch holds row locks on its
+    /// rows, so the application's worst wait is about one batch.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub batch_target: Duration,
+
+    /// Smallest adaptive batch.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+    pub min_batch: i64,
+
+    /// Largest adaptive batch.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_batch: i64,
+
+    /// Cap on backfill throughput.
+    #[arg(long)]
+    pub max_rows_per_second: Option<u64>,
+
+    /// Connections pgshift may open to the primary, the lifeline included.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_connections: u32,
+
+    /// Free connection slots to leave to the application; pgshift refuses to
+    /// start, and pauses the backfill, below it [default: max(10% of max_connections, 5)].
+    #[arg(long)]
+    pub min_free_connections: Option<i64>,
+
+    /// Pause the backfill while a replica's replay lag exceeds this.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub max_replica_lag: Duration,
+
+    /// Write one JSON line per event to this file (`-` for stderr).
+    #[arg(long)]
+    pub events: Option<String>,
+
+    /// Run this shell command for every event, with the event's JSON on stdin.
+    #[arg(long)]
+    pub on_event: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,4 +180,10 @@ pub struct FinalizeArgs {
 pub struct StatusArgs {
     /// Only this migration (path or name).
     pub migration: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// The migration: a path to its .sql file or its name (the file stem).
+    pub migration: String,
 }

@@ -10,11 +10,14 @@ use tokio_postgres::Client;
 use crate::backfill;
 use crate::catalog;
 use crate::cli::{
-    ApplyArgs, Cli, Command, FinalizeArgs, GlobalArgs, PlanArgs, RunArgs, StatusArgs, Tuning,
+    ApplyArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs, RunArgs, StatusArgs,
+    Tuning,
 };
 use crate::connection::Target;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::execute::{LockPolicy, Runner};
+use crate::guard::{self, Limits};
 use crate::migration::{self, Intent, MigrationFile};
 use crate::output::Printer;
 use crate::plan::{self, Plan, Request};
@@ -33,6 +36,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
         Command::Cutover(args) => resume(&global, &printer, args, "cutover").await,
         Command::Rollback(args) => rollback(&global, &printer, args).await,
         Command::Finalize(args) => finalize(&global, &printer, args).await,
+        Command::Pause(args) => pause(&global, &printer, args).await,
     }
 }
 
@@ -110,9 +114,43 @@ fn lock_policy(t: &Tuning) -> LockPolicy {
 
 fn backfill_settings(t: &Tuning) -> backfill::Settings {
     backfill::Settings {
-        batch_size: t.batch_size,
-        statement_timeout: Duration::from_secs(30),
+        fixed_batch: t.batch_size,
+        target: t.batch_target,
+        min_batch: t.min_batch,
+        max_batch: t.max_batch,
+        max_rows_per_second: t.max_rows_per_second,
     }
+}
+
+fn limits(t: &Tuning) -> Limits {
+    Limits {
+        max_connections: t.max_connections,
+        min_free_connections: t.min_free_connections,
+        max_replica_lag: t.max_replica_lag,
+    }
+}
+
+/// SIGUSR1 pauses the backfill, SIGUSR2 lets it continue.
+fn pause_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for (kind, value) in [
+            (SignalKind::user_defined1(), true),
+            (SignalKind::user_defined2(), false),
+        ] {
+            if let Ok(mut stream) = signal(kind) {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        flag.store(value, Ordering::SeqCst);
+                    }
+                });
+            }
+        }
+    }
+    flag
 }
 
 /// Ctrl-C sets the flag: the run stops after the current batch or step.
@@ -129,7 +167,8 @@ fn interrupt_flag(printer: &Printer) -> Arc<AtomicBool> {
     flag
 }
 
-/// Opens the lifeline and the worker and takes the migration's advisory lock.
+/// Opens the lifeline, checks the connection budget, takes the migration's
+/// advisory lock, and opens the worker from a bounded pool.
 async fn runner(
     global: &GlobalArgs,
     printer: &Printer,
@@ -138,23 +177,81 @@ async fn runner(
 ) -> Result<Runner> {
     let target = primary(global)?;
     let lifeline = target.connect("pgshift lifeline").await?;
+    let limits = limits(tuning);
+    // Before anything changes: would our connections leave the application enough?
+    guard::check_budget(&lifeline, &limits, i64::from(tuning.max_connections) - 1).await?;
     state::ensure_schema(&lifeline).await?;
     if !state::try_lock(&lifeline, &plan.migration).await? {
         return Err(Error::Refused(format!(
-            "another pgshift process is working on migration {}; wait for it or stop it",
-            plan.migration
+            "another pgshift process is working on migration {}; wait for it, or use `pgshift pause|resume|rollback {}` to steer it",
+            plan.migration, plan.migration
         )));
     }
-    let worker = target.connect(APP_NAME).await?;
-    Ok(Runner {
+    let pool = target.pool(APP_NAME, tuning.max_connections as usize - 1)?;
+    let worker = target.checkout(&pool).await?;
+    let replica = match &global.replica_url {
+        Some(url) => Some(
+            Target::parse(url, "--replica-url")?
+                .connect("pgshift lag probe")
+                .await?,
+        ),
+        None => None,
+    };
+    let events = Events::new(
+        &plan.migration,
+        tuning.events.as_deref(),
+        tuning.on_event.as_deref(),
+    )?;
+    Ok(Runner::new(
         lifeline,
         worker,
+        replica,
         plan,
-        lock: lock_policy(tuning),
-        backfill: backfill_settings(tuning),
-        printer: printer.clone(),
-        interrupted: interrupt_flag(printer),
-    })
+        lock_policy(tuning),
+        backfill_settings(tuning),
+        limits,
+        events,
+        printer.clone(),
+        interrupt_flag(printer),
+        pause_signals(),
+    ))
+}
+
+/// When another pgshift runs `name`, asks it (through the state table) and
+/// returns true; false when nothing runs it.
+async fn steer_running(
+    client: &Client,
+    name: &str,
+    pause: Option<bool>,
+    request: Option<&str>,
+) -> Result<bool> {
+    if !state::is_running(client, name).await? {
+        return Ok(false);
+    }
+    state::request(client, name, pause, request).await?;
+    Ok(true)
+}
+
+async fn pause(global: &GlobalArgs, printer: &Printer, args: NameArg) -> Result<()> {
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let (name, _) = migration_name(&args.migration);
+    state::get(&client, &name)
+        .await?
+        .ok_or_else(|| Error::UnknownMigration { name: name.clone() })?;
+    if !steer_running(&client, &name, Some(true), None).await? {
+        return Err(Error::Usage(format!(
+            "no pgshift process is running migration {name}; it is already stopped (`pgshift resume {name}` continues it)"
+        )));
+    }
+    printer
+        .report(&RunReport {
+            migration: name.clone(),
+            command: "pause",
+            phase: "paused".into(),
+            seconds: 0.0,
+            message: format!("pause requested; the backfill stops before its next batch (`pgshift resume {name}` continues)"),
+        })
+        .map_err(io_error)
 }
 
 async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Result<()> {
@@ -233,6 +330,15 @@ async fn finish(
                 })
                 .map_err(io_error)
         }
+        Err(e) if runner.rollback_requested.load(Ordering::SeqCst) => {
+            tracing::warn!("{e}; rolling back through the lifeline");
+            state::clear_request(&runner.lifeline, &runner.plan.migration).await?;
+            runner.abort().await?;
+            Err(Error::Refused(format!(
+                "migration {} was rolled back on request; everything pgshift created is gone",
+                runner.plan.migration
+            )))
+        }
         Err(e) => {
             runner.record_error(&e).await;
             Err(e)
@@ -284,6 +390,17 @@ async fn resume(
     let started = Instant::now();
     let client = primary(global)?.connect(APP_NAME).await?;
     let m = started_migration(&client, &args.migration).await?;
+    if command == "resume" && steer_running(&client, &m.name, Some(false), None).await? {
+        return printer
+            .report(&RunReport {
+                migration: m.name.clone(),
+                command,
+                phase: m.phase.as_str().into(),
+                seconds: 0.0,
+                message: "the running pgshift was asked to continue".into(),
+            })
+            .map_err(io_error);
+    }
     drop(client);
     match (command, m.phase) {
         (_, Phase::Finalized | Phase::RolledBack | Phase::CutOver) => {
@@ -319,6 +436,36 @@ async fn rollback(global: &GlobalArgs, printer: &Printer, args: RunArgs) -> Resu
     let m = state::get(&client, &name)
         .await?
         .ok_or(Error::UnknownMigration { name })?;
+    if m.phase.before_cutover() && steer_running(&client, &m.name, None, Some("rollback")).await? {
+        // The running process rolls back with the connections it holds.
+        printer.note(format!(
+            "{}: asked the running pgshift to roll back; waiting for it",
+            m.name
+        ));
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = state::get(&client, &m.name).await?.map(|m| m.phase);
+            if now == Some(Phase::RolledBack) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Runtime(format!(
+                    "the running pgshift did not roll back {} within 10 minutes",
+                    m.name
+                )));
+            }
+        }
+        return printer
+            .report(&RunReport {
+                migration: m.name.clone(),
+                command: "rollback",
+                phase: Phase::RolledBack.as_str().into(),
+                seconds: started.elapsed().as_secs_f64(),
+                message: "rolled back by the running pgshift, through its own connections".into(),
+            })
+            .map_err(io_error);
+    }
     drop(client);
     let message = match m.phase {
         Phase::Finalized => {

@@ -133,6 +133,48 @@ impl Target {
     }
 }
 
+impl Target {
+    /// A bounded pool of at most `size` connections, each with the session settings.
+    pub fn pool(&self, application_name: &str, size: usize) -> Result<deadpool_postgres::Pool> {
+        use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
+        let mut config = self.config.clone();
+        config.application_name(application_name);
+        let manager = Manager::from_config(
+            config,
+            self.tls()?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(size)
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(SESSION_SETTINGS)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| Error::Runtime(format!("could not build the connection pool: {e}")))
+    }
+
+    /// Takes a connection from `pool`, mapping errors to ones that name the server.
+    pub async fn checkout(
+        &self,
+        pool: &deadpool_postgres::Pool,
+    ) -> Result<deadpool_postgres::Object> {
+        pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(source) => Error::Connect {
+                target: self.describe(),
+                source,
+            },
+            other => Error::Runtime(format!("could not connect to {}: {other}", self.describe())),
+        })
+    }
+}
+
 /// Every pgshift session starts with these:
 /// - `lock_timeout`: a DDL statement waiting for a lock makes every later
 ///   query on that table queue behind it; a short default bounds that queue

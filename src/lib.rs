@@ -10,6 +10,7 @@
 //! - [`plan`]: intents + catalog -> what to widen, rebuild, or refuse.
 //! - [`ops`]: the steps of each online operation, forward and back.
 //! - [`execute`]: the phase runner, lock-timeout retries; [`backfill`]: keyset batches.
+//! - [`guard`]: connection budget, replica lag, blocking sessions; [`events`]: JSON-line events.
 //! - [`state`]: persisted migration state in the `pgshift` schema.
 //! - [`report`]: text, JSON and markdown renderings.
 //! - [`sqltext`]: token-level renames inside Postgres-generated SQL.
@@ -22,7 +23,9 @@ pub mod cli;
 pub mod commands;
 pub mod connection;
 pub mod error;
+pub mod events;
 pub mod execute;
+pub mod guard;
 pub mod migration;
 pub mod names;
 pub mod ops;

@@ -140,6 +140,10 @@ impl Progress {
         }
     }
 
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
     pub fn rate(&self) -> f64 {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         (self.done - self.started_at) as f64 / secs

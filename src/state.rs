@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS pgshift.backfill (
     rows_total  bigint NOT NULL DEFAULT 0,
     done        boolean NOT NULL DEFAULT false,
     PRIMARY KEY (migration, table_oid)
-);";
+);
+ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS pause_requested boolean NOT NULL DEFAULT false;
+ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS request text;";
 
 /// Creates the state schema and tables if missing.
 pub async fn ensure_schema(client: &Client) -> Result<()> {
@@ -224,6 +226,7 @@ pub async fn start(client: &Client, plan: &Plan, path: &str) -> Result<()> {
              VALUES ($1, $2, $3, 'expanding', $4)
              ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, path = EXCLUDED.path,
                  phase = 'expanding', plan = EXCLUDED.plan, paused = false, pause_reason = NULL,
+                 pause_requested = false, request = NULL,
                  last_error = NULL, started_at = now(), updated_at = now(), cutover_at = NULL",
             &[&plan.migration, &plan.checksum, &path, &plan_json],
         )
@@ -267,6 +270,74 @@ pub fn phase_marker(name: &str, phase: Phase) -> String {
         crate::names::literal(phase.as_str()),
         crate::names::literal(name)
     )
+}
+
+/// Records whether the running backfill is paused, and why.
+pub async fn set_paused(client: &Client, name: &str, reason: Option<&str>) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgshift.migrations SET paused = $2, pause_reason = $3, updated_at = now() WHERE name = $1",
+            &[&name, &reason.is_some(), &reason],
+        )
+        .await
+        .map_err(Error::db("could not record the pause"))?;
+    Ok(())
+}
+
+/// What another pgshift process asked the running one: (pause requested, request).
+pub async fn requests(client: &Client, name: &str) -> Result<(bool, Option<String>)> {
+    let row = client
+        .query_one(
+            "SELECT pause_requested, request FROM pgshift.migrations WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(Error::db("could not read requests"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Asks the process running `name` to pause (`Some(true)`), continue
+/// (`Some(false)`), or roll back (`request = Some("rollback")`).
+pub async fn request(
+    client: &Client,
+    name: &str,
+    pause: Option<bool>,
+    request: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgshift.migrations SET pause_requested = COALESCE($2, pause_requested),
+                 request = COALESCE($3, request), updated_at = now() WHERE name = $1",
+            &[&name, &pause, &request],
+        )
+        .await
+        .map_err(Error::db("could not record the request"))?;
+    Ok(())
+}
+
+pub async fn clear_request(client: &Client, name: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgshift.migrations SET request = NULL WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(Error::db("could not clear the request"))?;
+    Ok(())
+}
+
+/// Whether another session holds the migration's advisory lock (a pgshift is running it).
+pub async fn is_running(client: &Client, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND classid::int = hashtext('pgshift') AND objid::int = hashtext($1) AND objsubid = 2
+                 AND pid <> pg_backend_pid())",
+            &[&name],
+        )
+        .await
+        .map_err(Error::db("could not look for a running pgshift"))?
+        .get(0))
 }
 
 pub async fn record_error(client: &Client, name: &str, error: &str) {

@@ -5,37 +5,92 @@
 mod retry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tokio_postgres::Client;
 
 pub use retry::LockPolicy;
 
 use crate::backfill;
 use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::guard::{self, Headroom, Limits};
 use crate::ops::{widen_integer, Action, Step};
 use crate::output::Printer;
 use crate::plan::Plan;
 use crate::state::{self, Phase};
 
-/// What a run needs: two connections (a worker for long work, a lifeline
-/// for state and the advisory lock), the policies, and a stop flag.
+/// What a run needs: the lifeline (state, advisory lock, requests) and a
+/// worker from a bounded pool (DDL, index builds, batches), the policies,
+/// and the flags that signals and other pgshift processes set.
 pub struct Runner {
-    /// Holds the advisory lock and writes state; never blocked by long work.
+    /// Holds the advisory lock and writes state; never busy with long work,
+    /// so pgshift can always pause or roll back, even when the server is full.
     pub lifeline: Client,
     /// Runs DDL, index builds and backfill batches.
-    pub worker: Client,
+    pub worker: deadpool_postgres::Object,
+    /// Optional replica, for lag measurements.
+    pub replica: Option<Client>,
     pub plan: Plan,
     pub lock: LockPolicy,
     pub backfill: backfill::Settings,
+    pub limits: Limits,
+    pub events: Events,
     pub printer: Printer,
     /// Set by Ctrl-C: stop after the current batch or step.
     pub interrupted: Arc<AtomicBool>,
+    /// Set by SIGUSR1, cleared by SIGUSR2.
+    pub paused_by_signal: Arc<AtomicBool>,
+    /// Set when another pgshift asked this run to roll back.
+    pub rollback_requested: AtomicBool,
+    /// When the throttle last read headroom, lag and requests, and what it saw.
+    throttle: Mutex<ThrottleState>,
 }
 
+#[derive(Default)]
+struct ThrottleState {
+    last_check: Option<Instant>,
+    paused_for: Option<String>,
+}
+
+/// How often the throttle reads headroom, lag and requests.
+const THROTTLE_EVERY: Duration = Duration::from_millis(500);
+
 impl Runner {
-    fn name(&self) -> &str {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        lifeline: Client,
+        worker: deadpool_postgres::Object,
+        replica: Option<Client>,
+        plan: Plan,
+        lock: LockPolicy,
+        backfill: backfill::Settings,
+        limits: Limits,
+        events: Events,
+        printer: Printer,
+        interrupted: Arc<AtomicBool>,
+        paused_by_signal: Arc<AtomicBool>,
+    ) -> Runner {
+        Runner {
+            lifeline,
+            worker,
+            replica,
+            plan,
+            lock,
+            backfill,
+            limits,
+            events,
+            printer,
+            interrupted,
+            paused_by_signal,
+            rollback_requested: AtomicBool::new(false),
+            throttle: Mutex::new(ThrottleState::default()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
         &self.plan.migration
     }
 
@@ -64,6 +119,7 @@ impl Runner {
                 done => return Ok(done),
             };
             state::set_phase(&self.lifeline, self.name(), next).await?;
+            self.events.emit("phase", json!({"phase": next.as_str()}));
             self.printer.note(format!("{}: {next}", self.name()));
             phase = next;
         }
@@ -75,13 +131,138 @@ impl Runner {
         let Action::Transaction { statements } = &step.action else {
             unreachable!("cutover is a transaction")
         };
-        let held = retry::transaction(&self.worker, statements, &self.lock, "cutover").await?;
-        self.printer.note(format!(
-            "{}: cut over in {} ms (locks held)",
-            self.name(),
-            held.as_millis()
-        ));
-        Ok(held)
+        let tables = widen_integer::locked_tables(&self.plan);
+        // Waiting behind a long transaction would queue the application
+        // behind our lock request: name those sessions before trying.
+        let blockers =
+            guard::long_transactions(&self.worker, &tables, self.lock.lock_timeout).await?;
+        for b in &blockers {
+            tracing::warn!("cutover may wait for {b}");
+            self.events.emit(
+                "blocker",
+                json!({"pid": b.pid, "age_seconds": b.age_seconds, "query": b.query}),
+            );
+        }
+        let started = Instant::now();
+        match retry::transaction(
+            &self.worker,
+            statements,
+            &self.lock,
+            "cutover",
+            Some(&self.events),
+        )
+        .await
+        {
+            Ok(held) => {
+                self.events.emit(
+                    "cutover",
+                    json!({"lock_ms": held.as_millis() as u64, "total_ms": started.elapsed().as_millis() as u64}),
+                );
+                self.printer.note(format!(
+                    "{}: cut over in {} ms (locks held)",
+                    self.name(),
+                    held.as_millis()
+                ));
+                Ok(held)
+            }
+            Err(Error::Refused(message)) => {
+                let blockers =
+                    guard::long_transactions(&self.worker, &tables, Duration::ZERO).await?;
+                let named: Vec<String> = blockers.iter().map(|b| b.to_string()).collect();
+                Err(Error::Refused(if named.is_empty() {
+                    message
+                } else {
+                    format!(
+                        "{message}. Sessions holding locks on the tables: {}",
+                        named.join("; ")
+                    )
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Called before every backfill batch: waits while the database needs
+    /// room (free slots, replica lag) or a pause was asked for; errors when
+    /// interrupted or asked to roll back.
+    pub async fn throttle(&self) -> Result<()> {
+        loop {
+            self.check_interrupt()?;
+            let due = {
+                let st = self.throttle.lock().expect("throttle state");
+                st.paused_for.is_some()
+                    || st.last_check.is_none_or(|t| t.elapsed() >= THROTTLE_EVERY)
+            };
+            let reason = if self.paused_by_signal.load(Ordering::SeqCst) {
+                Some("paused by SIGUSR1 (SIGUSR2 continues)".to_string())
+            } else if due {
+                self.throttle.lock().expect("throttle state").last_check = Some(Instant::now());
+                self.pause_reason().await?
+            } else {
+                None
+            };
+            let was = self
+                .throttle
+                .lock()
+                .expect("throttle state")
+                .paused_for
+                .clone();
+            match (reason, was) {
+                (None, None) => return Ok(()),
+                (None, Some(_)) => {
+                    self.throttle.lock().expect("throttle state").paused_for = None;
+                    state::set_paused(&self.lifeline, self.name(), None).await?;
+                    self.events.emit("resumed", json!({}));
+                    tracing::info!("backfill continues");
+                    return Ok(());
+                }
+                (Some(reason), was) => {
+                    if was.as_deref() != Some(reason.as_str()) {
+                        tracing::warn!("backfill paused: {reason}");
+                        self.events.emit("paused", json!({"reason": reason}));
+                        state::set_paused(&self.lifeline, self.name(), Some(&reason)).await?;
+                        self.throttle.lock().expect("throttle state").paused_for = Some(reason);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    /// Why the backfill should wait now, if it should.
+    async fn pause_reason(&self) -> Result<Option<String>> {
+        let (pause_requested, request) = state::requests(&self.lifeline, self.name()).await?;
+        if request.as_deref() == Some("rollback") {
+            self.rollback_requested.store(true, Ordering::SeqCst);
+            return Err(Error::Refused(format!(
+                "{}: rollback requested by another pgshift process",
+                self.name()
+            )));
+        }
+        if pause_requested {
+            return Ok(Some(format!(
+                "pause requested (`pgshift resume {}` continues)",
+                self.name()
+            )));
+        }
+        let h = Headroom::read(&self.lifeline).await?;
+        let min_free = self.limits.min_free(h.max_connections);
+        if h.free() < min_free {
+            return Ok(Some(format!(
+                "only {} free connection slots (max_connections {}, in use {}); waiting for {min_free}",
+                h.free(),
+                h.max_connections,
+                h.in_use
+            )));
+        }
+        let lag = guard::replica_lag(&self.lifeline, self.replica.as_ref()).await?;
+        if lag > self.limits.max_replica_lag.as_secs_f64() {
+            return Ok(Some(format!(
+                "replica replay lag {lag:.1} s exceeds {:.1} s (--max-replica-lag)",
+                self.limits.max_replica_lag.as_secs_f64()
+            )));
+        }
+        Ok(None)
     }
 
     /// Drops the retired columns and the reverse sync; irreversible.
@@ -128,8 +309,14 @@ impl Runner {
         let Action::Transaction { statements } = &swap.action else {
             unreachable!("the swap back is a transaction")
         };
-        let held =
-            retry::transaction(&self.worker, statements, &self.lock, "rollback swap").await?;
+        let held = retry::transaction(
+            &self.worker,
+            statements,
+            &self.lock,
+            "rollback swap",
+            Some(&self.events),
+        )
+        .await?;
         self.printer.note(format!(
             "{}: swapped back in {} ms (locks held)",
             self.name(),
@@ -145,7 +332,7 @@ impl Runner {
             .await
     }
 
-    fn check_interrupt(&self) -> Result<()> {
+    pub fn check_interrupt(&self) -> Result<()> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(Error::Runtime(format!(
                 "interrupted; state is saved: run `pgshift resume {0}` to continue or `pgshift rollback {0}` to undo",
@@ -182,7 +369,14 @@ impl Runner {
                         return Ok(());
                     }
                 }
-                retry::ddl(&self.worker, &step.sql, &self.lock, &step.description).await
+                retry::ddl(
+                    &self.worker,
+                    &step.sql,
+                    &self.lock,
+                    &step.description,
+                    Some(&self.events),
+                )
+                .await
             }
             Action::BuildIndex { schema, index } => self.build_index(step, schema, index).await,
             Action::DropIndex => self.concurrently(&step.sql, &step.description).await,
@@ -190,22 +384,18 @@ impl Runner {
                 let t = self.plan.table(*table).ok_or_else(|| {
                     Error::Runtime(format!("table oid {table} is not in the plan"))
                 })?;
-                backfill::run(
-                    &self.worker,
-                    self.name(),
-                    t,
-                    &self.backfill,
-                    &self.printer,
-                    &self.interrupted,
-                )
-                .await
+                backfill::run(self, t).await
             }
             Action::Verify { table } => self.verify(*table, step).await,
-            Action::Transaction { statements } => {
-                retry::transaction(&self.worker, statements, &self.lock, &step.description)
-                    .await
-                    .map(|_| ())
-            }
+            Action::Transaction { statements } => retry::transaction(
+                &self.worker,
+                statements,
+                &self.lock,
+                &step.description,
+                Some(&self.events),
+            )
+            .await
+            .map(|_| ()),
         }
     }
 
@@ -281,15 +471,7 @@ impl Runner {
             t.display()
         );
         backfill::reset(&self.lifeline, self.name(), table).await?;
-        backfill::run(
-            &self.worker,
-            self.name(),
-            t,
-            &self.backfill,
-            &self.printer,
-            &self.interrupted,
-        )
-        .await?;
+        backfill::run(self, t).await?;
         let differing = count(step.sql.clone()).await?;
         if differing > 0 {
             return Err(Error::Runtime(format!(

@@ -13,6 +13,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::events::Events;
 
 #[derive(Debug, Clone)]
 pub struct LockPolicy {
@@ -34,7 +35,13 @@ fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Runs `sql` (one or more statements) under the lock policy.
-pub async fn ddl(client: &Client, sql: &str, policy: &LockPolicy, what: &str) -> Result<()> {
+pub async fn ddl(
+    client: &Client,
+    sql: &str,
+    policy: &LockPolicy,
+    what: &str,
+    events: Option<&Events>,
+) -> Result<()> {
     let ms = policy.lock_timeout.as_millis();
     let mut attempt = 0;
     loop {
@@ -51,6 +58,9 @@ pub async fn ddl(client: &Client, sql: &str, policy: &LockPolicy, what: &str) ->
                 attempt += 1;
                 let wait = policy.backoff(attempt);
                 tracing::warn!("{what}: lock not granted within {ms} ms; retry {attempt}/{} in {wait:?}", policy.retries);
+                if let Some(ev) = events {
+                    ev.emit("retry", serde_json::json!({"step": what, "attempt": attempt, "wait_ms": wait.as_millis() as u64}));
+                }
                 tokio::time::sleep(wait).await;
             }
             Err(e) if is_lock_timeout(&e) => {
@@ -71,6 +81,7 @@ pub async fn transaction(
     statements: &[String],
     policy: &LockPolicy,
     what: &str,
+    events: Option<&Events>,
 ) -> Result<Duration> {
     let ms = policy.lock_timeout.as_millis();
     let mut attempt = 0;
@@ -97,6 +108,9 @@ pub async fn transaction(
                         "{what}: locks not granted within {ms} ms; retry {attempt}/{} in {wait:?}",
                         policy.retries
                     );
+                    if let Some(ev) = events {
+                        ev.emit("retry", serde_json::json!({"step": what, "attempt": attempt, "wait_ms": wait.as_millis() as u64}));
+                    }
                     tokio::time::sleep(wait).await;
                 } else if is_lock_timeout(&e) {
                     return Err(Error::Refused(format!(

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgshift::testkit::{incident, Cluster};
+use pgshift::testkit::{incident, Cluster, ClusterOptions};
 use tokio_postgres::{Client, NoTls};
 
 /// Connects to `url` without TLS (test clusters listen on loopback only).
@@ -20,7 +20,11 @@ pub async fn connect(url: &str) -> Client {
 
 /// A fresh primary with a database `app`, and a client on it.
 pub async fn primary() -> (Cluster, Client) {
-    let cluster = tokio::task::spawn_blocking(Cluster::start)
+    primary_with(ClusterOptions::default()).await
+}
+
+pub async fn primary_with(options: ClusterOptions) -> (Cluster, Client) {
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
         .await
         .unwrap()
         .expect("start primary");

@@ -393,7 +393,7 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
 
 /// Every table a cutover (or its reverse) locks: the widened tables and the
 /// tables declaring rebuilt foreign keys.
-fn locked_tables(plan: &Plan) -> Vec<String> {
+pub fn locked_tables(plan: &Plan) -> Vec<String> {
     let mut tables: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
     for fk in &plan.foreign_keys {
         if !tables.contains(&fk.table) {

@@ -1,0 +1,30 @@
+//! Replica replay lag, so the backfill's WAL never leaves a standby behind.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// Seconds of replay lag: measured on the replica when one is given (time
+/// since the last replayed transaction, 0 when it has replayed everything
+/// it received), else the worst `replay_lag` the primary reports.
+///
+/// A standby that has not replayed any transaction since it started has no
+/// replay timestamp; with WAL pending, its start time bounds the lag.
+pub async fn replica_lag(primary: &Client, replica: Option<&Client>) -> Result<f64> {
+    let (client, sql) = match replica {
+        Some(r) => (
+            r,
+            "SELECT CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+                         ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) END::float8",
+        ),
+        None => (
+            primary,
+            "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication",
+        ),
+    };
+    Ok(client
+        .query_one(sql, &[])
+        .await
+        .map_err(Error::db("could not read replica lag"))?
+        .get(0))
+}

@@ -1,0 +1,30 @@
+//! Guards that keep pgshift from hurting the database: a connection budget
+//! it never exceeds, replica-lag and headroom checks that pause the
+//! backfill, and a look for transactions that would block the cutover.
+
+mod blockers;
+mod budget;
+mod lag;
+
+pub use blockers::{long_transactions, BlockingSession};
+pub use budget::{check_budget, Headroom};
+pub use lag::replica_lag;
+
+use std::time::Duration;
+
+/// What the guards enforce, from the command line.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections pgshift may open to the primary, lifeline included.
+    pub max_connections: u32,
+    /// Free slots to leave to the application; None: max(10% of max_connections, 5).
+    pub min_free_connections: Option<i64>,
+    pub max_replica_lag: Duration,
+}
+
+impl Limits {
+    pub fn min_free(&self, max_connections: i64) -> i64 {
+        self.min_free_connections
+            .unwrap_or_else(|| ((max_connections as f64 * 0.1).ceil() as i64).max(5))
+    }
+}

@@ -1,0 +1,326 @@
+//! Guards: connection budget, lifeline rollback on a full server, lock
+//! safety at cutover, replica-lag throttling, events.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgshift::testkit::{incident, ClusterOptions};
+
+use crate::support::*;
+
+const SCRIPTS_ID: &str = "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n";
+
+fn small_server() -> ClusterOptions {
+    ClusterOptions {
+        max_connections: 20,
+        ..ClusterOptions::default()
+    }
+}
+
+/// Opens connections as role `app` until the server refuses; returns them.
+async fn fill_slots(url_for_app: &str, at_most: usize) -> Vec<tokio_postgres::Client> {
+    let mut held = Vec::new();
+    for _ in 0..at_most {
+        match tokio_postgres::connect(url_for_app, tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                held.push(client);
+            }
+            Err(_) => break,
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refuses_without_connection_headroom_and_changes_nothing() {
+    let (cluster, client) = primary_with(small_server()).await;
+    incident::load(&client, 1000).await.unwrap();
+    client.batch_execute("CREATE ROLE app LOGIN").await.unwrap();
+    let before = schema_dump(&client).await;
+    // 20 slots, 3 reserved: leave 5 free, pgshift needs 1 more and keeps 5.
+    let in_use: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let idle = fill_slots(
+        &cluster.url("app").replace("postgres@", "app@"),
+        (17 - in_use - 5) as usize,
+    )
+    .await;
+    let (_dir, path) = migration("0020_budget", SCRIPTS_ID);
+    let run = pgshift(&cluster.url("app"), &["apply", &path]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("not enough connection headroom: max_connections 20, reserved 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("leaves at least 5 free"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(schema_dump(&client).await, before);
+    let state: bool = client
+        .query_one("SELECT to_regclass('pgshift.migrations') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(state, "nothing was created");
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pgshift_rolls_back_through_its_lifeline_when_the_server_is_full() {
+    let (cluster, client) = primary_with(small_server()).await;
+    incident::load(&client, 20_000).await.unwrap();
+    client.batch_execute("CREATE ROLE app LOGIN").await.unwrap();
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration("0021_full", SCRIPTS_ID);
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--batch-size",
+            "100",
+            "--max-rows-per-second",
+            "2000",
+        ])
+        .args(["--events", events.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(
+            &client,
+            "SELECT EXISTS (SELECT 1 FROM pgshift.backfill WHERE rows_done > 0)",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the backfill never started"
+    );
+    // Take every slot an ordinary role can have.
+    let held = fill_slots(&url.replace("postgres@", "app@"), 40).await;
+    let refused =
+        tokio_postgres::connect(&url.replace("postgres@", "app@"), tokio_postgres::NoTls).await;
+    assert!(refused.is_err(), "the server still had free slots");
+    // The backfill notices and pauses.
+    assert!(
+        wait_until(&client, "SELECT paused AND pause_reason LIKE 'only % free connection slots%' FROM pgshift.migrations", Duration::from_secs(10)).await,
+        "the backfill did not pause for headroom"
+    );
+    // A superuser (reserved slot) asks for the rollback; the running process does it.
+    let rb = pgshift(&url, &["rollback", "0021_full"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rolled back on request"));
+    drop(held);
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("function pgshift."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&schema_dump(&client).await), strip(&before));
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+    let log = std::fs::read_to_string(events.path()).unwrap();
+    let kinds: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"phase".to_string()) && kinds.contains(&"paused".to_string()),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_makes_cutover_give_up_naming_it_while_readers_never_queue_long() {
+    let (cluster, client) = incident_primary(2_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0022_blocked", SCRIPTS_ID);
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // A session sits in an open transaction that read the table.
+    let blocker = connect(&url).await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM scripts;")
+        .await
+        .unwrap();
+    let blocker_pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // A reader keeps querying and records its worst wait.
+    let worst = Arc::new(AtomicU64::new(0));
+    let reader = connect(&url).await;
+    let (w, stop) = (
+        worst.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        while !s.load(Ordering::SeqCst) {
+            let t = Instant::now();
+            reader
+                .query("SELECT name FROM scripts WHERE id = 7", &[])
+                .await
+                .unwrap();
+            w.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let run = pgshift(
+        &url,
+        &[
+            "cutover",
+            "0022_blocked",
+            "--lock-timeout",
+            "200ms",
+            "--lock-retries",
+            "2",
+        ],
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    task.await.unwrap();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("pid {blocker_pid}")),
+        "{}",
+        run.stderr
+    );
+    let worst = worst.load(Ordering::SeqCst);
+    assert!(
+        worst < 200 + 250,
+        "a reader waited {worst} ms behind the cutover's lock request"
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT phase FROM pgshift.migrations", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "ready"
+    );
+    // Once the blocker is gone, the cutover goes through.
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let run = pgshift(&url, &["cutover", "0022_blocked"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let replica = cluster.start_replica().unwrap();
+    let url = cluster.url("app");
+    let standby = connect(&replica.url("app")).await;
+    // Let the replica catch up, then stop its replay.
+    assert!(
+        wait_until(
+            &standby,
+            "SELECT count(*) > 0 FROM scripts_control",
+            Duration::from_secs(30)
+        )
+        .await
+    );
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+
+    let (_dir, path) = migration("0023_lag", SCRIPTS_ID);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "--replica-url",
+            &replica.url("app"),
+            "-q",
+            "apply",
+            &path,
+        ])
+        .args([
+            "--max-replica-lag",
+            "1s",
+            "--batch-size",
+            "200",
+            "--max-rows-per-second",
+            "4000",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(
+            &client,
+            "SELECT paused AND pause_reason LIKE 'replica replay lag%' FROM pgshift.migrations",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the backfill did not pause for replica lag"
+    );
+    let done_while_paused: i64 = client
+        .query_one("SELECT sum(rows_done)::int8 FROM pgshift.backfill", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let still: i64 = client
+        .query_one("SELECT sum(rows_done)::int8 FROM pgshift.backfill", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        done_while_paused, still,
+        "the backfill went on while the replica lagged"
+    );
+
+    standby
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT phase FROM pgshift.migrations", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "cut_over"
+    );
+}
