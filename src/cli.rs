@@ -76,6 +76,8 @@ pub enum Command {
     Finalize(FinalizeArgs),
     /// Pause a running migration's backfill (another process; `resume` continues it).
     Pause(NameArg),
+    /// Find integer keys near exhaustion.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -186,4 +188,23 @@ pub struct StatusArgs {
 pub struct NameArg {
     /// The migration: a path to its .sql file or its name (the file stem).
     pub migration: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Mark columns past this percentage of their type's range as at risk (exit 1).
+    #[arg(long, default_value_t = 50.0)]
+    pub threshold: f64,
+
+    /// Sample sequence values over this window to measure growth (e.g. 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sample: Option<Duration>,
+
+    /// Record this run's readings in the pgshift schema, so later runs forecast from history.
+    #[arg(long)]
+    pub record: bool,
+
+    /// Write a ready migration file per at-risk key into this directory.
+    #[arg(long)]
+    pub write_migrations: Option<PathBuf>,
 }

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use crate::audit;
 use crate::backfill;
 use crate::catalog;
 use crate::cli::{
-    ApplyArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs, RunArgs, StatusArgs,
-    Tuning,
+    ApplyArgs, AuditArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs, RunArgs,
+    StatusArgs, Tuning,
 };
 use crate::connection::Target;
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::guard::{self, Limits};
 use crate::migration::{self, Intent, MigrationFile};
 use crate::output::Printer;
 use crate::plan::{self, Plan, Request};
-use crate::report::{PlanReport, RunReport, StatusReport};
+use crate::report::{AuditReport, PlanReport, RunReport, StatusReport};
 use crate::state::{self, Phase};
 
 const APP_NAME: &str = "pgshift";
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
         Command::Rollback(args) => rollback(&global, &printer, args).await,
         Command::Finalize(args) => finalize(&global, &printer, args).await,
         Command::Pause(args) => pause(&global, &printer, args).await,
+        Command::Audit(args) => audit(&global, &printer, args).await,
     }
 }
 
@@ -592,4 +594,70 @@ async fn status(global: &GlobalArgs, printer: &Printer, args: StatusArgs) -> Res
     printer
         .report(&StatusReport { migrations })
         .map_err(io_error)
+}
+
+async fn audit(global: &GlobalArgs, printer: &Printer, args: AuditArgs) -> Result<()> {
+    let client = primary(global)?.connect(APP_NAME).await?;
+    let mut keys = audit::scan(&client, args.threshold).await?;
+    let estimate = if let Some(window) = args.sample {
+        printer.note(format!(
+            "sampling sequences for {}",
+            humantime::format_duration(window)
+        ));
+        let before = audit::read_sequences(&client, &keys).await?;
+        tokio::time::sleep(window).await;
+        let after = audit::read_sequences(&client, &keys).await?;
+        audit::apply_sample(&mut keys, &before, &after, window);
+        format!(
+            "from growth sampled over {}",
+            humantime::format_duration(window)
+        )
+    } else if audit::apply_history(&client, &mut keys).await? {
+        "from readings recorded by earlier runs (--record)".to_string()
+    } else {
+        "unknown (use --sample 60s, or --record on a schedule)".to_string()
+    };
+    if args.record {
+        audit::record(&client, &keys).await?;
+    }
+    audit::sort_by_urgency(&mut keys);
+    let mut written = Vec::new();
+    if let Some(dir) = &args.write_migrations {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let at_risk = keys.iter().filter(|k| {
+            k.used_pct > args.threshold && matches!(k.type_name.as_str(), "smallint" | "integer")
+        });
+        for (i, k) in at_risk.enumerate() {
+            let file = dir.join(format!(
+                "{:04}_widen_{}_{}.sql",
+                i + 1,
+                k.table.replace('.', "_"),
+                k.column
+            ));
+            std::fs::write(&file, audit::migration_sql(k)).map_err(|source| Error::Read {
+                path: file.clone(),
+                source,
+            })?;
+            written.push(file.display().to_string());
+        }
+    }
+    let report = AuditReport {
+        columns: keys,
+        threshold: args.threshold,
+        estimate,
+        written,
+    };
+    printer.report(&report).map_err(io_error)?;
+    match report.at_risk() {
+        0 => Ok(()),
+        n => Err(Error::Refused(format!(
+            "{n} column{} past {}% of {} range",
+            if n == 1 { " is" } else { "s are" },
+            args.threshold,
+            if n == 1 { "its" } else { "their" }
+        ))),
+    }
 }

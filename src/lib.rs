@@ -12,11 +12,13 @@
 //! - [`execute`]: the phase runner, lock-timeout retries; [`backfill`]: keyset batches.
 //! - [`guard`]: connection budget, replica lag, blocking sessions; [`events`]: JSON-line events.
 //! - [`state`]: persisted migration state in the `pgshift` schema.
+//! - [`audit`]: integer keys near exhaustion, and their forecasts.
 //! - [`report`]: text, JSON and markdown renderings.
 //! - [`sqltext`]: token-level renames inside Postgres-generated SQL.
 //! - [`names`]: identifier quoting and shadow-object names.
 //! - [`testkit`]: throwaway Postgres clusters for tests, the demo and benchmarks.
 
+pub mod audit;
 pub mod backfill;
 pub mod catalog;
 pub mod cli;

@@ -1,9 +1,11 @@
 //! Renderers of what pgshift reports: plans, run results, status. Each is a
 //! [`Report`](crate::output::Report) with text, markdown and JSON forms.
 
+mod audit;
 mod plan;
 mod status;
 
+pub use audit::AuditReport;
 pub use plan::PlanReport;
 pub use status::{RunReport, StatusReport};
 

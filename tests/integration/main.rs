@@ -1,5 +1,6 @@
 //! Integration tests against real Postgres clusters started per test.
 
+mod audit;
 mod cli;
 mod guards;
 mod harness;
