@@ -62,6 +62,8 @@ pub enum Format {
 pub enum Command {
     /// Catalog-aware online plan of a migration; changes nothing.
     Plan(PlanArgs),
+    /// Query-plan regression check against --replica-url (a hot standby or a writable clone).
+    Check(CheckArgs),
     /// Run a migration online, through cutover (--no-cutover stops before it).
     Apply(ApplyArgs),
     /// Where in-flight migrations stand.
@@ -150,6 +152,9 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub tuning: Tuning,
+
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +168,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub tuning: Tuning,
+
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -207,4 +215,33 @@ pub struct AuditArgs {
     /// Write a ready migration file per at-risk key into this directory.
     #[arg(long)]
     pub write_migrations: Option<PathBuf>,
+}
+
+/// The workload whose plans must not regress, and the gate's knobs.
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadArgs {
+    /// SQL statements to check, one per `;` (`$1…$n` parameters allowed).
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+
+    /// Without --queries: the top N statements by total time from pg_stat_statements on the target.
+    #[arg(long, default_value_t = 50)]
+    pub top: i64,
+
+    /// Flag a query whose total estimated cost grows more than this factor.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_cost_ratio: f64,
+
+    /// (apply, resume, cutover) Cut over even when the plan check finds regressions.
+    #[arg(long)]
+    pub accept_plan_changes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The migration: a path to its .sql file, or the name of one started with `apply --no-cutover`.
+    pub migration: String,
+
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
 }

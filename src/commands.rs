@@ -11,8 +11,8 @@ use crate::audit;
 use crate::backfill;
 use crate::catalog;
 use crate::cli::{
-    ApplyArgs, AuditArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs, RunArgs,
-    StatusArgs, Tuning,
+    ApplyArgs, AuditArgs, CheckArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs,
+    RunArgs, StatusArgs, Tuning, WorkloadArgs,
 };
 use crate::connection::Target;
 use crate::error::{Error, Result};
@@ -22,7 +22,8 @@ use crate::guard::{self, Limits};
 use crate::migration::{self, Intent, MigrationFile};
 use crate::output::Printer;
 use crate::plan::{self, Plan, Request};
-use crate::report::{AuditReport, PlanReport, RunReport, StatusReport};
+use crate::plancheck::{self, CheckResult};
+use crate::report::{AuditReport, CheckReport, PlanReport, RunReport, StatusReport};
 use crate::state::{self, Phase};
 
 const APP_NAME: &str = "pgshift";
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Plan(args) => plan(&global, &printer, args).await,
+        Command::Check(args) => check(&global, &printer, args).await,
         Command::Apply(args) => apply(&global, &printer, args).await,
         Command::Status(args) => status(&global, &printer, args).await,
         Command::Resume(args) => resume(&global, &printer, args, "resume").await,
@@ -287,6 +289,18 @@ async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Resul
         }
     }
     drop(client);
+    // The plan check before cutover needs a workload: find out now, not after the backfill.
+    if let (Some(url), false) = (&global.replica_url, args.workload.accept_plan_changes) {
+        let target = Target::parse(url, "--replica-url")?
+            .connect("pgshift check")
+            .await?;
+        let options = plancheck::Options {
+            queries_file: args.workload.queries.clone(),
+            top: args.workload.top,
+            max_cost_ratio: args.workload.max_cost_ratio,
+        };
+        plancheck::workload(&target, &options).await?;
+    }
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
     }
@@ -298,7 +312,15 @@ async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Resul
     )
     .await?;
     printer.note(format!("{}: started (state in schema pgshift)", file.name));
-    let outcome = runner.forward(Phase::Expanding, args.no_cutover).await;
+    let outcome = forward_with_gate(
+        global,
+        printer,
+        &runner,
+        Phase::Expanding,
+        args.no_cutover,
+        &args.workload,
+    )
+    .await;
     finish(printer, &runner, "apply", outcome, started).await
 }
 
@@ -425,9 +447,15 @@ async fn resume(
         _ => {}
     }
     let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
-    let outcome = runner
-        .forward(m.phase, command == "resume" && args.no_cutover)
-        .await;
+    let outcome = forward_with_gate(
+        global,
+        printer,
+        &runner,
+        m.phase,
+        command == "resume" && args.no_cutover,
+        &args.workload,
+    )
+    .await;
     finish(printer, &runner, command, outcome, started).await
 }
 
@@ -660,4 +688,171 @@ async fn audit(global: &GlobalArgs, printer: &Printer, args: AuditArgs) -> Resul
             if n == 1 { "its" } else { "their" }
         ))),
     }
+}
+
+/// Runs up to `ready`, then (unless told to stop there) the plan check when
+/// a replica or clone is given, then the cutover.
+async fn forward_with_gate(
+    global: &GlobalArgs,
+    printer: &Printer,
+    runner: &Runner,
+    phase: Phase,
+    stop_at_ready: bool,
+    workload: &WorkloadArgs,
+) -> Result<Phase> {
+    let phase = runner.forward(phase, true).await?;
+    if phase != Phase::Ready || stop_at_ready {
+        return Ok(phase);
+    }
+    if let (Some(url), false) = (&global.replica_url, workload.accept_plan_changes) {
+        let target = Target::parse(url, "--replica-url")?
+            .connect("pgshift check")
+            .await?;
+        wait_for_replay(&runner.lifeline, &target).await?;
+        let result = run_check(&target, &runner.plan, None, workload).await?;
+        if result.regressions > 0 {
+            printer
+                .report(&CheckReport(result.clone()))
+                .map_err(io_error)?;
+            return Err(Error::Refused(format!(
+                "stopped at ready: {} of {} queries would get worse plans after cutover (see the report). \
+                 Fix the cause, or run `pgshift cutover {} --accept-plan-changes`",
+                result.regressions,
+                result.queries.len(),
+                runner.plan.migration
+            )));
+        }
+        printer.note(format!(
+            "plan check: {} queries, no regression",
+            result.queries.len()
+        ));
+    }
+    runner.cutover().await?;
+    Ok(Phase::CutOver)
+}
+
+/// On a hot standby, waits until it has replayed what the primary wrote so far
+/// (the shadow indexes and their statistics).
+async fn wait_for_replay(primary: &Client, target: &Client) -> Result<()> {
+    let standby: bool = target
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(Error::db(
+            "could not ask the check target whether it is a standby",
+        ))?
+        .get(0);
+    if !standby {
+        return Ok(());
+    }
+    let lsn: String = primary
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(Error::db("could not read the primary's WAL position"))?
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let caught_up: bool = target
+            .query_one(
+                "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                &[&lsn],
+            )
+            .await
+            .map_err(Error::db("could not read the standby's replay position"))?
+            .get(0);
+        if caught_up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Refused(
+                "the standby did not replay the migration's shadow columns within 2 minutes; the plan check cannot run there".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The check against `target`: the shadow method on a hot standby, the
+/// rehearsal on a writable clone.
+async fn run_check(
+    target: &Client,
+    plan: &Plan,
+    queries: Option<Vec<String>>,
+    workload: &WorkloadArgs,
+) -> Result<CheckResult> {
+    let options = plancheck::Options {
+        queries_file: workload.queries.clone(),
+        top: workload.top,
+        max_cost_ratio: workload.max_cost_ratio,
+    };
+    let queries = match queries {
+        Some(q) => q,
+        None => plancheck::workload(target, &options).await?,
+    };
+    let standby: bool = target
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(Error::db(
+            "could not ask the check target whether it is a standby",
+        ))?
+        .get(0);
+    if standby {
+        plancheck::shadow(target, plan, &queries, options.max_cost_ratio).await
+    } else {
+        plancheck::rehearsal(target, plan, &queries, options.max_cost_ratio).await
+    }
+}
+
+async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArgs) -> Result<()> {
+    let url = global.replica_url.as_deref().ok_or_else(|| {
+        Error::Usage(
+            "check needs --replica-url (or PGSHIFT_REPLICA_URL): a hot standby or a writable clone"
+                .into(),
+        )
+    })?;
+    let (name, path) = migration_name(&args.migration);
+    if let Some(p) = &path {
+        migration::intents(&MigrationFile::read(p)?)?;
+    }
+    let target = Target::parse(url, "--replica-url")?
+        .connect("pgshift check")
+        .await?;
+    let standby: bool = target
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(Error::db(
+            "could not ask the check target whether it is a standby",
+        ))?
+        .get(0);
+    let plan = if standby {
+        // The shadow columns must exist there: the migration's stored plan names them.
+        let m = state::get(&target, &name).await?.ok_or_else(|| {
+            Error::Usage(format!(
+                "migration {name} has not been started: on a hot standby the check reads the shadow columns, so run \
+                 `pgshift apply {} --no-cutover` on the primary first",
+                args.migration
+            ))
+        })?;
+        if m.phase != Phase::Ready {
+            return Err(Error::Usage(format!(
+                "migration {name} is at phase {} on the standby; the shadow method needs it `ready` (after `apply --no-cutover`)",
+                m.phase
+            )));
+        }
+        m.plan
+    } else {
+        let p = path.ok_or_else(|| {
+            Error::Usage("on a writable clone, pass the migration's .sql path".into())
+        })?;
+        let file = MigrationFile::read(&p)?;
+        make_plan(&target, &file).await?
+    };
+    let result = run_check(&target, &plan, None, &args.workload).await?;
+    let regressions = result.regressions;
+    printer.report(&CheckReport(result)).map_err(io_error)?;
+    if regressions > 0 {
+        return Err(Error::Refused(format!(
+            "{regressions} queries would get worse plans after the migration"
+        )));
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! - [`guard`]: connection budget, replica lag, blocking sessions; [`events`]: JSON-line events.
 //! - [`state`]: persisted migration state in the `pgshift` schema.
 //! - [`audit`]: integer keys near exhaustion, and their forecasts.
+//! - [`plancheck`]: query-plan regression check (shadow rewrite or rehearsal).
 //! - [`report`]: text, JSON and markdown renderings.
 //! - [`sqltext`]: token-level renames inside Postgres-generated SQL.
 //! - [`names`]: identifier quoting and shadow-object names.
@@ -33,6 +34,7 @@ pub mod names;
 pub mod ops;
 pub mod output;
 pub mod plan;
+pub mod plancheck;
 pub mod report;
 pub mod sqltext;
 pub mod state;

@@ -53,6 +53,8 @@ pub struct Runner {
 struct ThrottleState {
     last_check: Option<Instant>,
     paused_for: Option<String>,
+    /// When the pause reason was last written to the state table.
+    reason_written: Option<Instant>,
 }
 
 /// How often the throttle reads headroom, lag and requests.
@@ -217,12 +219,26 @@ impl Runner {
                     return Ok(());
                 }
                 (Some(reason), was) => {
-                    if was.as_deref() != Some(reason.as_str()) {
+                    // Announce a pause once; while it lasts, refresh the reason
+                    // in `status` now and then (lag figures change every check).
+                    let refresh = {
+                        let mut st = self.throttle.lock().expect("throttle state");
+                        let due = st
+                            .reason_written
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+                        if was.is_none() || due {
+                            st.reason_written = Some(Instant::now());
+                        }
+                        was.is_none() || due
+                    };
+                    if was.is_none() {
                         tracing::warn!("backfill paused: {reason}");
                         self.events.emit("paused", json!({"reason": reason}));
-                        state::set_paused(&self.lifeline, self.name(), Some(&reason)).await?;
-                        self.throttle.lock().expect("throttle state").paused_for = Some(reason);
                     }
+                    if refresh {
+                        state::set_paused(&self.lifeline, self.name(), Some(&reason)).await?;
+                    }
+                    self.throttle.lock().expect("throttle state").paused_for = Some(reason);
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }

@@ -2,10 +2,12 @@
 //! [`Report`](crate::output::Report) with text, markdown and JSON forms.
 
 mod audit;
+mod check;
 mod plan;
 mod status;
 
 pub use audit::AuditReport;
+pub use check::CheckReport;
 pub use plan::PlanReport;
 pub use status::{RunReport, StatusReport};
 

@@ -30,7 +30,10 @@ fn help_lists_only_built_commands_and_the_global_flags() {
         .collect();
     assert_eq!(
         commands,
-        ["plan", "apply", "status", "resume", "cutover", "rollback", "finalize", "pause", "help"]
+        [
+            "plan", "check", "apply", "status", "resume", "cutover", "rollback", "finalize",
+            "pause", "audit", "help"
+        ]
     );
     insta::assert_snapshot!("help", help);
 }

@@ -275,6 +275,7 @@ async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
             "200",
             "--max-rows-per-second",
             "4000",
+            "--accept-plan-changes",
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,6 +1,7 @@
 //! Integration tests against real Postgres clusters started per test.
 
 mod audit;
+mod check;
 mod cli;
 mod guards;
 mod harness;
