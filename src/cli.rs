@@ -155,6 +155,9 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub workload: WorkloadArgs,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +174,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub workload: WorkloadArgs,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -244,4 +250,23 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub workload: WorkloadArgs,
+}
+
+/// The watch window after cutover, with automatic rollback.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Stay attached this long after cutover and roll back by itself when the
+    /// workload degrades (needs pg_stat_statements), e.g. `--watch 5m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+
+    /// Roll back when a statement's mean time since cutover exceeds this
+    /// multiple of its mean before.
+    #[arg(long, default_value_t = 3.0)]
+    pub watch_max_latency_ratio: f64,
+
+    /// Roll back when fewer connection slots than this are free
+    /// [default: the --min-free-connections threshold].
+    #[arg(long)]
+    pub watch_min_free_connections: Option<i64>,
 }

@@ -12,7 +12,7 @@ use crate::backfill;
 use crate::catalog;
 use crate::cli::{
     ApplyArgs, AuditArgs, CheckArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs,
-    RunArgs, StatusArgs, Tuning, WorkloadArgs,
+    RunArgs, StatusArgs, Tuning, WatchArgs, WorkloadArgs,
 };
 use crate::connection::Target;
 use crate::error::{Error, Result};
@@ -289,6 +289,15 @@ async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Resul
         }
     }
     drop(client);
+    if args.watch.watch.is_some()
+        && !guard::watch::available(&client_for_watch(global).await?).await?
+    {
+        return Err(Error::Usage(
+            "--watch compares statement times from pg_stat_statements, which is not installed on the primary: \
+             add it to shared_preload_libraries and run CREATE EXTENSION pg_stat_statements"
+                .into(),
+        ));
+    }
     // The plan check before cutover needs a workload: find out now, not after the backfill.
     if let (Some(url), false) = (&global.replica_url, args.workload.accept_plan_changes) {
         let target = Target::parse(url, "--replica-url")?
@@ -319,6 +328,7 @@ async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Resul
         Phase::Expanding,
         args.no_cutover,
         &args.workload,
+        &args.watch,
     )
     .await;
     finish(printer, &runner, "apply", outcome, started).await
@@ -362,6 +372,27 @@ async fn finish(
                 "migration {} was rolled back on request; everything pgshift created is gone",
                 runner.plan.migration
             )))
+        }
+        Err(e) if runner.interrupted.load(Ordering::SeqCst) => {
+            runner.record_error(&e).await;
+            let phase = state::get(&runner.lifeline, runner.name())
+                .await?
+                .map(|m| m.phase);
+            // On a terminal, offer the way back; anywhere else, stay paused.
+            if phase.is_some_and(Phase::before_cutover)
+                && printer.confirm(&format!(
+                    "{}: interrupted. Roll back now? (No keeps it paused for `pgshift resume {}`)",
+                    runner.name(),
+                    runner.name()
+                ))
+            {
+                runner.abort().await?;
+                return Err(Error::Refused(format!(
+                    "{} was rolled back after the interrupt",
+                    runner.name()
+                )));
+            }
+            Err(e)
         }
         Err(e) => {
             runner.record_error(&e).await;
@@ -454,6 +485,7 @@ async fn resume(
         m.phase,
         command == "resume" && args.no_cutover,
         &args.workload,
+        &args.watch,
     )
     .await;
     finish(printer, &runner, command, outcome, started).await
@@ -691,7 +723,7 @@ async fn audit(global: &GlobalArgs, printer: &Printer, args: AuditArgs) -> Resul
 }
 
 /// Runs up to `ready`, then (unless told to stop there) the plan check when
-/// a replica or clone is given, then the cutover.
+/// a replica or clone is given, then the cutover, then the watch window.
 async fn forward_with_gate(
     global: &GlobalArgs,
     printer: &Printer,
@@ -699,7 +731,12 @@ async fn forward_with_gate(
     phase: Phase,
     stop_at_ready: bool,
     workload: &WorkloadArgs,
+    watch: &WatchArgs,
 ) -> Result<Phase> {
+    let since = match watch.watch {
+        Some(_) => Some(guard::watch::snapshot(&runner.lifeline).await?),
+        None => None,
+    };
     let phase = runner.forward(phase, true).await?;
     if phase != Phase::Ready || stop_at_ready {
         return Ok(phase);
@@ -727,8 +764,78 @@ async fn forward_with_gate(
             result.queries.len()
         ));
     }
+    let before_cutover = match watch.watch {
+        Some(_) => Some(guard::watch::snapshot(&runner.lifeline).await?),
+        None => None,
+    };
     runner.cutover().await?;
+    if let (Some(window), Some(since), Some(cut)) = (watch.watch, since, before_cutover) {
+        watch_window(printer, runner, window, &since, &cut, watch).await?;
+    }
     Ok(Phase::CutOver)
+}
+
+/// Stays attached after cutover; rolls back by itself when a statement got
+/// much slower than before the cutover, or free connections ran low.
+async fn watch_window(
+    printer: &Printer,
+    runner: &Runner,
+    window: Duration,
+    since: &guard::watch::Snapshot,
+    cut: &guard::watch::Snapshot,
+    watch: &WatchArgs,
+) -> Result<()> {
+    let baseline = guard::watch::window(since, cut);
+    printer.note(format!(
+        "{}: watching for {} ({} statements in the baseline)",
+        runner.name(),
+        humantime::format_duration(window),
+        baseline.len()
+    ));
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        tokio::time::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        runner.check_interrupt()?;
+        let now = guard::watch::snapshot(&runner.lifeline).await?;
+        let after = guard::watch::window(cut, &now);
+        let mut why = guard::watch::slowdown(&baseline, &after, watch.watch_max_latency_ratio);
+        if why.is_none() {
+            let h = guard::Headroom::read(&runner.lifeline).await?;
+            let min_free = watch
+                .watch_min_free_connections
+                .unwrap_or_else(|| runner.limits.min_free(h.max_connections));
+            if h.free() < min_free {
+                why = Some(format!(
+                    "only {} connection slots are free (in use {} of {}), below {min_free}",
+                    h.free(),
+                    h.in_use,
+                    h.max_connections
+                ));
+            }
+        }
+        if let Some(why) = why {
+            tracing::warn!("watch window: {why}; rolling back");
+            runner
+                .events
+                .emit("watch_breach", serde_json::json!({"reason": why}));
+            let held = runner.revert().await?;
+            return Err(Error::Refused(format!(
+                "watch window: {why}. Rolled back automatically through the lifeline (the swap held its locks {} ms); \
+                 every write since cutover is kept",
+                held.as_millis()
+            )));
+        }
+    }
+    printer.note(format!("{}: watch window passed", runner.name()));
+    Ok(())
+}
+
+/// A short-lived connection to the primary for a pre-flight question.
+async fn client_for_watch(global: &GlobalArgs) -> Result<Client> {
+    primary(global)?.connect(APP_NAME).await
 }
 
 /// On a hot standby, waits until it has replayed what the primary wrote so far

@@ -5,6 +5,7 @@
 mod blockers;
 mod budget;
 mod lag;
+pub mod watch;
 
 pub use blockers::{long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};

@@ -89,3 +89,127 @@ async fn rollback_refuses_when_new_ids_no_longer_fit_and_changes_nothing() {
         .get(0);
     assert_eq!(phase, "cut_over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_during_expand_then_rollback_undoes_what_exists() {
+    let (cluster, client) = incident_primary(2_000).await;
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    // A session holds script_runs, so the expand stops halfway, retrying.
+    let holder = connect(&url).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE script_runs IN ACCESS SHARE MODE;")
+        .await
+        .unwrap();
+    let (_dir, path) = migration(
+        "0012_expand",
+        "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;",
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--lock-timeout",
+            "100ms",
+            "--lock-retries",
+            "100",
+        ])
+        .spawn()
+        .unwrap();
+    let halfway = wait_until(
+        &client,
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'pgshift_new_id')
+            AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'pgshift_sync_scripts')",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(halfway, "the expand never got halfway");
+    child.kill().await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        client
+            .query_one("SELECT phase FROM pgshift.migrations", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "expanding"
+    );
+    let rb = pgshift(&url, &["rollback", "0012_expand"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("function pgshift."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&schema_dump(&client).await), strip(&before));
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_window_rolls_back_a_cutover_that_made_a_query_slow() {
+    let (cluster, client) = incident_primary(100_000).await;
+    client
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    // A steady load of lookups through the union view.
+    let reader = connect(&url).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let load = tokio::spawn(async move {
+        let mut i: i32 = 1;
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            i = (i * 7919) % 100_000 + 1;
+            // Errors (a cached plan after cutover) are the application's; keep going.
+            let _ = reader
+                .query("SELECT name FROM all_scripts WHERE id = $1::int", &[&i])
+                .await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_dir, path) = migration(
+        "0013_watch",
+        "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;",
+    );
+    let started = std::time::Instant::now();
+    let run = pgshift(&url, &["apply", &path, "--watch", "30s"]).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.await.unwrap();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("watch window: `SELECT name FROM all_scripts WHERE id = $1::int` takes"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Rolled back automatically"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the rollback came within the window"
+    );
+    let t: String = client
+        .query_one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, "integer");
+    assert_eq!(
+        client
+            .query_one("SELECT phase FROM pgshift.migrations", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "rolled_back"
+    );
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
