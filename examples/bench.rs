@@ -1,0 +1,380 @@
+//! The benchmark behind `scripts/bench`: the incident migration done two
+//! ways on identical copies of the same database, under the same fixed-rate
+//! application load, on a primary with a streaming replica:
+//! (a) the blocking `ALTER TABLE … TYPE bigint` (in one transaction, with
+//!     the view dropped and recreated, as a hand-written runbook would);
+//! (b) `pgshift apply` with default settings, and (c) unthrottled
+//!     (`--batch-target 1s --max-batch 200000`).
+//! Orders alternate across repetitions; medians are reported.
+//!
+//! The load is generated here rather than by pgbench: pgbench writes its
+//! per-transaction log only when its run ends, and the run must end exactly
+//! when the migration does. The transaction mix is a pgbench-style script:
+//! reads by id through the table and through the union view, updates, and
+//! inserts of scripts and runs, at a fixed rate, latency measured per
+//! transaction.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgshift::testkit::{incident, Cluster, ClusterOptions};
+use serde_json::json;
+use tokio_postgres::{Client, NoTls};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    rows: i64,
+    reps: usize,
+    rate: u64,
+    clients: u64,
+}
+
+fn args() -> Result<Args, Error> {
+    let mut a = Args { rows: 1_000_000, reps: 1, rate: 200, clients: 4 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--rows" => a.rows = value.parse()?,
+            "--reps" => a.reps = value.parse()?,
+            "--rate" => a.rate = value.parse()?,
+            "--clients" => a.clients = value.parse()?,
+            other => return Err(format!("unknown flag {other} (--rows, --reps, --rate, --clients)").into()),
+        }
+    }
+    Ok(a)
+}
+
+async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Latencies of one load run.
+#[derive(Default, Clone)]
+struct Latencies {
+    ms: Vec<f64>,
+    failed: u64,
+}
+
+impl Latencies {
+    fn pct(&self, p: f64) -> f64 {
+        if self.ms.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+    fn max(&self) -> f64 {
+        self.ms.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// The application: `clients` connections at `rate` transactions/s in total.
+struct Load {
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Latencies>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(url: &str, rate: u64, clients: u64, rows: i64) -> Result<Load, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let out = Arc::new(Mutex::new(Latencies::default()));
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let client = connect(url).await?;
+            let (stop, out) = (stop.clone(), out.clone());
+            let every = Duration::from_secs_f64(clients as f64 / rate as f64);
+            tasks.push(tokio::spawn(async move {
+                let mut next = Instant::now();
+                let mut i: i64 = c as i64 * 7919;
+                while !stop.load(Ordering::SeqCst) {
+                    next += every;
+                    i = (i * 48271 + 11) % 2_147_483_647;
+                    let id = 1 + i % rows;
+                    // Literal integers only (generated here): simple protocol,
+                    // no cached plans to invalidate at cutover.
+                    let sql = match i % 20 {
+                        0..=7 => format!("SELECT name FROM scripts WHERE id = {id}"),
+                        8..=13 => format!("SELECT name FROM all_scripts WHERE id = {id}"),
+                        14..=16 => format!("UPDATE scripts SET name = 'b{i}' WHERE id = {id}"),
+                        17..=18 => "INSERT INTO scripts (account_id, name, body) VALUES (1, 'bench', 'x')".to_string(),
+                        _ => format!("INSERT INTO script_runs (script_id, status) VALUES ({id}, 'ok')"),
+                    };
+                    let t = Instant::now();
+                    let r = client.simple_query(&sql).await;
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    {
+                        let mut o = out.lock().unwrap();
+                        match r {
+                            Ok(_) => o.ms.push(ms),
+                            Err(_) => o.failed += 1,
+                        }
+                    }
+                    let now = Instant::now();
+                    if next > now {
+                        tokio::time::sleep(next - now).await;
+                    } else {
+                        next = now;
+                    }
+                }
+            }));
+        }
+        Ok(Load { stop, out, tasks })
+    }
+
+    async fn stop(self) -> Latencies {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let l = self.out.lock().unwrap().clone();
+        l
+    }
+}
+
+/// Polls the replica's replay lag until stopped; returns the peak (s).
+fn watch_lag(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        let Ok(standby) = connect(&url).await else { return -1.0 };
+        let mut peak: f64 = 0.0;
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(row) = standby
+                .query_one(
+                    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                            ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END::float8",
+                    &[],
+                )
+                .await
+            {
+                peak = peak.max(row.get::<_, Option<f64>>(0).unwrap_or(0.0));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        peak
+    })
+}
+
+async fn wal_lsn(client: &Client) -> Result<i64, Error> {
+    Ok(client.query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[]).await?.get(0))
+}
+
+const BLOCKING: &str = "BEGIN;
+DROP VIEW all_scripts;
+ALTER TABLE script_runs ALTER COLUMN script_id TYPE bigint;
+ALTER TABLE scripts ALTER COLUMN id TYPE bigint;
+ALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;
+ALTER SEQUENCE scripts_id_seq AS bigint;
+CREATE VIEW all_scripts AS
+    SELECT id, account_id, name, body, created_at FROM scripts
+    UNION ALL
+    SELECT id, account_id, name, body, created_at FROM archived_scripts;
+COMMIT;";
+
+/// One way, measured.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Way {
+    way: String,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    transactions: usize,
+    failed: u64,
+    wal_bytes: i64,
+    peak_replica_lag_s: f64,
+    backfill_rows_per_s: Option<f64>,
+    cutover_lock_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
+}
+
+async fn run_way(
+    way: &str,
+    primary: &Cluster,
+    replica: &Cluster,
+    db: &str,
+    args: &Args,
+    bin: &str,
+    migration: &str,
+) -> Result<Way, Error> {
+    let url = primary.url(db);
+    let admin = connect(&url).await?;
+    let load = Load::start(&url, args.rate, args.clients, args.rows).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stop_lag = Arc::new(AtomicBool::new(false));
+    let lag = watch_lag(replica.url(db), stop_lag.clone());
+    let wal0 = wal_lsn(&admin).await?;
+    let started = Instant::now();
+    let mut extra = (None, None, None);
+    if way == "blocking" {
+        admin.batch_execute(BLOCKING).await?;
+    } else {
+        let events = std::env::temp_dir().join(format!("pgshift-bench-{db}.jsonl"));
+        let _ = std::fs::remove_file(&events);
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["--database-url", &url, "-q", "apply", migration, "--events"]).arg(&events);
+        if way == "pgshift-unthrottled" {
+            cmd.args(["--batch-target", "1s", "--max-batch", "200000"]);
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let mut rss_kb: u64 = 0;
+        let status = loop {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:")) {
+                    let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    rss_kb = rss_kb.max(kb);
+                }
+            }
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !status.success() {
+            return Err(format!("pgshift apply failed on {db}: {status}").into());
+        }
+        extra = parse_events(&std::fs::read_to_string(&events)?, args.rows);
+        extra.2 = Some(rss_kb as f64 / 1024.0);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let wal_bytes = wal_lsn(&admin).await? - wal0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let latencies = load.stop().await;
+    stop_lag.store(true, Ordering::SeqCst);
+    let peak_lag = lag.await.unwrap_or(-1.0);
+    Ok(Way {
+        way: way.to_string(),
+        seconds,
+        p50_ms: latencies.pct(0.5),
+        p99_ms: latencies.pct(0.99),
+        max_ms: latencies.max(),
+        transactions: latencies.ms.len(),
+        failed: latencies.failed,
+        wal_bytes,
+        peak_replica_lag_s: peak_lag,
+        backfill_rows_per_s: extra.0,
+        cutover_lock_ms: extra.1,
+        peak_rss_mb: extra.2,
+    })
+}
+
+/// (backfill rows/s, cutover lock ms) from pgshift's event log.
+fn parse_events(log: &str, rows: i64) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let events: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let time = |phase: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "phase" && e["phase"] == phase)
+            .and_then(|e| humantime::parse_rfc3339(e["time"].as_str()?).ok())
+    };
+    let rate = match (time("backfilling"), time("validating")) {
+        // scripts + archived (rows/2) + script_runs (2 × rows)
+        (Some(a), Some(b)) => b.duration_since(a).ok().map(|d| (rows as f64 * 3.5) / d.as_secs_f64()),
+        _ => None,
+    };
+    let lock = events.iter().find(|e| e["event"] == "cutover").and_then(|e| e["lock_ms"].as_f64());
+    (rate, lock, None)
+}
+
+async fn baseline(primary: &Cluster, db: &str, args: &Args) -> Result<Latencies, Error> {
+    let load = Load::start(&primary.url(db), args.rate, args.clients, args.rows).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok(load.stop().await)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = args()?;
+    let bin = std::env::var("PGSHIFT_BIN").unwrap_or_else(|_| "target/release/pgshift".into());
+    let migration = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_scripts_id_bigint.sql");
+    eprintln!("bench: {} rows, {} repetition(s), load {} tx/s on {} clients", args.rows, args.reps, args.rate, args.clients);
+    let options = ClusterOptions {
+        fsync: true,
+        extra_conf: vec!["shared_buffers = '512MB'".into(), "checkpoint_timeout = '15min'".into()],
+        ..ClusterOptions::default()
+    };
+    let primary = Cluster::start_with(options)?;
+    let replica = primary.start_replica()?;
+    primary.create_database("bench_template")?;
+    let template = connect(&primary.url("bench_template")).await?;
+    let t = Instant::now();
+    incident::load(&template, args.rows).await?;
+    template.batch_execute("VACUUM ANALYZE").await?;
+    drop(template);
+    eprintln!("bench: loaded in {:.1} s", t.elapsed().as_secs_f64());
+
+    let ways = ["blocking", "pgshift-default", "pgshift-unthrottled"];
+    let mut results: Vec<Way> = Vec::new();
+    let mut base = Latencies::default();
+    for rep in 0..args.reps {
+        let mut order: Vec<&str> = ways.to_vec();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for way in order {
+            let db = format!("bench_{}_{rep}", way.replace('-', "_"));
+            primary.psql("postgres", &format!("CREATE DATABASE {db} TEMPLATE bench_template"))?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if rep == 0 && way == "blocking" {
+                base = baseline(&primary, &db, &args).await?;
+            }
+            eprintln!("bench: rep {rep}: {way}");
+            let r = run_way(way, &primary, &replica, &db, &args, &bin, migration).await?;
+            eprintln!("bench:   {:.1} s, p99 {:.1} ms, max {:.1} ms, failed {}", r.seconds, r.p99_ms, r.max_ms, r.failed);
+            results.push(r);
+            primary.psql("postgres", &format!("DROP DATABASE {db}"))?;
+        }
+    }
+
+    let med = |way: &str, f: &dyn Fn(&Way) -> f64| median(results.iter().filter(|r| r.way == way).map(f).collect());
+    let blocking_s = med("blocking", &|r| r.seconds);
+    println!("## pgshift benchmark: {} rows, {} repetition(s), medians\n", args.rows, args.reps);
+    println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms.\n",
+        args.rate, args.clients, base.pct(0.5), base.pct(0.99), base.max());
+    println!("| way | wall s | ratio to blocking | backfill rows/s | app p50 ms | app p99 ms | app max ms | failed tx | cutover lock ms | peak replica lag s | pgshift peak RSS MB | WAL MB |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for way in ways {
+        let opt = |f: &dyn Fn(&Way) -> Option<f64>| {
+            let v: Vec<f64> = results.iter().filter(|r| r.way == way).filter_map(f).collect();
+            if v.is_empty() { "-".to_string() } else { format!("{:.0}", median(v)) }
+        };
+        println!(
+            "| {way} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {:.2} | {} | {:.0} |",
+            med(way, &|r| r.seconds),
+            med(way, &|r| r.seconds) / blocking_s,
+            opt(&|r| r.backfill_rows_per_s),
+            med(way, &|r| r.p50_ms),
+            med(way, &|r| r.p99_ms),
+            med(way, &|r| r.max_ms),
+            med(way, &|r| r.failed as f64),
+            opt(&|r| r.cutover_lock_ms),
+            med(way, &|r| r.peak_replica_lag_s),
+            opt(&|r| r.peak_rss_mb),
+            med(way, &|r| r.wal_bytes as f64) / 1e6,
+        );
+    }
+    let json = json!({"rows": args.rows, "reps": args.reps, "rate": args.rate,
+        "baseline": {"p50_ms": base.pct(0.5), "p99_ms": base.pct(0.99), "max_ms": base.max()},
+        "runs": results});
+    let path = std::env::temp_dir().join("pgshift-bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nAll runs: {}", path.display());
+    Ok(())
+}
