@@ -32,7 +32,12 @@ struct Args {
 }
 
 fn args() -> Result<Args, Error> {
-    let mut a = Args { rows: 1_000_000, reps: 1, rate: 200, clients: 4 };
+    let mut a = Args {
+        rows: 1_000_000,
+        reps: 1,
+        rate: 200,
+        clients: 4,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -41,7 +46,11 @@ fn args() -> Result<Args, Error> {
             "--reps" => a.reps = value.parse()?,
             "--rate" => a.rate = value.parse()?,
             "--clients" => a.clients = value.parse()?,
-            other => return Err(format!("unknown flag {other} (--rows, --reps, --rate, --clients)").into()),
+            other => {
+                return Err(
+                    format!("unknown flag {other} (--rows, --reps, --rate, --clients)").into(),
+                )
+            }
         }
     }
     Ok(a)
@@ -105,8 +114,13 @@ impl Load {
                         0..=7 => format!("SELECT name FROM scripts WHERE id = {id}"),
                         8..=13 => format!("SELECT name FROM all_scripts WHERE id = {id}"),
                         14..=16 => format!("UPDATE scripts SET name = 'b{i}' WHERE id = {id}"),
-                        17..=18 => "INSERT INTO scripts (account_id, name, body) VALUES (1, 'bench', 'x')".to_string(),
-                        _ => format!("INSERT INTO script_runs (script_id, status) VALUES ({id}, 'ok')"),
+                        17..=18 => {
+                            "INSERT INTO scripts (account_id, name, body) VALUES (1, 'bench', 'x')"
+                                .to_string()
+                        }
+                        _ => format!(
+                            "INSERT INTO script_runs (script_id, status) VALUES ({id}, 'ok')"
+                        ),
                     };
                     let t = Instant::now();
                     let r = client.simple_query(&sql).await;
@@ -143,7 +157,9 @@ impl Load {
 /// Polls the replica's replay lag until stopped; returns the peak (s).
 fn watch_lag(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
     tokio::spawn(async move {
-        let Ok(standby) = connect(&url).await else { return -1.0 };
+        let Ok(standby) = connect(&url).await else {
+            return -1.0;
+        };
         let mut peak: f64 = 0.0;
         while !stop.load(Ordering::SeqCst) {
             if let Ok(row) = standby
@@ -163,7 +179,10 @@ fn watch_lag(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64>
 }
 
 async fn wal_lsn(client: &Client) -> Result<i64, Error> {
-    Ok(client.query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[]).await?.get(0))
+    Ok(client
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
+        .await?
+        .get(0))
 }
 
 const BLOCKING: &str = "BEGIN;
@@ -219,7 +238,8 @@ async fn run_way(
         let events = std::env::temp_dir().join(format!("pgshift-bench-{db}.jsonl"));
         let _ = std::fs::remove_file(&events);
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["--database-url", &url, "-q", "apply", migration, "--events"]).arg(&events);
+        cmd.args(["--database-url", &url, "-q", "apply", migration, "--events"])
+            .arg(&events);
         if way == "pgshift-unthrottled" {
             cmd.args(["--batch-target", "1s", "--max-batch", "200000"]);
         }
@@ -229,7 +249,11 @@ async fn run_way(
         let status = loop {
             if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
                 if let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:")) {
-                    let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let kb: u64 = line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
                     rss_kb = rss_kb.max(kb);
                 }
             }
@@ -268,7 +292,10 @@ async fn run_way(
 
 /// (backfill rows/s, cutover lock ms) from pgshift's event log.
 fn parse_events(log: &str, rows: i64) -> (Option<f64>, Option<f64>, Option<f64>) {
-    let events: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let time = |phase: &str| {
         events
             .iter()
@@ -277,10 +304,16 @@ fn parse_events(log: &str, rows: i64) -> (Option<f64>, Option<f64>, Option<f64>)
     };
     let rate = match (time("backfilling"), time("validating")) {
         // scripts + archived (rows/2) + script_runs (2 × rows)
-        (Some(a), Some(b)) => b.duration_since(a).ok().map(|d| (rows as f64 * 3.5) / d.as_secs_f64()),
+        (Some(a), Some(b)) => b
+            .duration_since(a)
+            .ok()
+            .map(|d| (rows as f64 * 3.5) / d.as_secs_f64()),
         _ => None,
     };
-    let lock = events.iter().find(|e| e["event"] == "cutover").and_then(|e| e["lock_ms"].as_f64());
+    let lock = events
+        .iter()
+        .find(|e| e["event"] == "cutover")
+        .and_then(|e| e["lock_ms"].as_f64());
     (rate, lock, None)
 }
 
@@ -303,11 +336,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> Result<(), Error> {
     let args = args()?;
     let bin = std::env::var("PGSHIFT_BIN").unwrap_or_else(|_| "target/release/pgshift".into());
-    let migration = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_scripts_id_bigint.sql");
-    eprintln!("bench: {} rows, {} repetition(s), load {} tx/s on {} clients", args.rows, args.reps, args.rate, args.clients);
+    let migration = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/0001_scripts_id_bigint.sql"
+    );
+    eprintln!(
+        "bench: {} rows, {} repetition(s), load {} tx/s on {} clients",
+        args.rows, args.reps, args.rate, args.clients
+    );
     let options = ClusterOptions {
         fsync: true,
-        extra_conf: vec!["shared_buffers = '512MB'".into(), "checkpoint_timeout = '15min'".into()],
+        extra_conf: vec![
+            "shared_buffers = '512MB'".into(),
+            "checkpoint_timeout = '15min'".into(),
+        ],
         ..ClusterOptions::default()
     };
     let primary = Cluster::start_with(options)?;
@@ -330,30 +372,51 @@ async fn main() -> Result<(), Error> {
         }
         for way in order {
             let db = format!("bench_{}_{rep}", way.replace('-', "_"));
-            primary.psql("postgres", &format!("CREATE DATABASE {db} TEMPLATE bench_template"))?;
+            primary.psql(
+                "postgres",
+                &format!("CREATE DATABASE {db} TEMPLATE bench_template"),
+            )?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             if rep == 0 && way == "blocking" {
                 base = baseline(&primary, &db, &args).await?;
             }
             eprintln!("bench: rep {rep}: {way}");
             let r = run_way(way, &primary, &replica, &db, &args, &bin, migration).await?;
-            eprintln!("bench:   {:.1} s, p99 {:.1} ms, max {:.1} ms, failed {}", r.seconds, r.p99_ms, r.max_ms, r.failed);
+            eprintln!(
+                "bench:   {:.1} s, p99 {:.1} ms, max {:.1} ms, failed {}",
+                r.seconds, r.p99_ms, r.max_ms, r.failed
+            );
             results.push(r);
             primary.psql("postgres", &format!("DROP DATABASE {db}"))?;
         }
     }
 
-    let med = |way: &str, f: &dyn Fn(&Way) -> f64| median(results.iter().filter(|r| r.way == way).map(f).collect());
+    let med = |way: &str, f: &dyn Fn(&Way) -> f64| {
+        median(results.iter().filter(|r| r.way == way).map(f).collect())
+    };
     let blocking_s = med("blocking", &|r| r.seconds);
-    println!("## pgshift benchmark: {} rows, {} repetition(s), medians\n", args.rows, args.reps);
+    println!(
+        "## pgshift benchmark: {} rows, {} repetition(s), medians\n",
+        args.rows, args.reps
+    );
     println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms.\n",
         args.rate, args.clients, base.pct(0.5), base.pct(0.99), base.max());
     println!("| way | wall s | ratio to blocking | backfill rows/s | app p50 ms | app p99 ms | app max ms | failed tx | cutover lock ms | peak replica lag s | pgshift peak RSS MB | WAL MB |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for way in ways {
         let opt = |f: &dyn Fn(&Way) -> Option<f64>| {
-            let v: Vec<f64> = results.iter().filter(|r| r.way == way).filter_map(f).collect();
-            if v.is_empty() { "-".to_string() } else { format!("{:.0}", median(v)) }
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r.way == way)
+                .filter_map(f)
+                .collect();
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0}", median(v))
+            }
         };
         println!(
             "| {way} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {:.2} | {} | {:.0} |",

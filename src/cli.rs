@@ -56,10 +56,14 @@ pub enum Format {
     Text,
     Json,
     Markdown,
+    /// GitHub Actions annotations (lint); other commands print text.
+    Github,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Offline checks of migration files (no database).
+    Lint(LintArgs),
     /// Catalog-aware online plan of a migration; changes nothing.
     Plan(PlanArgs),
     /// Query-plan regression check against --replica-url (a hot standby or a writable clone).
@@ -269,4 +273,15 @@ pub struct WatchArgs {
     /// [default: the --min-free-connections threshold].
     #[arg(long)]
     pub watch_min_free_connections: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Migration files, or directories of them.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Lint configuration (`[lint] disable = ["rule", …]`).
+    #[arg(long, default_value = "pgshift.toml")]
+    pub config: PathBuf,
 }

@@ -11,8 +11,8 @@ use crate::audit;
 use crate::backfill;
 use crate::catalog;
 use crate::cli::{
-    ApplyArgs, AuditArgs, CheckArgs, Cli, Command, FinalizeArgs, GlobalArgs, NameArg, PlanArgs,
-    RunArgs, StatusArgs, Tuning, WatchArgs, WorkloadArgs,
+    ApplyArgs, AuditArgs, CheckArgs, Cli, Command, FinalizeArgs, GlobalArgs, LintArgs, NameArg,
+    PlanArgs, RunArgs, StatusArgs, Tuning, WatchArgs, WorkloadArgs,
 };
 use crate::connection::Target;
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ use crate::migration::{self, Intent, MigrationFile};
 use crate::output::Printer;
 use crate::plan::{self, Plan, Request};
 use crate::plancheck::{self, CheckResult};
-use crate::report::{AuditReport, CheckReport, PlanReport, RunReport, StatusReport};
+use crate::report::{AuditReport, CheckReport, LintReport, PlanReport, RunReport, StatusReport};
 use crate::state::{self, Phase};
 
 const APP_NAME: &str = "pgshift";
@@ -31,6 +31,7 @@ const APP_NAME: &str = "pgshift";
 pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
     let global = cli.global;
     match cli.command {
+        Command::Lint(args) => lint(&printer, args),
         Command::Plan(args) => plan(&global, &printer, args).await,
         Command::Check(args) => check(&global, &printer, args).await,
         Command::Apply(args) => apply(&global, &printer, args).await,
@@ -962,4 +963,37 @@ async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArgs) -> Resul
         )));
     }
     Ok(())
+}
+
+fn lint(printer: &Printer, args: LintArgs) -> Result<()> {
+    let config = crate::lint::Config::load(&args.config)?;
+    let files = crate::lint::files(&args.paths)?;
+    let mut findings = Vec::new();
+    for file in &files {
+        let sql = std::fs::read_to_string(file).map_err(|source| Error::Read {
+            path: file.clone(),
+            source,
+        })?;
+        findings.extend(crate::lint::lint(
+            &file.display().to_string(),
+            &sql,
+            &config,
+        )?);
+    }
+    let report = LintReport {
+        findings,
+        files: files.len(),
+    };
+    if printer.format() == crate::cli::Format::Github {
+        printer.raw(|w| report.github(w)).map_err(io_error)?;
+    } else {
+        printer.report(&report).map_err(io_error)?;
+    }
+    match report.errors() {
+        0 => Ok(()),
+        n => Err(Error::Refused(format!(
+            "lint found {n} error{}",
+            if n == 1 { "" } else { "s" }
+        ))),
+    }
 }

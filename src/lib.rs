@@ -5,6 +5,7 @@
 //! - [`error`]: typed errors and the exit-code contract.
 //! - [`connection`]: connection strings, TLS, per-session safety settings.
 //! - [`output`]: the one printer (text, JSON, markdown, progress bars).
+//! - [`lint`]: offline rules for migration files (one file per rule).
 //! - [`migration`]: reading migration files into intents.
 //! - [`catalog`]: a snapshot of the live schema, from pg_catalog.
 //! - [`plan`]: intents + catalog -> what to widen, rebuild, or refuse.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod execute;
 pub mod guard;
+pub mod lint;
 pub mod migration;
 pub mod names;
 pub mod ops;

@@ -47,13 +47,21 @@ impl Printer {
         let stdout = io::stdout();
         let mut out = stdout.lock();
         match self.format {
-            Format::Text => report.text(&mut out)?,
+            Format::Text | Format::Github => report.text(&mut out)?,
             Format::Markdown => report.markdown(&mut out)?,
             Format::Json => {
                 serde_json::to_writer_pretty(&mut out, &report.json())?;
                 writeln!(out)?;
             }
         }
+        out.flush()
+    }
+
+    /// Writes raw text to stdout (formats a [`Report`] does not know, like GitHub annotations).
+    pub fn raw(&self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        write(&mut out)?;
         out.flush()
     }
 

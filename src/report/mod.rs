@@ -3,11 +3,13 @@
 
 mod audit;
 mod check;
+mod lint;
 mod plan;
 mod status;
 
 pub use audit::AuditReport;
 pub use check::CheckReport;
+pub use lint::LintReport;
 pub use plan::PlanReport;
 pub use status::{RunReport, StatusReport};
 

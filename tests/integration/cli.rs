@@ -31,8 +31,8 @@ fn help_lists_only_built_commands_and_the_global_flags() {
     assert_eq!(
         commands,
         [
-            "plan", "check", "apply", "status", "resume", "cutover", "rollback", "finalize",
-            "pause", "audit", "help"
+            "lint", "plan", "check", "apply", "status", "resume", "cutover", "rollback",
+            "finalize", "pause", "audit", "help"
         ]
     );
     insta::assert_snapshot!("help", help);
@@ -114,4 +114,82 @@ async fn input_errors_are_exit_2() {
     );
     let run = pgshift("postgres://x@127.0.0.1:1/db?sslmode=bogus", &["status"]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
+fn lint_reports_per_file_and_line_and_exits_1_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_ok.sql"),
+        "SET lock_timeout = '2s';\nCREATE INDEX CONCURRENTLY i ON t (c);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_bad.sql"),
+        "SET lock_timeout = '2s';\n\nCREATE INDEX i2 ON t (c);\nALTER TABLE t DROP COLUMN d;\n",
+    )
+    .unwrap();
+    let lint = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = lint(&["--format", "json", "lint", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<(String, u64, String)> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["line"].as_u64().unwrap(),
+                f["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "./0002_bad.sql".to_string(),
+                3,
+                "blocking-index-build".to_string()
+            ),
+            ("./0002_bad.sql".to_string(), 4, "drop-column".to_string())
+        ]
+    );
+    let out = lint(&["--format", "github", "lint", "0002_bad.sql"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("::error file=0002_bad.sql,line=3,title=pgshift blocking-index-build::"),
+        "{text}"
+    );
+    assert!(
+        text.contains("::warning file=0002_bad.sql,line=4,title=pgshift drop-column::"),
+        "{text}"
+    );
+    assert_eq!(lint(&["lint", "0001_ok.sql"]).status.code(), Some(0));
+    std::fs::write(
+        dir.path().join("pgshift.toml"),
+        "[lint]\ndisable = [\"blocking-index-build\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        lint(&["lint", "0002_bad.sql"]).status.code(),
+        Some(0),
+        "only a warning left"
+    );
+    std::fs::write(
+        dir.path().join("pgshift.toml"),
+        "[lint]\ndisable = [\"no-such-rule\"]\n",
+    )
+    .unwrap();
+    let out = lint(&["lint", "0002_bad.sql"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown lint rule \"no-such-rule\""));
+    assert_eq!(lint(&["lint", "missing.sql"]).status.code(), Some(2));
 }

@@ -1,0 +1,21 @@
+//! DDL without `lock_timeout` waits for its lock forever, and every query on the table queues behind it.
+
+use super::{takes_blocking_lock, Context, Hit, Rule, Severity};
+
+pub const RULE: Rule = Rule {
+    name: "missing-lock-timeout",
+    severity: Severity::Warning,
+    check,
+};
+
+fn check(ctx: &Context) -> Vec<Hit> {
+    if ctx.lock_timeout_set || !takes_blocking_lock(ctx) {
+        return vec![];
+    }
+    vec![Hit {
+        message: "this statement takes a lock that blocks traffic, and no lock_timeout is set before it: \
+                  while it waits, every query on the table queues behind it"
+            .into(),
+        suggestion: "SET lock_timeout = '2s' at the top of the file (pgshift apply sets it and retries)".into(),
+    }]
+}
