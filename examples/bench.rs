@@ -241,9 +241,17 @@ async fn run_way(
         cmd.args(["--database-url", &url, "-q", "apply", migration, "--events"])
             .arg(&events);
         if way == "pgshift-unthrottled" {
-            cmd.args(["--batch-target", "1s", "--max-batch", "200000"]);
+            // Two backfill workers (plus the lifeline), batches sized for throughput.
+            cmd.args([
+                "--batch-target",
+                "1s",
+                "--max-batch",
+                "200000",
+                "--max-connections",
+                "3",
+            ]);
         }
-        let mut child = cmd.spawn()?;
+        let mut child = cmd.stdout(std::process::Stdio::null()).spawn()?;
         let pid = child.id().unwrap_or(0);
         let mut rss_kb: u64 = 0;
         let status = loop {

@@ -5,6 +5,7 @@
 //! skips rows already equal (the sync trigger filled them), and `UPDATE OF`
 //! on the trigger means our own updates never fire it.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::execute::Runner;
 use crate::names::quote;
 use crate::ops::widen_integer::differs;
+use crate::output::Progress;
 use crate::plan::TablePlan;
 
 /// Knobs of the backfill.
@@ -78,8 +80,9 @@ fn params(t: &TablePlan, first: usize) -> String {
     format!("({})", ps.join(", "))
 }
 
-/// The last key of the next batch: `OFFSET batch-1` on the primary key index.
-pub fn bound_sql(t: &TablePlan, with_lower: bool) -> String {
+/// The last key of the next batch: `OFFSET batch-1` on the primary key
+/// index, within `(lower, upper]` when they are given.
+pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
     // Aliased: `ORDER BY "id"` would otherwise sort by the text output column.
     let texts: Vec<String> = t
         .key
@@ -88,16 +91,23 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool) -> String {
         .map(|(i, k)| format!("{}::text AS pgshift_k{i}", quote(&k.name)))
         .collect();
     let order: Vec<String> = t.key.iter().map(|k| quote(&k.name)).collect();
-    let (filter, offset_param) = if with_lower {
-        (
-            format!(" WHERE {} > {}", keys(t), params(t, 1)),
-            t.key.len() + 1,
-        )
+    let mut conds = Vec::new();
+    let mut next = 1;
+    if with_lower {
+        conds.push(format!("{} > {}", keys(t), params(t, next)));
+        next += t.key.len();
+    }
+    if with_upper {
+        conds.push(format!("{} <= {}", keys(t), params(t, next)));
+        next += t.key.len();
+    }
+    let filter = if conds.is_empty() {
+        String::new()
     } else {
-        (String::new(), 1)
+        format!(" WHERE {}", conds.join(" AND "))
     };
     format!(
-        "SELECT {} FROM {}{filter} ORDER BY {} OFFSET ${offset_param} LIMIT 1",
+        "SELECT {} FROM {}{filter} ORDER BY {} OFFSET ${next} LIMIT 1",
         texts.join(", "),
         t.qualified(),
         order.join(", ")
@@ -133,48 +143,155 @@ fn batch_sql_bounded(t: &TablePlan, with_lower: bool, with_upper: bool) -> Strin
     )
 }
 
-/// Fills the shadow columns of one table, resuming from its checkpoint.
+/// One disjoint key range of a table, as checkpointed.
+#[derive(Debug, Clone)]
+struct Part {
+    part: i32,
+    /// Last key done (exclusive lower bound of what is left); None: from the start.
+    cursor: Option<Vec<String>>,
+    /// Last key of the part; None: to the end of the table.
+    upper: Option<Vec<String>>,
+}
+
+/// A part smaller than this is not worth a connection.
+const MIN_ROWS_PER_PART: i64 = 20_000;
+
+/// Fills the shadow columns of one table, resuming from its checkpoints;
+/// with more than one worker in the pool, disjoint key ranges in parallel.
 pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
     let client: &Client = &runner.worker;
-    let migration = runner.name();
-    let settings = &runner.backfill;
-    client
-        .execute(
-            "INSERT INTO pgshift.backfill (migration, table_oid, rows_total)
-             VALUES ($1, $2, GREATEST((SELECT reltuples::bigint FROM pg_class WHERE oid = $2), 0))
-             ON CONFLICT DO NOTHING",
-            &[&migration, &t.oid],
-        )
-        .await
-        .map_err(Error::db("could not create the backfill checkpoint"))?;
+    let parts = ensure_parts(runner, client, t).await?;
+    if parts.is_empty() {
+        return Ok(());
+    }
     let row = client
         .query_one(
-            "SELECT cursor, rows_done, rows_total, done FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2",
+            "SELECT COALESCE(sum(rows_done), 0)::int8, COALESCE(sum(rows_total), 0)::int8
+             FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2",
+            &[&runner.name(), &t.oid],
+        )
+        .await
+        .map_err(Error::db("could not read the backfill checkpoint"))?;
+    let (done_rows, total_rows): (i64, i64) = (row.get(0), row.get(1));
+    let progress = Mutex::new(runner.printer.progress(
+        &t.display(),
+        total_rows.max(1) as u64,
+        done_rows as u64,
+    ));
+    // The first part runs on the runner's worker, the others on more pooled connections.
+    let mut extra = Vec::new();
+    for _ in 1..parts.len() {
+        extra.push(runner.extra_worker().await?);
+    }
+    let work = parts.iter().enumerate().map(|(i, part)| {
+        let c: &Client = if i == 0 { client } else { &extra[i - 1] };
+        run_part(runner, c, t, part, &progress)
+    });
+    let result = futures_util::future::try_join_all(work).await;
+    if let Ok(p) = progress.into_inner() {
+        p.finish();
+    }
+    result.map(|_| ())
+}
+
+/// Reads the table's unfinished parts, creating them on first run: with W
+/// workers, W ranges cut at key quantiles read from the primary-key index.
+async fn ensure_parts(runner: &Runner, client: &Client, t: &TablePlan) -> Result<Vec<Part>> {
+    let migration = runner.name();
+    let existing = client
+        .query(
+            "SELECT part, cursor, upper, done FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2 ORDER BY part",
             &[&migration, &t.oid],
         )
         .await
         .map_err(Error::db("could not read the backfill checkpoint"))?;
-    let mut lower: Option<Vec<String>> = row.get(0);
-    let done: bool = row.get(3);
-    if done {
-        return Ok(());
+    if !existing.is_empty() {
+        return Ok(existing
+            .iter()
+            .filter(|r| !r.get::<_, bool>(3))
+            .map(|r| Part {
+                part: r.get(0),
+                cursor: r.get(1),
+                upper: r.get(2),
+            })
+            .collect());
     }
-    let mut progress = runner.printer.progress(
-        &t.display(),
-        row.get::<_, i64>(2).max(1) as u64,
-        row.get::<_, i64>(1) as u64,
-    );
+    let estimate: i64 = client
+        .query_one(
+            "SELECT GREATEST(reltuples, 0)::int8 FROM pg_class WHERE oid = $1",
+            &[&t.oid],
+        )
+        .await
+        .map_err(Error::db("could not estimate the table size"))?
+        .get(0);
+    let workers = runner.workers.max(1) as i64;
+    let mut bounds: Vec<Vec<String>> = Vec::new();
+    if workers > 1 && estimate >= MIN_ROWS_PER_PART * workers {
+        let sql = bound_sql(t, false, false);
+        for i in 1..workers {
+            let offset = estimate * i / workers;
+            let row = client
+                .query_opt(sql.as_str(), &[&offset])
+                .await
+                .map_err(Error::db(format!(
+                    "could not split {} into key ranges",
+                    t.display()
+                )))?;
+            if let Some(r) = row {
+                let key: Vec<String> = (0..t.key.len()).map(|k| r.get::<_, String>(k)).collect();
+                if bounds.last() != Some(&key) {
+                    bounds.push(key);
+                }
+            }
+        }
+    }
+    let share = estimate / (bounds.len() as i64 + 1);
+    let mut parts = Vec::new();
+    let mut start: Option<Vec<String>> = None;
+    for (i, end) in bounds
+        .iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .enumerate()
+    {
+        let part = Part {
+            part: i as i32,
+            cursor: start.clone(),
+            upper: end.cloned(),
+        };
+        client
+            .execute(
+                "INSERT INTO pgshift.backfill (migration, table_oid, part, cursor, upper, rows_total)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&migration, &t.oid, &part.part, &part.cursor, &part.upper, &share],
+            )
+            .await
+            .map_err(Error::db("could not create the backfill checkpoint"))?;
+        start = end.cloned();
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+async fn run_part(
+    runner: &Runner,
+    client: &Client,
+    t: &TablePlan,
+    part: &Part,
+    progress: &Mutex<Progress>,
+) -> Result<()> {
+    let migration = runner.name();
+    let settings = &runner.backfill;
+    let mut lower = part.cursor.clone();
     let mut batch = settings.first_batch();
     let timeout_ms = settings.statement_timeout().as_millis();
     let mut last_event = Instant::now();
-
     loop {
-        if let Err(e) = runner.throttle().await {
-            progress.finish();
-            return Err(e);
-        }
+        runner.throttle().await?;
         let started = Instant::now();
-        let upper = next_bound(client, t, lower.as_deref(), batch).await?;
+        let found = next_bound(client, t, lower.as_deref(), part.upper.as_deref(), batch).await?;
+        let is_last = found.is_none();
+        let upper = found.or_else(|| part.upper.clone());
         let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some());
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(lo) = &lower {
@@ -183,19 +300,20 @@ pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
         if let Some(hi) = &upper {
             args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
         }
-        let is_last = upper.is_none();
         let outcome = async {
             client
-                .batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = {timeout_ms}"))
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}"
+                ))
                 .await?;
             let updated = client.execute(&sql, &args).await?;
             let scanned = if is_last { updated as i64 } else { batch };
             client
                 .execute(
-                    "UPDATE pgshift.backfill SET cursor = $3, rows_done = rows_done + $4, done = $5,
-                         rows_total = CASE WHEN $5 THEN rows_done + $4 ELSE GREATEST(rows_total, rows_done + $4) END
-                     WHERE migration = $1 AND table_oid = $2",
-                    &[&migration, &t.oid, &upper, &scanned, &is_last],
+                    "UPDATE pgshift.backfill SET cursor = $4, rows_done = rows_done + $5, done = $6,
+                         rows_total = GREATEST(rows_total, rows_done + $5)
+                     WHERE migration = $1 AND table_oid = $2 AND part = $3",
+                    &[&migration, &t.oid, &part.part, &upper, &scanned, &is_last],
                 )
                 .await?;
             client.batch_execute("COMMIT").await?;
@@ -205,16 +323,20 @@ pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
         match outcome {
             Ok(scanned) => {
                 let took = started.elapsed();
-                progress.advance(scanned as u64);
+                let (done, rate) = {
+                    let mut p = progress.lock().expect("progress");
+                    p.advance(scanned as u64);
+                    (p.done(), p.rate())
+                };
                 if last_event.elapsed() >= Duration::from_secs(5) {
                     last_event = Instant::now();
                     runner.events.emit(
                         "progress",
-                        serde_json::json!({"table": t.display(), "rows_done": progress.done(), "rows_per_second": progress.rate().round(), "batch": batch}),
+                        serde_json::json!({"table": t.display(), "part": part.part, "rows_done": done,
+                                           "rows_per_second": rate.round(), "batch": batch}),
                     );
                 }
                 if is_last {
-                    progress.finish();
                     return Ok(());
                 }
                 lower = upper;
@@ -247,13 +369,17 @@ async fn next_bound(
     client: &Client,
     t: &TablePlan,
     lower: Option<&[String]>,
+    upper: Option<&[String]>,
     batch: i64,
 ) -> Result<Option<Vec<String>>> {
-    let sql = bound_sql(t, lower.is_some());
+    let sql = bound_sql(t, lower.is_some(), upper.is_some());
     let offset = batch - 1;
     let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
     if let Some(lo) = lower {
         args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));
+    }
+    if let Some(hi) = upper {
+        args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
     }
     args.push(&offset);
     let row = client
@@ -270,7 +396,7 @@ async fn next_bound(
 pub async fn reset(client: &Client, migration: &str, table: u32) -> Result<()> {
     client
         .execute(
-            "UPDATE pgshift.backfill SET cursor = NULL, done = false, rows_done = 0 WHERE migration = $1 AND table_oid = $2",
+            "DELETE FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2",
             &[&migration, &table],
         )
         .await

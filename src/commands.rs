@@ -209,6 +209,7 @@ async fn runner(
     )?;
     Ok(Runner::new(
         lifeline,
+        pool,
         worker,
         replica,
         plan,

@@ -83,14 +83,18 @@ CREATE TABLE IF NOT EXISTS pgshift.migrations (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     cutover_at  timestamptz
 );
+-- One row per disjoint key range (part) of a table: parallel workers each
+-- own a part; `cursor` is the last key done, `upper` the part's last key.
 CREATE TABLE IF NOT EXISTS pgshift.backfill (
     migration   text NOT NULL REFERENCES pgshift.migrations (name) ON DELETE CASCADE,
     table_oid   oid NOT NULL,
+    part        int NOT NULL DEFAULT 0,
     cursor      text[],
+    upper       text[],
     rows_done   bigint NOT NULL DEFAULT 0,
     rows_total  bigint NOT NULL DEFAULT 0,
     done        boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (migration, table_oid)
+    PRIMARY KEY (migration, table_oid, part)
 );
 ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS pause_requested boolean NOT NULL DEFAULT false;
 ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS request text;";
@@ -154,7 +158,8 @@ async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration
     })?;
     let backfill = client
         .query(
-            "SELECT table_oid, rows_done, rows_total, done FROM pgshift.backfill WHERE migration = $1 ORDER BY table_oid",
+            "SELECT table_oid, sum(rows_done)::int8, sum(rows_total)::int8, bool_and(done)
+             FROM pgshift.backfill WHERE migration = $1 GROUP BY table_oid ORDER BY table_oid",
             &[&name],
         )
         .await
@@ -163,7 +168,10 @@ async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration
         .map(|r| {
             let oid: u32 = r.get(0);
             Backfill {
-                table: plan.table(oid).map(|t| t.display()).unwrap_or_else(|| oid.to_string()),
+                table: plan
+                    .table(oid)
+                    .map(|t| t.display())
+                    .unwrap_or_else(|| oid.to_string()),
                 rows_done: r.get(1),
                 rows_total: r.get(2),
                 done: r.get(3),

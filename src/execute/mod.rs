@@ -31,6 +31,10 @@ pub struct Runner {
     pub lifeline: Client,
     /// Runs DDL, index builds and backfill batches.
     pub worker: deadpool_postgres::Object,
+    /// The bounded pool the worker came from; parallel backfill parts take more from it.
+    pub pool: deadpool_postgres::Pool,
+    /// Backfill workers allowed (the pool's size).
+    pub workers: usize,
     /// Optional replica, for lag measurements.
     pub replica: Option<Client>,
     pub plan: Plan,
@@ -64,6 +68,7 @@ impl Runner {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         lifeline: Client,
+        pool: deadpool_postgres::Pool,
         worker: deadpool_postgres::Object,
         replica: Option<Client>,
         plan: Plan,
@@ -77,6 +82,8 @@ impl Runner {
     ) -> Runner {
         Runner {
             lifeline,
+            workers: pool.status().max_size,
+            pool,
             worker,
             replica,
             plan,
@@ -90,6 +97,14 @@ impl Runner {
             rollback_requested: AtomicBool::new(false),
             throttle: Mutex::new(ThrottleState::default()),
         }
+    }
+
+    /// Another connection from the bounded pool, for a parallel backfill part.
+    pub async fn extra_worker(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Error::Runtime(format!("could not get another backfill connection: {e}")))
     }
 
     pub fn name(&self) -> &str {

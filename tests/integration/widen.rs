@@ -114,21 +114,35 @@ async fn kill_nine_during_backfill_then_resume_finishes_correctly() {
             &path,
             "--batch-size",
             "100",
+            "--max-connections",
+            "3",
         ])
         .spawn()
         .unwrap();
+    // Two workers on disjoint key ranges of script_runs (60,000 rows), both under way.
     let reached = wait_until(
         &client,
-        "SELECT EXISTS (SELECT 1 FROM pgshift.backfill WHERE rows_done >= 3000 AND NOT done)",
+        "SELECT count(*) = 2 FROM pgshift.backfill WHERE rows_done >= 500 AND NOT done",
         Duration::from_secs(60),
     )
     .await;
-    assert!(reached, "the backfill never got going");
+    assert!(reached, "the parallel backfill never got going");
     child.kill().await.unwrap(); // SIGKILL: no cleanup at all
 
     let phase = one_string(&client, "SELECT phase FROM pgshift.migrations").await;
     assert_eq!(phase, "backfilling");
-    let resumed = pgshift(&url, &["resume", &path, "--batch-size", "2000"]).await;
+    let resumed = pgshift(
+        &url,
+        &[
+            "resume",
+            &path,
+            "--batch-size",
+            "2000",
+            "--max-connections",
+            "3",
+        ],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let errors = writer.stop().await;
     assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
