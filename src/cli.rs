@@ -90,6 +90,14 @@ pub enum Command {
 pub struct PlanArgs {
     /// Path to the migration's .sql file.
     pub migration: PathBuf,
+
+    /// Show type changes that rewrite the table as they would run.
+    #[arg(long)]
+    pub allow_rewrite: bool,
+
+    /// Show statements pgshift cannot parse as they would run, verbatim.
+    #[arg(long)]
+    pub allow_unparsed: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -145,10 +153,18 @@ pub struct Tuning {
     pub on_event: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
-    /// Path to the migration's .sql file.
+    /// Path to the migration's .sql file, or a folder of them (applied in lexical order).
     pub migration: PathBuf,
+
+    /// (folder) Run column type changes that rewrite the table, under lock_timeout.
+    #[arg(long)]
+    pub allow_rewrite: bool,
+
+    /// (folder) Run statements pgshift cannot parse verbatim, under lock_timeout.
+    #[arg(long)]
+    pub allow_unparsed: bool,
 
     /// Stop at `ready`, before the cutover; finish later with `pgshift cutover`.
     #[arg(long)]
@@ -198,7 +214,7 @@ pub struct FinalizeArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Only this migration (path or name).
+    /// Only this migration (path or name), or a folder: its applied and pending files.
     pub migration: Option<String>,
 }
 

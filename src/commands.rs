@@ -23,7 +23,11 @@ use crate::migration::{self, Intent, MigrationFile};
 use crate::output::Printer;
 use crate::plan::{self, Plan, Request};
 use crate::plancheck::{self, CheckResult};
-use crate::report::{AuditReport, CheckReport, LintReport, PlanReport, RunReport, StatusReport};
+use crate::report::{
+    AuditReport, CheckReport, FolderReport, LintReport, PlanReport, RunReport, RunnerPlanReport,
+    StatusReport,
+};
+use crate::runner;
 use crate::state::{self, Phase};
 
 const APP_NAME: &str = "pgshift";
@@ -97,7 +101,20 @@ fn refuse_blockers(plan: &Plan) -> Result<()> {
 
 async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs) -> Result<()> {
     let file = MigrationFile::read(&args.migration)?;
-    migration::intents(&file)?; // input errors before connecting
+    if migration::intents(&file).is_err() {
+        // Not an integer widening: an ordinary migration, planned statement by statement.
+        let options = runner::Options {
+            allow_rewrite: args.allow_rewrite,
+            allow_unparsed: args.allow_unparsed,
+        };
+        let statements = runner::plan_file(&file, &options)?;
+        return printer
+            .report(&RunnerPlanReport {
+                migration: file.name.clone(),
+                statements,
+            })
+            .map_err(io_error);
+    }
     let client = primary(global)?.connect(APP_NAME).await?;
     let plan = make_plan(&client, &file).await?;
     printer
@@ -261,6 +278,95 @@ async fn pause(global: &GlobalArgs, printer: &Printer, args: NameArg) -> Result<
 }
 
 async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Result<()> {
+    if args.migration.is_dir() {
+        return apply_folder(global, printer, args).await;
+    }
+    apply_file(global, printer, args).await
+}
+
+/// Applies the pending files of a folder in lexical order: integer
+/// widenings through the online engine, everything else through the runner.
+async fn apply_folder(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Result<()> {
+    let started = Instant::now();
+    let dir = args.migration.clone();
+    let options = runner::Options {
+        allow_rewrite: args.allow_rewrite,
+        allow_unparsed: args.allow_unparsed,
+    };
+    let target = primary(global)?;
+    let lifeline = target.connect("pgshift lifeline").await?;
+    guard::check_budget(
+        &lifeline,
+        &limits(&args.tuning),
+        i64::from(args.tuning.max_connections) - 1,
+    )
+    .await?;
+    // Everything is read and planned before anything runs: input errors change nothing.
+    let mut work = Vec::new();
+    for f in runner::states(&lifeline, &dir).await? {
+        let path = dir.join(format!("{}.sql", f.name));
+        let file = MigrationFile::read(&path)?;
+        match f.state.as_str() {
+            "applied" => continue,
+            "changed" => {
+                return Err(Error::Usage(format!(
+                    "{} was applied but has changed since (checksum differs); restore it, or add a new migration instead",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
+        let planned = match migration::intents(&file) {
+            Ok(_) => None,
+            Err(_) => Some(runner::plan_file(&file, &options)?),
+        };
+        work.push((file, planned));
+    }
+    state::ensure_schema(&lifeline).await?;
+    runner::ensure_schema(&lifeline).await?;
+    let folder = format!("folder:{}", dir.display());
+    if !state::try_lock(&lifeline, &folder).await? {
+        return Err(Error::Refused(format!(
+            "another pgshift process is applying {}",
+            dir.display()
+        )));
+    }
+    let worker = target.connect(APP_NAME).await?;
+    let policy = lock_policy(&args.tuning);
+    let mut applied = Vec::new();
+    for (file, planned) in work {
+        printer.note(format!("{}: applying", file.name));
+        match planned {
+            Some(planned) => {
+                let took = runner::apply_file(&worker, &file, &planned, &policy).await?;
+                printer.note(format!("{}: applied in {} ms", file.name, took.as_millis()));
+            }
+            None => {
+                let t = Instant::now();
+                let mut one = args.clone();
+                one.migration = file.path.clone();
+                Box::pin(apply_file(global, printer, one)).await?;
+                runner::record_engine_file(&lifeline, &file, t.elapsed()).await?;
+            }
+        }
+        applied.push(file.name);
+    }
+    printer
+        .report(&RunReport {
+            migration: dir.display().to_string(),
+            command: "apply",
+            phase: "applied".into(),
+            seconds: started.elapsed().as_secs_f64(),
+            message: if applied.is_empty() {
+                "nothing pending".into()
+            } else {
+                format!("applied {}", applied.join(", "))
+            },
+        })
+        .map_err(io_error)
+}
+
+async fn apply_file(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> Result<()> {
     let started = Instant::now();
     let file = MigrationFile::read(&args.migration)?;
     migration::intents(&file)?;
@@ -646,6 +752,17 @@ async fn finalize(global: &GlobalArgs, printer: &Printer, args: FinalizeArgs) ->
 async fn status(global: &GlobalArgs, printer: &Printer, args: StatusArgs) -> Result<()> {
     let client = primary(global)?.connect(APP_NAME).await?;
     let mut migrations = state::list(&client).await?;
+    if let Some(dir) = args
+        .migration
+        .as_deref()
+        .map(Path::new)
+        .filter(|p| p.is_dir())
+    {
+        let files = runner::states(&client, dir).await?;
+        return printer
+            .report(&FolderReport { files, migrations })
+            .map_err(io_error);
+    }
     if let Some(arg) = args.migration {
         let (name, _) = migration_name(&arg);
         migrations.retain(|m| m.name == name);
@@ -795,6 +912,7 @@ async fn watch_window(
         baseline.len()
     ));
     let deadline = Instant::now() + window;
+    let mut worst: Option<(f64, String)> = None;
     while Instant::now() < deadline {
         tokio::time::sleep(
             Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
@@ -803,6 +921,11 @@ async fn watch_window(
         runner.check_interrupt()?;
         let now = guard::watch::snapshot(&runner.lifeline).await?;
         let after = guard::watch::window(cut, &now);
+        if let Some(w) = guard::watch::worst(&baseline, &after) {
+            if worst.as_ref().is_none_or(|(r, _)| w.0 > *r) {
+                worst = Some(w);
+            }
+        }
         let mut why = guard::watch::slowdown(&baseline, &after, watch.watch_max_latency_ratio);
         if why.is_none() {
             let h = guard::Headroom::read(&runner.lifeline).await?;
@@ -831,7 +954,14 @@ async fn watch_window(
             )));
         }
     }
-    printer.note(format!("{}: watch window passed", runner.name()));
+    printer.note(match worst {
+        Some((ratio, q)) => format!(
+            "{}: watch window passed; the most slowed statement ran at {ratio:.1}× its time before: `{}`",
+            runner.name(),
+            q.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
+        None => format!("{}: watch window passed (too few calls to compare)", runner.name()),
+    });
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 //! - [`state`]: persisted migration state in the `pgshift` schema.
 //! - [`audit`]: integer keys near exhaustion, and their forecasts.
 //! - [`plancheck`]: query-plan regression check (shadow rewrite or rehearsal).
+//! - [`runner`]: a folder of ordinary SQL migrations, each statement in its online form.
 //! - [`report`]: text, JSON and markdown renderings.
 //! - [`sqltext`]: token-level renames inside Postgres-generated SQL.
 //! - [`names`]: identifier quoting and shadow-object names.
@@ -38,6 +39,7 @@ pub mod output;
 pub mod plan;
 pub mod plancheck;
 pub mod report;
+pub mod runner;
 pub mod sqltext;
 pub mod state;
 pub mod testkit;

@@ -2,7 +2,7 @@
 //! phase before acting so that a crash anywhere leaves a state `resume` and
 //! `rollback` understand.
 
-mod retry;
+pub mod retry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -81,6 +81,21 @@ pub fn slowdown(
         })
 }
 
+/// The statement with the highest slowdown ratio (judged or not), for the report.
+pub fn worst(
+    before: &HashMap<String, (i64, f64)>,
+    after: &HashMap<String, (i64, f64)>,
+) -> Option<(f64, String)> {
+    after
+        .iter()
+        .filter_map(|(q, (calls, mean))| {
+            let (base_calls, base_mean) = before.get(q)?;
+            (*calls >= MIN_CALLS && *base_calls >= MIN_CALLS)
+                .then(|| (mean / base_mean.max(1e-6), q.clone()))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

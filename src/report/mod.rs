@@ -5,13 +5,15 @@ mod audit;
 mod check;
 mod lint;
 mod plan;
+mod runner;
 mod status;
 
 pub use audit::AuditReport;
 pub use check::CheckReport;
 pub use lint::LintReport;
 pub use plan::PlanReport;
-pub use status::{RunReport, StatusReport};
+pub use runner::RunnerPlanReport;
+pub use status::{FolderReport, RunReport, StatusReport};
 
 /// `12.3 MB`-style sizes.
 pub fn bytes(n: i64) -> String {

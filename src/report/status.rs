@@ -118,3 +118,42 @@ impl Report for RunReport {
         })
     }
 }
+
+/// `status DIR`: the folder's files, applied and pending, with the in-flight migrations.
+pub struct FolderReport {
+    pub files: Vec<crate::runner::FileState>,
+    pub migrations: Vec<Migration>,
+}
+
+impl Report for FolderReport {
+    fn text(&self, w: &mut dyn Write) -> io::Result<()> {
+        writeln!(w, "{:<40} {:<9} {:>10}  applied at", "file", "state", "ms")?;
+        for f in &self.files {
+            writeln!(
+                w,
+                "{:<40} {:<9} {:>10}  {}",
+                f.name,
+                f.state,
+                f.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                f.applied_at.clone().unwrap_or_default()
+            )?;
+        }
+        if !self.migrations.is_empty() {
+            writeln!(w)?;
+            StatusReport {
+                migrations: self.migrations.clone(),
+            }
+            .text(w)?;
+        }
+        Ok(())
+    }
+
+    fn json(&self) -> Value {
+        let mut v = StatusReport {
+            migrations: self.migrations.clone(),
+        }
+        .json();
+        v["files"] = serde_json::to_value(&self.files).unwrap_or(Value::Null);
+        v
+    }
+}

@@ -6,5 +6,6 @@ mod cli;
 mod guards;
 mod harness;
 mod rollback;
+mod runner;
 mod support;
 mod widen;

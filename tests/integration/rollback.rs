@@ -181,7 +181,13 @@ async fn the_watch_window_rolls_back_a_cutover_that_made_a_query_slow() {
     let run = pgshift(&url, &["apply", &path, "--watch", "30s"]).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     load.await.unwrap();
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    let tail: String = run
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("INFO"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(run.code, 1, "{tail}");
     assert!(
         run.stderr
             .contains("watch window: `SELECT name FROM all_scripts WHERE id = $1::int` takes"),
