@@ -68,6 +68,8 @@ async fn connect(url: &str) -> Result<Client, Error> {
 #[derive(Default, Clone)]
 struct Latencies {
     ms: Vec<f64>,
+    /// When each transaction started (wall clock), parallel to `ms`.
+    at: Vec<std::time::SystemTime>,
     failed: u64,
 }
 
@@ -123,12 +125,16 @@ impl Load {
                         ),
                     };
                     let t = Instant::now();
+                    let wall = std::time::SystemTime::now();
                     let r = client.simple_query(&sql).await;
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
                     {
                         let mut o = out.lock().unwrap();
                         match r {
-                            Ok(_) => o.ms.push(ms),
+                            Ok(_) => {
+                                o.ms.push(ms);
+                                o.at.push(wall);
+                            }
                             Err(_) => o.failed += 1,
                         }
                     }
@@ -178,6 +184,14 @@ fn watch_lag(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64>
     })
 }
 
+/// (updates, HOT updates) of `scripts` so far.
+async fn update_counts(client: &Client) -> Result<(i64, i64), Error> {
+    let r = client
+        .query_one("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scripts'", &[])
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
 async fn wal_lsn(client: &Client) -> Result<i64, Error> {
     Ok(client
         .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
@@ -212,6 +226,14 @@ struct Way {
     backfill_rows_per_s: Option<f64>,
     cutover_lock_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
+    /// Worst application latency within a second of the cutover.
+    cutover_stall_ms: Option<f64>,
+    /// The pgshift phase during which the worst latency happened.
+    worst_during: Option<String>,
+    /// Share of updates to `scripts` that were HOT (no index maintenance).
+    hot_update_pct: Option<f64>,
+    /// Lock time of `pgshift rollback` right after the cutover.
+    rollback_lock_ms: Option<f64>,
 }
 
 async fn run_way(
@@ -230,8 +252,10 @@ async fn run_way(
     let stop_lag = Arc::new(AtomicBool::new(false));
     let lag = watch_lag(replica.url(db), stop_lag.clone());
     let wal0 = wal_lsn(&admin).await?;
+    let upd0 = update_counts(&admin).await?;
     let started = Instant::now();
     let mut extra = (None, None, None);
+    let mut phases: Vec<(std::time::SystemTime, String)> = Vec::new();
     if way == "blocking" {
         admin.batch_execute(BLOCKING).await?;
     } else {
@@ -273,15 +297,60 @@ async fn run_way(
         if !status.success() {
             return Err(format!("pgshift apply failed on {db}: {status}").into());
         }
-        extra = parse_events(&std::fs::read_to_string(&events)?, args.rows);
+        let log = std::fs::read_to_string(&events)?;
+        extra = parse_events(&log, args.rows);
+        phases = phase_times(&log);
         extra.2 = Some(rss_kb as f64 / 1024.0);
     }
     let seconds = started.elapsed().as_secs_f64();
     let wal_bytes = wal_lsn(&admin).await? - wal0;
+    tokio::time::sleep(Duration::from_millis(600)).await; // stats are flushed at most every 500 ms
+    let upd1 = update_counts(&admin).await?;
+    let hot_update_pct = (upd1.0 > upd0.0).then(|| 100.0 * (upd1.1 - upd0.1) as f64 / (upd1.0 - upd0.0) as f64);
+    let mut rollback_lock_ms = None;
+    if way == "pgshift-default" {
+        let events = std::env::temp_dir().join(format!("pgshift-bench-rb-{db}.jsonl"));
+        let _ = std::fs::remove_file(&events);
+        let status = tokio::process::Command::new(bin)
+            .args(["--database-url", &url, "-q", "rollback", "0001_scripts_id_bigint", "--events"])
+            .arg(&events)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await?;
+        if status.success() {
+            rollback_lock_ms = std::fs::read_to_string(&events)?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|e| e["event"] == "rolled_back")
+                .and_then(|e| e["lock_ms"].as_f64());
+        }
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let latencies = load.stop().await;
     stop_lag.store(true, Ordering::SeqCst);
     let peak_lag = lag.await.unwrap_or(-1.0);
+    let cutover_at = phases.iter().find(|(_, p)| p == "cutover").map(|(t, _)| *t);
+    let cutover_stall_ms = cutover_at.map(|c| {
+        latencies
+            .at
+            .iter()
+            .zip(&latencies.ms)
+            .filter(|(t, _)| {
+                let d = if **t > c { t.duration_since(c) } else { c.duration_since(**t) };
+                d.map(|d| d < Duration::from_secs(1)).unwrap_or(false)
+            })
+            .map(|(_, ms)| *ms)
+            .fold(0.0, f64::max)
+    });
+    let worst_during = latencies
+        .ms
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .and_then(|(i, _)| {
+            let t = latencies.at[i];
+            phases.iter().rev().find(|(p, _)| *p <= t).map(|(_, name)| name.clone())
+        });
     Ok(Way {
         way: way.to_string(),
         seconds,
@@ -295,7 +364,30 @@ async fn run_way(
         backfill_rows_per_s: extra.0,
         cutover_lock_ms: extra.1,
         peak_rss_mb: extra.2,
+        cutover_stall_ms,
+        worst_during,
+        hot_update_pct,
+        rollback_lock_ms,
     })
+}
+
+/// (time, phase) from pgshift's events: phase changes, and the cutover's commit.
+fn phase_times(log: &str) -> Vec<(std::time::SystemTime, String)> {
+    let mut out: Vec<(std::time::SystemTime, String)> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| {
+            let t = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
+            match e["event"].as_str()? {
+                "phase" => Some((t, e["phase"].as_str()?.to_string())),
+                // The event is written after the commit: the lock was held just before it.
+                "cutover" => Some((t, "cutover".to_string())),
+                _ => None,
+            }
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// (backfill rows/s, cutover lock ms) from pgshift's event log.
@@ -427,19 +519,34 @@ async fn main() -> Result<(), Error> {
             }
         };
         println!(
-            "| {way} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {:.2} | {} | {:.0} |",
+            "| {way} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} | {} | {:.0} | {} | {:.2} | {} | {:.0} |",
             med(way, &|r| r.seconds),
             med(way, &|r| r.seconds) / blocking_s,
             opt(&|r| r.backfill_rows_per_s),
             med(way, &|r| r.p50_ms),
             med(way, &|r| r.p99_ms),
             med(way, &|r| r.max_ms),
+            opt(&|r| r.cutover_stall_ms),
             med(way, &|r| r.failed as f64),
             opt(&|r| r.cutover_lock_ms),
             med(way, &|r| r.peak_replica_lag_s),
             opt(&|r| r.peak_rss_mb),
             med(way, &|r| r.wal_bytes as f64) / 1e6,
         );
+    }
+    let extra = |f: &dyn Fn(&Way) -> Option<f64>| {
+        let v: Vec<f64> = results.iter().filter(|r| r.way == "pgshift-default").filter_map(f).collect();
+        if v.is_empty() { "-".to_string() } else { format!("{:.1}", median(v)) }
+    };
+    println!(
+        "\npgshift-default: rollback after cutover held its locks {} ms; {}% of the backfill's updates to scripts were HOT.",
+        extra(&|r| r.rollback_lock_ms),
+        extra(&|r| r.hot_update_pct)
+    );
+    for r in &results {
+        if let Some(w) = &r.worst_during {
+            println!("- {}: worst application latency {:.1} ms, during `{w}`", r.way, r.max_ms);
+        }
     }
     let json = json!({"rows": args.rows, "reps": args.reps, "rate": args.rate,
         "baseline": {"p50_ms": base.pct(0.5), "p99_ms": base.pct(0.99), "max_ms": base.max()},
