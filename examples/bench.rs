@@ -187,7 +187,10 @@ fn watch_lag(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64>
 /// (updates, HOT updates) of `scripts` so far.
 async fn update_counts(client: &Client) -> Result<(i64, i64), Error> {
     let r = client
-        .query_one("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scripts'", &[])
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scripts'",
+            &[],
+        )
         .await?;
     Ok((r.get(0), r.get(1)))
 }
@@ -306,13 +309,21 @@ async fn run_way(
     let wal_bytes = wal_lsn(&admin).await? - wal0;
     tokio::time::sleep(Duration::from_millis(600)).await; // stats are flushed at most every 500 ms
     let upd1 = update_counts(&admin).await?;
-    let hot_update_pct = (upd1.0 > upd0.0).then(|| 100.0 * (upd1.1 - upd0.1) as f64 / (upd1.0 - upd0.0) as f64);
+    let hot_update_pct =
+        (upd1.0 > upd0.0).then(|| 100.0 * (upd1.1 - upd0.1) as f64 / (upd1.0 - upd0.0) as f64);
     let mut rollback_lock_ms = None;
     if way == "pgshift-default" {
         let events = std::env::temp_dir().join(format!("pgshift-bench-rb-{db}.jsonl"));
         let _ = std::fs::remove_file(&events);
         let status = tokio::process::Command::new(bin)
-            .args(["--database-url", &url, "-q", "rollback", "0001_scripts_id_bigint", "--events"])
+            .args([
+                "--database-url",
+                &url,
+                "-q",
+                "rollback",
+                "0001_scripts_id_bigint",
+                "--events",
+            ])
             .arg(&events)
             .stdout(std::process::Stdio::null())
             .status()
@@ -336,7 +347,11 @@ async fn run_way(
             .iter()
             .zip(&latencies.ms)
             .filter(|(t, _)| {
-                let d = if **t > c { t.duration_since(c) } else { c.duration_since(**t) };
+                let d = if **t > c {
+                    t.duration_since(c)
+                } else {
+                    c.duration_since(**t)
+                };
                 d.map(|d| d < Duration::from_secs(1)).unwrap_or(false)
             })
             .map(|(_, ms)| *ms)
@@ -349,7 +364,11 @@ async fn run_way(
         .max_by(|a, b| a.1.total_cmp(b.1))
         .and_then(|(i, _)| {
             let t = latencies.at[i];
-            phases.iter().rev().find(|(p, _)| *p <= t).map(|(_, name)| name.clone())
+            phases
+                .iter()
+                .rev()
+                .find(|(p, _)| *p <= t)
+                .map(|(_, name)| name.clone())
         });
     Ok(Way {
         way: way.to_string(),
@@ -535,8 +554,16 @@ async fn main() -> Result<(), Error> {
         );
     }
     let extra = |f: &dyn Fn(&Way) -> Option<f64>| {
-        let v: Vec<f64> = results.iter().filter(|r| r.way == "pgshift-default").filter_map(f).collect();
-        if v.is_empty() { "-".to_string() } else { format!("{:.1}", median(v)) }
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.way == "pgshift-default")
+            .filter_map(f)
+            .collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", median(v))
+        }
     };
     println!(
         "\npgshift-default: rollback after cutover held its locks {} ms; {}% of the backfill's updates to scripts were HOT.",
@@ -545,7 +572,10 @@ async fn main() -> Result<(), Error> {
     );
     for r in &results {
         if let Some(w) = &r.worst_during {
-            println!("- {}: worst application latency {:.1} ms, during `{w}`", r.way, r.max_ms);
+            println!(
+                "- {}: worst application latency {:.1} ms, during `{w}`",
+                r.way, r.max_ms
+            );
         }
     }
     let json = json!({"rows": args.rows, "reps": args.reps, "rate": args.rate,

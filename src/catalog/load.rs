@@ -79,7 +79,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     ARRAY(SELECT r.rulename::text FROM pg_rewrite r
                           WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'),
                     GREATEST(c.reltuples, 0)::int8,
-                    pg_total_relation_size(c.oid)
+                    pg_total_relation_size(c.oid),
+                    COALESCE((SELECT split_part(o, '=', 2)::int FROM unnest(c.reloptions) o
+                              WHERE o LIKE 'fillfactor=%'), 100)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             &[&oid],
@@ -97,6 +99,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         rules: row.get(6),
         estimated_rows: row.get(7),
         total_bytes: row.get(8),
+        fillfactor: row.get(9),
         columns: Vec::new(),
         indexes: Vec::new(),
         constraints: Vec::new(),

@@ -48,6 +48,9 @@ pub struct Table {
     pub estimated_rows: i64,
     /// Heap + indexes + toast.
     pub total_bytes: i64,
+    /// `fillfactor` storage parameter (100 when unset).
+    #[serde(default = "full")]
+    pub fillfactor: i32,
     pub columns: Vec<Column>,
     pub indexes: Vec<Index>,
     /// Constraints declared on this table.
@@ -57,6 +60,10 @@ pub struct Table {
     pub triggers: Vec<Trigger>,
     /// Other catalog objects that depend on a column (catch-all, described).
     pub column_dependents: Vec<Dependent>,
+}
+
+fn full() -> i32 {
+    100
 }
 
 impl Table {

@@ -305,7 +305,10 @@ impl Runner {
     /// Rollback before cutover: drop what pgshift created. Idempotent.
     pub async fn abort(&self) -> Result<()> {
         self.run_steps(&widen_integer::abort(&self.plan)).await?;
-        state::set_phase(&self.lifeline, self.name(), Phase::RolledBack).await
+        state::set_phase(&self.lifeline, self.name(), Phase::RolledBack).await?;
+        self.events
+            .emit("rolled_back", json!({"from": "before_cutover"}));
+        Ok(())
     }
 
     /// Rollback after cutover: refuse if new values no longer fit the old
@@ -353,6 +356,10 @@ impl Runner {
             self.name(),
             held.as_millis()
         ));
+        self.events.emit(
+            "rolled_back",
+            json!({"from": "cut_over", "lock_ms": held.as_millis() as u64}),
+        );
         self.cleanup_after_revert().await?;
         Ok(held)
     }
@@ -374,21 +381,66 @@ impl Runner {
     }
 
     async fn run_steps(&self, steps: &[Step]) -> Result<()> {
-        for step in steps {
+        let mut i = 0;
+        while i < steps.len() {
             self.check_interrupt()?;
+            // A run of steps that each touch one table: tables in parallel.
+            let run = steps[i..].iter().take_while(|s| s.lane.is_some()).count();
+            if self.workers > 1 && run > 1 {
+                self.run_lanes(&steps[i..i + run]).await?;
+                i += run;
+                continue;
+            }
+            let step = &steps[i];
             tracing::info!("{}", step.description);
             tracing::debug!("{}", step.sql);
-            self.run_step(step).await?;
+            self.run_step(&self.worker, step).await?;
+            i += 1;
         }
         Ok(())
     }
 
-    async fn run_step(&self, step: &Step) -> Result<()> {
+    /// Runs per-table steps with one connection per table (up to the pool's
+    /// size); each table's steps keep their order.
+    async fn run_lanes(&self, steps: &[Step]) -> Result<()> {
+        let mut lanes: Vec<(u32, Vec<&Step>)> = Vec::new();
+        for s in steps {
+            let lane = s.lane.expect("only lane steps here");
+            match lanes.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, v)) => v.push(s),
+                None => lanes.push((lane, vec![s])),
+            }
+        }
+        let connections = lanes.len().min(self.workers);
+        let mut extra = Vec::new();
+        for _ in 1..connections {
+            extra.push(self.extra_worker().await?);
+        }
+        let work = (0..connections).map(|c| {
+            let client: &Client = if c == 0 { &self.worker } else { &extra[c - 1] };
+            let mine: Vec<&Step> = lanes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % connections == c)
+                .flat_map(|(_, (_, v))| v.iter().copied())
+                .collect();
+            async move {
+                for step in mine {
+                    self.check_interrupt()?;
+                    tracing::info!("{}", step.description);
+                    self.run_step(client, step).await?;
+                }
+                Ok::<(), Error>(())
+            }
+        });
+        futures_util::future::try_join_all(work).await.map(|_| ())
+    }
+
+    async fn run_step(&self, client: &Client, step: &Step) -> Result<()> {
         match &step.action {
             Action::Ddl { skip_if } => {
                 if let Some(check) = skip_if {
-                    let done: bool = self
-                        .worker
+                    let done: bool = client
                         .query_one(check.as_str(), &[])
                         .await
                         .map_err(Error::db(format!(
@@ -401,7 +453,7 @@ impl Runner {
                     }
                 }
                 retry::ddl(
-                    &self.worker,
+                    client,
                     &step.sql,
                     &self.lock,
                     &step.description,
@@ -409,8 +461,13 @@ impl Runner {
                 )
                 .await
             }
-            Action::BuildIndex { schema, index } => self.build_index(step, schema, index).await,
-            Action::DropIndex => self.concurrently(&step.sql, &step.description).await,
+            Action::BuildIndex { schema, index } => {
+                self.build_index(client, step, schema, index).await
+            }
+            Action::DropIndex => {
+                self.concurrently(client, &step.sql, &step.description)
+                    .await
+            }
             Action::Backfill { table } => {
                 let t = self.plan.table(*table).ok_or_else(|| {
                     Error::Runtime(format!("table oid {table} is not in the plan"))
@@ -434,13 +491,13 @@ impl Runner {
     /// waits and their SHARE UPDATE EXCLUSIVE lock do not block the
     /// application's reads and writes, so no lock_timeout applies: a timeout
     /// here would only leave an invalid index behind.
-    async fn concurrently(&self, sql: &str, what: &str) -> Result<()> {
+    async fn concurrently(&self, client: &Client, sql: &str, what: &str) -> Result<()> {
         // Separate calls: several statements in one call form an implicit
         // transaction block, which CONCURRENTLY refuses.
         let run = async {
-            self.worker.batch_execute("SET lock_timeout = 0").await?;
-            let result = self.worker.batch_execute(sql).await;
-            self.worker
+            client.batch_execute("SET lock_timeout = 0").await?;
+            let result = client.batch_execute(sql).await;
+            client
                 .batch_execute(&format!(
                     "SET lock_timeout = {}",
                     self.lock.lock_timeout.as_millis()
@@ -451,9 +508,14 @@ impl Runner {
         run.await.map_err(Error::db(format!("{what} failed")))
     }
 
-    async fn build_index(&self, step: &Step, schema: &str, index: &str) -> Result<()> {
-        let valid: Option<bool> = self
-            .worker
+    async fn build_index(
+        &self,
+        client: &Client,
+        step: &Step,
+        schema: &str,
+        index: &str,
+    ) -> Result<()> {
+        let valid: Option<bool> = client
             .query_opt(
                 "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
@@ -474,11 +536,13 @@ impl Runner {
                     "DROP INDEX CONCURRENTLY IF EXISTS {}",
                     crate::names::qualified(schema, index)
                 );
-                self.concurrently(&drop, "drop the invalid index").await?;
+                self.concurrently(client, &drop, "drop the invalid index")
+                    .await?;
             }
             None => {}
         }
-        self.concurrently(&step.sql, &step.description).await
+        self.concurrently(client, &step.sql, &step.description)
+            .await
     }
 
     async fn verify(&self, table: u32, step: &Step) -> Result<()> {

@@ -18,6 +18,10 @@ pub struct Step {
     pub blocking: bool,
     #[serde(skip)]
     pub action: Action,
+    /// The one table this step touches, when it touches one: steps of
+    /// different tables may run in parallel.
+    #[serde(skip)]
+    pub lane: Option<u32>,
 }
 
 /// How the runner executes a step.

@@ -28,6 +28,7 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         rules: vec![],
         estimated_rows: 1000,
         total_bytes: 1 << 20,
+        fillfactor: 100,
         columns,
         indexes: vec![],
         constraints: vec![],

@@ -20,6 +20,9 @@ pub struct ClusterOptions {
     pub fsync: bool,
     /// Extra lines appended to postgresql.conf.
     pub extra_conf: Vec<String>,
+    /// Serve TLS only: a self-signed certificate (openssl), and pg_hba
+    /// rejecting unencrypted TCP connections.
+    pub tls_only: bool,
 }
 
 impl Default for ClusterOptions {
@@ -28,6 +31,7 @@ impl Default for ClusterOptions {
             max_connections: 100,
             fsync: false,
             extra_conf: Vec::new(),
+            tls_only: false,
         }
     }
 }
@@ -96,6 +100,9 @@ impl Cluster {
             extra = options.extra_conf.join("\n"),
         );
         append(&data.join("postgresql.conf"), &conf)?;
+        if options.tls_only {
+            cluster.enable_tls_only()?;
+        }
         cluster.start_on_free_port()?;
         Ok(cluster)
     }
@@ -138,6 +145,38 @@ impl Cluster {
         )?;
         replica.start_on_free_port()?;
         Ok(replica)
+    }
+
+    fn enable_tls_only(&self) -> io::Result<()> {
+        let data = self.data_dir();
+        self.run_checked(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                ])
+                .arg("-keyout")
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(data.join("server.crt")),
+            "openssl",
+        )?;
+        fs::set_permissions(data.join("server.key"), fs::Permissions::from_mode(0o600))?;
+        append(&data.join("postgresql.conf"), "ssl = on\n")?;
+        let hba = data.join("pg_hba.conf");
+        let rest = fs::read_to_string(&hba)?;
+        fs::write(
+            &hba,
+            format!("hostnossl all all 127.0.0.1/32 reject\n{rest}"),
+        )?;
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {

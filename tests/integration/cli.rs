@@ -193,3 +193,55 @@ fn lint_reports_per_file_and_line_and_exits_1_on_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown lint rule \"no-such-rule\""));
     assert_eq!(lint(&["lint", "missing.sql"]).status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
+    // A server that rejects unencrypted connections, with a self-signed certificate.
+    let options = pgshift::testkit::ClusterOptions {
+        tls_only: true,
+        ..Default::default()
+    };
+    let cluster =
+        tokio::task::spawn_blocking(move || pgshift::testkit::Cluster::start_with(options))
+            .await
+            .unwrap()
+            .expect("start a TLS-only primary");
+    let base = cluster.url("postgres");
+    let run = pgshift(&format!("{base}?sslmode=disable"), &["status"]).await;
+    assert_eq!(
+        run.code, 3,
+        "plain connections are rejected: {}",
+        run.stderr
+    );
+    let run = pgshift(&format!("{base}?sslmode=require"), &["status"]).await;
+    assert_eq!(
+        run.code, 0,
+        "require encrypts without checking identity: {}",
+        run.stderr
+    );
+    let run = pgshift(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres sslmode=prefer",
+            cluster.port()
+        ),
+        &["status"],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "key=value strings and prefer work: {}",
+        run.stderr
+    );
+    let run = pgshift(&format!("{base}?sslmode=verify-full"), &["status"]).await;
+    assert_eq!(
+        run.code, 3,
+        "a self-signed certificate is not trusted: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("127.0.0.1:{}", cluster.port())),
+        "{}",
+        run.stderr
+    );
+}

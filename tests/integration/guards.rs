@@ -154,7 +154,9 @@ async fn a_running_pgshift_rolls_back_through_its_lifeline_when_the_server_is_fu
         })
         .collect();
     assert!(
-        kinds.contains(&"phase".to_string()) && kinds.contains(&"paused".to_string()),
+        kinds.contains(&"phase".to_string())
+            && kinds.contains(&"paused".to_string())
+            && kinds.contains(&"rolled_back".to_string()),
         "{kinds:?}"
     );
 }
@@ -324,4 +326,136 @@ async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
             .get::<_, String>(0),
         "cut_over"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    let (dir, path) = migration("0024_pause", SCRIPTS_ID);
+    let events = dir.path().join("events.jsonl");
+    let hooked = dir.path().join("hook.jsonl");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--batch-size",
+            "200",
+            "--max-rows-per-second",
+            "4000",
+        ])
+        .arg("--events")
+        .arg(&events)
+        .arg("--on-event")
+        .arg(format!(
+            "cat >> '{}'; echo >> '{}'",
+            hooked.display(),
+            hooked.display()
+        ))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    assert!(
+        wait_until(
+            &client,
+            "SELECT EXISTS (SELECT 1 FROM pgshift.backfill WHERE rows_done > 0)",
+            Duration::from_secs(30)
+        )
+        .await
+    );
+
+    // From another terminal.
+    let run = pgshift(&url, &["pause", "0024_pause"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        wait_until(
+            &client,
+            "SELECT paused AND pause_reason LIKE 'pause requested%' FROM pgshift.migrations",
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    let before = sum_rows(&client).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        sum_rows(&client).await,
+        before,
+        "the backfill went on while paused"
+    );
+    let status = pgshift(&url, &["status"]).await;
+    assert!(
+        status.stdout.contains("paused: pause requested"),
+        "{}",
+        status.stdout
+    );
+    let run = pgshift(&url, &["resume", "0024_pause"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("asked to continue"), "{}", run.stdout);
+    assert!(
+        wait_until(
+            &client,
+            "SELECT NOT paused FROM pgshift.migrations",
+            Duration::from_secs(10)
+        )
+        .await
+    );
+
+    // By signal.
+    // SAFETY: kill(2) on a child process we started; no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let paused = wait_until(
+        &client,
+        "SELECT paused AND pause_reason LIKE 'paused by SIGUSR1%' FROM pgshift.migrations",
+        Duration::from_secs(10),
+    )
+    .await;
+    unsafe { libc::kill(pid, libc::SIGUSR2) };
+    assert!(paused, "SIGUSR1 did not pause the backfill");
+
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds = |path: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let logged = kinds(&events);
+    for kind in ["phase", "paused", "resumed", "cutover"] {
+        assert!(
+            logged.iter().any(|k| k == kind),
+            "no {kind} event in {logged:?}"
+        );
+    }
+    // The hook runs asynchronously: give the last ones a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooked = kinds(&hooked);
+    assert!(
+        hooked.iter().any(|k| k == "paused") && hooked.iter().any(|k| k == "cutover"),
+        "{hooked:?}"
+    );
+}
+
+async fn sum_rows(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT sum(rows_done)::int8 FROM pgshift.backfill", &[])
+        .await
+        .unwrap()
+        .get(0)
 }

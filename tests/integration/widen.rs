@@ -346,3 +346,70 @@ async fn a_changed_file_is_refused_on_resume() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_during_backfill_then_resume_finishes_correctly() {
+    let (mut cluster, _client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0006_restart", SCRIPTS_ID);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--batch-size",
+            "100",
+            "--max-rows-per-second",
+            "5000",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let probe = connect(&url).await;
+    assert!(
+        wait_until(
+            &probe,
+            "SELECT EXISTS (SELECT 1 FROM pgshift.backfill WHERE rows_done >= 2000)",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the backfill never got going"
+    );
+    drop(probe);
+    // Crash (immediate shutdown, no checkpoint) and come back.
+    // Kept alive to the end of the test: dropping it stops the server.
+    let _cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(true).expect("restart");
+        cluster
+    })
+    .await
+    .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a lost connection is a runtime failure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+
+    let client = connect(&url).await;
+    let resumed = pgshift(&url, &["resume", "0006_restart"]).await;
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(
+        one_string(&client, "SELECT phase FROM pgshift.migrations").await,
+        "cut_over"
+    );
+    assert_matches_control(&client).await;
+    let differing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM scripts WHERE pgshift_old_id IS DISTINCT FROM id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differing, 0);
+}

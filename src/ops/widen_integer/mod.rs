@@ -47,6 +47,7 @@ fn step(
         lock,
         blocking,
         action,
+        lane: None,
     }
 }
 
@@ -139,57 +140,72 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
 }
 
 /// validate: indexes, constraints, a verification pass, statistics.
+///
+/// Steps that touch one table carry it as their lane, so tables can be
+/// validated in parallel when the connection budget allows; foreign keys
+/// (two tables) and the verification pass run on their own.
 pub fn validate(plan: &Plan) -> Vec<Step> {
+    let in_lane = |t: &TablePlan, mut s: Step| {
+        s.lane = Some(t.oid);
+        s
+    };
     let mut steps = Vec::new();
     for t in &plan.tables {
         for ix in &t.indexes {
-            steps.push(step(
-                "validating",
-                format!(
-                    "build index {} concurrently on the shadow column (becomes {} at cutover)",
-                    ix.shadow, ix.name
+            steps.push(in_lane(
+                t,
+                step(
+                    "validating",
+                    format!(
+                        "build index {} concurrently on the shadow column (becomes {} at cutover)",
+                        ix.shadow, ix.name
+                    ),
+                    ix.create_sql.clone(),
+                    SHARE_UPDATE_EXCLUSIVE,
+                    Action::BuildIndex {
+                        schema: t.schema.clone(),
+                        index: ix.shadow.clone(),
+                    },
                 ),
-                ix.create_sql.clone(),
-                SHARE_UPDATE_EXCLUSIVE,
-                Action::BuildIndex {
-                    schema: t.schema.clone(),
-                    index: ix.shadow.clone(),
-                },
             ));
         }
-    }
-    for t in &plan.tables {
         for c in t.columns.iter().filter(|c| c.not_null) {
-            steps.push(step(
-                "validating",
-                format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
-                format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
-                    t.qualified(),
-                    quote(&c.not_null_check),
-                    quote(&c.shadow)
+            steps.push(in_lane(
+                t,
+                step(
+                    "validating",
+                    format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
+                    format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                        t.qualified(),
+                        quote(&c.not_null_check),
+                        quote(&c.shadow)
+                    ),
+                    ACCESS_EXCLUSIVE,
+                    Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
                 ),
-                ACCESS_EXCLUSIVE,
-                Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
             ));
-            steps.push(validate_step(&t.qualified(), &c.not_null_check));
+            steps.push(in_lane(t, validate_step(&t.qualified(), &c.not_null_check)));
         }
         for chk in &t.checks {
-            steps.push(step(
-                "validating",
-                format!("rebuild check {} on the shadow column", chk.name),
-                format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
-                    t.qualified(),
-                    quote(&chk.shadow),
-                    chk.definition
+            steps.push(in_lane(
+                t,
+                step(
+                    "validating",
+                    format!("rebuild check {} on the shadow column", chk.name),
+                    format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                        t.qualified(),
+                        quote(&chk.shadow),
+                        chk.definition
+                    ),
+                    ACCESS_EXCLUSIVE,
+                    Action::Ddl {
+                        skip_if: Some(constraint_exists(t, &chk.shadow)),
+                    },
                 ),
-                ACCESS_EXCLUSIVE,
-                Action::Ddl {
-                    skip_if: Some(constraint_exists(t, &chk.shadow)),
-                },
             ));
-            steps.push(validate_step(&t.qualified(), &chk.shadow));
+            steps.push(in_lane(t, validate_step(&t.qualified(), &chk.shadow)));
         }
     }
     for fk in &plan.foreign_keys {
@@ -222,17 +238,22 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             NONE,
             Action::Verify { table: t.oid },
         ));
+    }
+    for t in &plan.tables {
         let shadows: Vec<String> = t.columns.iter().map(|c| quote(&c.shadow)).collect();
-        steps.push(step(
-            "validating",
-            format!(
-                "statistics for the shadow column{} of {}",
-                if shadows.len() > 1 { "s" } else { "" },
-                t.display()
+        steps.push(in_lane(
+            t,
+            step(
+                "validating",
+                format!(
+                    "statistics for the shadow column{} of {}",
+                    if shadows.len() > 1 { "s" } else { "" },
+                    t.display()
+                ),
+                format!("ANALYZE {} ({})", t.qualified(), shadows.join(", ")),
+                SHARE_UPDATE_EXCLUSIVE,
+                Action::Ddl { skip_if: None },
             ),
-            format!("ANALYZE {} ({})", t.qualified(), shadows.join(", ")),
-            SHARE_UPDATE_EXCLUSIVE,
-            Action::Ddl { skip_if: None },
         ));
     }
     steps
