@@ -98,6 +98,10 @@ pub struct PlanArgs {
     /// Show statements pgshift cannot parse as they would run, verbatim.
     #[arg(long)]
     pub allow_unparsed: bool,
+
+    /// Recreate and refresh dependent materialized views inside the cutover.
+    #[arg(long)]
+    pub rebuild_matviews: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +169,11 @@ pub struct ApplyArgs {
     /// (folder) Run statements pgshift cannot parse verbatim, under lock_timeout.
     #[arg(long)]
     pub allow_unparsed: bool,
+
+    /// Recreate and refresh dependent materialized views inside the cutover
+    /// (it then holds its locks for the refresh); refused without it.
+    #[arg(long)]
+    pub rebuild_matviews: bool,
 
     /// Stop at `ready`, before the cutover; finish later with `pgshift cutover`.
     #[arg(long)]

@@ -57,7 +57,7 @@ fn primary(global: &GlobalArgs) -> Result<Target> {
 }
 
 /// Reads the file, resolves its tables and plans it against the live catalog.
-async fn make_plan(client: &Client, file: &MigrationFile) -> Result<Plan> {
+async fn make_plan(client: &Client, file: &MigrationFile, options: plan::Options) -> Result<Plan> {
     let intents = migration::intents(file)?;
     let mut requests = Vec::new();
     for located in &intents {
@@ -79,7 +79,7 @@ async fn make_plan(client: &Client, file: &MigrationFile) -> Result<Plan> {
     }
     let roots: Vec<u32> = requests.iter().map(|r| r.table).collect();
     let snapshot = catalog::load(client, &roots).await?;
-    plan::build(&file.name, &file.checksum, &requests, &snapshot)
+    plan::build(&file.name, &file.checksum, &requests, &snapshot, options)
 }
 
 fn refuse_blockers(plan: &Plan) -> Result<()> {
@@ -116,7 +116,10 @@ async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs) -> Result<
             .map_err(io_error);
     }
     let client = primary(global)?.connect(APP_NAME).await?;
-    let plan = make_plan(&client, &file).await?;
+    let options = plan::Options {
+        rebuild_matviews: args.rebuild_matviews,
+    };
+    let plan = make_plan(&client, &file, options).await?;
     printer
         .report(&PlanReport::new(plan.clone()))
         .map_err(io_error)?;
@@ -372,7 +375,14 @@ async fn apply_file(global: &GlobalArgs, printer: &Printer, args: ApplyArgs) -> 
     migration::intents(&file)?;
     let target = primary(global)?;
     let client = target.connect(APP_NAME).await?;
-    let plan = make_plan(&client, &file).await?;
+    let plan = make_plan(
+        &client,
+        &file,
+        plan::Options {
+            rebuild_matviews: args.rebuild_matviews,
+        },
+    )
+    .await?;
     refuse_blockers(&plan)?;
     if let Some(existing) = state::get(&client, &file.name).await? {
         match existing.phase {
@@ -1083,7 +1093,15 @@ async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArgs) -> Resul
             Error::Usage("on a writable clone, pass the migration's .sql path".into())
         })?;
         let file = MigrationFile::read(&p)?;
-        make_plan(&target, &file).await?
+        // A rehearsal is rolled back: materialized views may be rebuilt in it.
+        make_plan(
+            &target,
+            &file,
+            plan::Options {
+                rebuild_matviews: true,
+            },
+        )
+        .await?
     };
     let result = run_check(&target, &plan, None, &args.workload).await?;
     let regressions = result.regressions;

@@ -115,7 +115,13 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     (SELECT dep.objid FROM pg_depend dep JOIN pg_class s ON s.oid = dep.objid
                      WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
                        AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum
-                       AND dep.deptype IN ('a', 'i') AND s.relkind = 'S' LIMIT 1)
+                       AND dep.deptype IN ('a', 'i') AND s.relkind = 'S' LIMIT 1),
+                    ARRAY(SELECT x.privilege_type || ' ' ||
+                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
+                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+                          FROM aclexplode(a.attacl) x),
+                    col_description(a.attrelid, a.attnum),
+                    COALESCE(a.attstattarget::int4, -1)::int2
              FROM pg_attribute a
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -139,6 +145,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             identity: row.get(5),
             generated: row.get(6),
             sequence,
+            privileges: row.get(8),
+            comment: row.get(9),
+            statistics: row.get(10),
         });
     }
 
@@ -331,7 +340,9 @@ async fn load_views(client: &Client, tables: &BTreeSet<u32>) -> Result<Vec<View>
                             AND d.refobjid <> c.oid),
                     EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid)
                       OR EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'),
-                    GREATEST(c.reltuples, 0)::int8
+                    GREATEST(c.reltuples, 0)::int8,
+                    ARRAY(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+                          WHERE i.indrelid = c.oid ORDER BY i.indexrelid)
              FROM deps JOIN pg_class c ON c.oid = deps.view_oid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('v', 'm')
@@ -371,6 +382,7 @@ async fn load_views(client: &Client, tables: &BTreeSet<u32>) -> Result<Vec<View>
             depends_on_views: row.get(9),
             has_triggers_or_rules: row.get(10),
             estimated_rows: row.get(11),
+            indexes: row.get(12),
         });
     }
     Ok(views)

@@ -108,6 +108,14 @@ pub struct Column {
     pub generated: bool,
     /// The sequence owned by this column (serial or identity).
     pub sequence: Option<Sequence>,
+    /// Column privileges as `PRIVILEGE grantee [WITH GRANT OPTION]`.
+    #[serde(default)]
+    pub privileges: Vec<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// `attstattarget` when set (-1 or 0 when default).
+    #[serde(default)]
+    pub statistics: i16,
 }
 
 impl Column {
@@ -220,6 +228,9 @@ pub struct View {
     /// Whether it has triggers or rules besides `_RETURN`.
     pub has_triggers_or_rules: bool,
     pub estimated_rows: i64,
+    /// Index definitions (materialized views can have indexes).
+    #[serde(default)]
+    pub indexes: Vec<String>,
 }
 
 impl View {

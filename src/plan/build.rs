@@ -24,11 +24,20 @@ pub struct Request {
 const WIDENABLE: [&str; 2] = ["smallint", "integer"];
 
 /// Plans the widening of the requested columns and everything that depends on them.
+/// Choices the user makes about the plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Recreate and refresh dependent materialized views inside the cutover
+    /// (which then holds its locks for the refresh); refused without it.
+    pub rebuild_matviews: bool,
+}
+
 pub fn build(
     migration: &str,
     checksum: &str,
     requests: &[Request],
     catalog: &Catalog,
+    options: Options,
 ) -> Result<Plan> {
     let mut blockers = Vec::new();
     let mut widen: BTreeMap<u32, BTreeMap<i16, String>> = BTreeMap::new();
@@ -107,8 +116,15 @@ pub fn build(
         tables.push(plan_table(migration, t, &widen[&oid], &mut blockers));
     }
     let foreign_keys = plan_foreign_keys(catalog, &widen, &mut blockers);
-    let views = plan_views(catalog, &widen, &mut blockers);
+    let views = plan_views(catalog, &widen, &mut blockers, options);
     let mut warnings = warnings(&tables, &views);
+    for v in views.iter().filter(|v| v.materialized) {
+        warnings.push(format!(
+            "materialized view {}.{} (about {} rows) is recreated and refreshed inside the cutover transaction: the cutover \
+             holds its locks, and blocks the tables, for as long as that refresh takes",
+            v.schema, v.name, v.estimated_rows
+        ));
+    }
     // Full pages make every backfill update a non-HOT one: a new index entry in
     // every index of the table, and a dead tuple for vacuum.
     let full: Vec<String> = order
@@ -255,6 +271,9 @@ fn plan_table(
             },
             sequence,
             reason: reason.clone(),
+            privileges: c.privileges.clone(),
+            comment: c.comment.clone(),
+            statistics: c.statistics,
         });
     }
 
@@ -480,6 +499,7 @@ fn plan_views(
     catalog: &Catalog,
     widen: &BTreeMap<u32, BTreeMap<i16, String>>,
     blockers: &mut Vec<Blocker>,
+    options: Options,
 ) -> Vec<ViewPlan> {
     let mut affected: BTreeSet<u32> = catalog
         .views
@@ -531,11 +551,15 @@ fn plan_views(
     }
     let mut out = Vec::new();
     for v in ordered {
-        if v.kind == "m" {
+        if v.kind == "m" && !options.rebuild_matviews {
             blockers.push(Blocker {
                 object: format!("materialized view {}", v.display()),
-                reason: format!("it must be rebuilt and refreshed at cutover (about {} rows), which can be slow", v.estimated_rows),
-                remedy: "drop it before the migration and recreate it after cutover".into(),
+                reason: format!(
+                    "it must be recreated and refreshed inside the cutover (about {} rows), which holds the cutover's locks for as long",
+                    v.estimated_rows
+                ),
+                remedy: "pass --rebuild-matviews to accept that, or drop it before the migration and recreate it after cutover"
+                    .into(),
             });
             continue;
         }
@@ -554,6 +578,9 @@ fn plan_views(
             owner: v.owner.clone(),
             grants: v.grants.clone(),
             comment: v.comment.clone(),
+            materialized: v.kind == "m",
+            indexes: v.indexes.clone(),
+            estimated_rows: v.estimated_rows,
         });
     }
     out

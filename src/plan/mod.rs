@@ -12,7 +12,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-pub use build::{build, Request};
+pub use build::{build, Options, Request};
 
 /// The online plan of one migration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,6 +107,14 @@ pub struct ColumnPlan {
     pub sequence: Option<SequencePlan>,
     /// Why it is widened: requested, or which key it references.
     pub reason: String,
+    /// Column privileges (`PRIVILEGE grantee …`), comment and statistics
+    /// target, given to the shadow column so they survive the cutover.
+    #[serde(default)]
+    pub privileges: Vec<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub statistics: i16,
 }
 
 impl ColumnPlan {
@@ -186,6 +194,14 @@ pub struct ViewPlan {
     pub owner: String,
     pub grants: Vec<String>,
     pub comment: Option<String>,
+    /// A materialized view (recreated WITH DATA; only with --rebuild-matviews).
+    #[serde(default)]
+    pub materialized: bool,
+    /// Its indexes (`pg_get_indexdef`), recreated after it.
+    #[serde(default)]
+    pub indexes: Vec<String>,
+    #[serde(default)]
+    pub estimated_rows: i64,
 }
 
 impl ViewPlan {

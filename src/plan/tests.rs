@@ -13,6 +13,9 @@ fn column(attnum: i16, name: &str, type_name: &str) -> Column {
         identity: String::new(),
         generated: false,
         sequence: None,
+        privileges: vec![],
+        comment: None,
+        statistics: -1,
     }
 }
 
@@ -118,6 +121,7 @@ fn incident() -> Catalog {
         depends_on_views: vec![],
         has_triggers_or_rules: false,
         estimated_rows: 0,
+        indexes: vec![],
     };
     Catalog {
         tables: vec![scripts, runs, archived],
@@ -134,7 +138,7 @@ fn plan(catalog: &Catalog, requests: &[(u32, &str)]) -> Plan {
             column: c.to_string(),
         })
         .collect();
-    build("m", "abc", &requests, catalog).unwrap()
+    build("m", "abc", &requests, catalog, Options::default()).unwrap()
 }
 
 #[test]
@@ -235,6 +239,7 @@ fn tables_without_a_primary_key_or_partitioned_are_blocked_and_bigint_is_a_no_op
             column: "nope".into(),
         }],
         &incident(),
+        Options::default(),
     )
     .unwrap_err();
     assert_eq!(

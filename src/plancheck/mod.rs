@@ -210,7 +210,12 @@ pub async fn rehearsal(
     let outcome = async {
         let mut ddl = Vec::new();
         for v in plan.views.iter().rev() {
-            ddl.push(format!("DROP VIEW {}", v.qualified()));
+            let kind = if v.materialized {
+                "MATERIALIZED VIEW"
+            } else {
+                "VIEW"
+            };
+            ddl.push(format!("DROP {kind} {}", v.qualified()));
         }
         for t in &plan.tables {
             let alters: Vec<String> = t
@@ -225,7 +230,17 @@ pub async fn rehearsal(
             ));
         }
         for v in &plan.views {
-            ddl.push(format!("CREATE VIEW {} AS {}", v.qualified(), v.definition));
+            let kind = if v.materialized {
+                "MATERIALIZED VIEW"
+            } else {
+                "VIEW"
+            };
+            ddl.push(format!(
+                "CREATE {kind} {} AS {}",
+                v.qualified(),
+                v.definition
+            ));
+            ddl.extend(v.indexes.iter().cloned());
         }
         for t in &plan.tables {
             ddl.push(format!("ANALYZE {}", t.qualified()));

@@ -413,3 +413,97 @@ async fn a_postgres_crash_during_backfill_then_resume_finishes_correctly() {
         .get(0);
     assert_eq!(differing, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_are_refused_unless_rebuilt_on_request() {
+    let (cluster, client) = incident_primary(5_000).await;
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW runs_per_script AS SELECT script_id, count(*) AS runs FROM script_runs GROUP BY script_id;
+             CREATE UNIQUE INDEX runs_per_script_key ON runs_per_script (script_id);
+             COMMENT ON MATERIALIZED VIEW runs_per_script IS 'nightly report';",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0007_matview", SCRIPTS_ID);
+    let run = pgshift(&url, &["plan", &path]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stdout.contains("materialized view runs_per_script")
+            && run.stdout.contains("--rebuild-matviews"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("about 5000 rows") || run.stdout.contains("rows)"),
+        "{}",
+        run.stdout
+    );
+
+    let run = pgshift(&url, &["apply", &path, "--rebuild-matviews"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = client
+        .query_one(
+            "SELECT format_type(a.atttypid, a.atttypmod), c.relispopulated, obj_description(c.oid, 'pg_class'),
+                    (SELECT count(*) FROM pg_index WHERE indrelid = c.oid)
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'script_id'
+             WHERE c.relname = 'runs_per_script'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "bigint",
+        "the matview reads the new column"
+    );
+    assert!(row.get::<_, bool>(1), "and is populated");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("nightly report")
+    );
+    assert_eq!(row.get::<_, i64>(3), 1, "its index is back");
+    let total: i64 = client
+        .query_one("SELECT sum(runs)::int8 FROM runs_per_script", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM script_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, runs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_privileges_comment_and_statistics_target_survive_the_cutover() {
+    let (cluster, client) = incident_primary(2_000).await;
+    client
+        .batch_execute(
+            "CREATE ROLE reporting;
+             GRANT SELECT (id, name) ON scripts TO reporting;
+             COMMENT ON COLUMN scripts.id IS 'the key';
+             ALTER TABLE scripts ALTER COLUMN id SET STATISTICS 500;",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0008_acl", SCRIPTS_ID);
+    let run = pgshift(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = client
+        .query_one(
+            "SELECT has_column_privilege('reporting', 'scripts', 'id', 'SELECT'),
+                    col_description('scripts'::regclass, attnum), attstattarget::int4, format_type(atttypid, atttypmod)
+             FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "reporting can still read scripts.id");
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("the key"));
+    assert_eq!(row.get::<_, i32>(2), 500);
+    assert_eq!(row.get::<_, String>(3), "bigint");
+}

@@ -71,6 +71,44 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
+        // Privileges, comment and statistics target belong to the column, not
+        // its name: give them to the shadow column now, or they stay behind.
+        let mut carry = Vec::new();
+        for c in &t.columns {
+            for p in &c.privileges {
+                let (privilege, grantee) = p.split_once(' ').unwrap_or((p.as_str(), "PUBLIC"));
+                carry.push(format!(
+                    "GRANT {privilege} ({}) ON {} TO {grantee}",
+                    quote(&c.shadow),
+                    t.qualified()
+                ));
+            }
+            if let Some(comment) = &c.comment {
+                carry.push(format!(
+                    "COMMENT ON COLUMN {}.{} IS {}",
+                    t.qualified(),
+                    quote(&c.shadow),
+                    literal(comment)
+                ));
+            }
+            if c.statistics > 0 {
+                carry.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} SET STATISTICS {}",
+                    t.qualified(),
+                    quote(&c.shadow),
+                    c.statistics
+                ));
+            }
+        }
+        if !carry.is_empty() {
+            steps.push(step(
+                "expanding",
+                format!("give the shadow column{} of {} the old column's privileges, comment and statistics target", if t.columns.len() > 1 { "s" } else { "" }, t.display()),
+                carry.join(";\n"),
+                SHARE_UPDATE_EXCLUSIVE,
+                Action::Ddl { skip_if: None },
+            ));
+        }
         let copies: String = t
             .columns
             .iter()
@@ -291,9 +329,7 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         tables.join(", ")
     ));
-    for v in plan.views.iter().rev() {
-        s.push(format!("DROP VIEW {}", v.qualified()));
-    }
+    drop_views(&mut s, plan);
     for t in &plan.tables {
         s.push(format!(
             "DROP TRIGGER IF EXISTS {} ON {}",
@@ -424,7 +460,8 @@ pub fn locked_tables(plan: &Plan) -> Vec<String> {
     tables
 }
 
-/// Recreates the views, in dependency order, with options, owner, grants, comment.
+/// Recreates the views, in dependency order, with options, owner, grants,
+/// comment; materialized views are refreshed (WITH DATA) and get their indexes.
 fn push_views(s: &mut Vec<String>, plan: &Plan) {
     for v in &plan.views {
         let with = if v.options.is_empty() {
@@ -432,24 +469,42 @@ fn push_views(s: &mut Vec<String>, plan: &Plan) {
         } else {
             format!(" WITH ({})", v.options.join(", "))
         };
+        let kind = if v.materialized {
+            "MATERIALIZED VIEW"
+        } else {
+            "VIEW"
+        };
         s.push(format!(
-            "CREATE VIEW {}{with} AS {}",
+            "CREATE {kind} {}{with} AS {}",
             v.qualified(),
             v.definition
         ));
+        s.extend(v.indexes.iter().cloned());
         s.push(format!(
-            "ALTER VIEW {} OWNER TO {}",
+            "ALTER {kind} {} OWNER TO {}",
             v.qualified(),
             quote(&v.owner)
         ));
         s.extend(v.grants.iter().cloned());
         if let Some(comment) = &v.comment {
             s.push(format!(
-                "COMMENT ON VIEW {} IS {}",
+                "COMMENT ON {kind} {} IS {}",
                 v.qualified(),
                 literal(comment)
             ));
         }
+    }
+}
+
+/// Drops the views, dependents first.
+fn drop_views(s: &mut Vec<String>, plan: &Plan) {
+    for v in plan.views.iter().rev() {
+        let kind = if v.materialized {
+            "MATERIALIZED VIEW"
+        } else {
+            "VIEW"
+        };
+        s.push(format!("DROP {kind} {}", v.qualified()));
     }
 }
 

@@ -139,9 +139,7 @@ pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         tables.join(", ")
     ));
-    for v in plan.views.iter().rev() {
-        s.push(format!("DROP VIEW {}", v.qualified()));
-    }
+    drop_views(&mut s, plan);
     for t in &plan.tables {
         s.push(format!(
             "DROP TRIGGER IF EXISTS {} ON {}",
