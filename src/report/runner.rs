@@ -16,6 +16,7 @@ fn action_sql(a: &Action) -> String {
     match a {
         Action::Ddl(sql) => sql.clone(),
         Action::BuildIndex { sql, .. } => sql.clone(),
+        Action::Transaction(statements) => format!("BEGIN;\n{};\nCOMMIT", statements.join(";\n")),
         Action::Backfill { table, column, expr } => format!(
             "UPDATE {table} SET {column} = {expr} WHERE ctid >= '(p,0)' AND ctid < '(p+256,0)' AND {column} IS NULL  -- per range of heap pages"
         ),
@@ -26,6 +27,10 @@ fn lock_of(a: &Action) -> (&'static str, bool) {
     match a {
         Action::BuildIndex { .. } => ("SHARE UPDATE EXCLUSIVE", false),
         Action::Backfill { .. } => ("ROW EXCLUSIVE", false),
+        Action::Transaction(_) => (
+            "as the statements take, held to COMMIT (under lock_timeout)",
+            true,
+        ),
         Action::Ddl(sql) if sql.to_uppercase().contains("VALIDATE CONSTRAINT") => {
             ("SHARE UPDATE EXCLUSIVE", false)
         }

@@ -23,6 +23,9 @@ pub enum Action {
         column: String,
         expr: String,
     },
+    /// The statements of a file that manages its own transaction, run as
+    /// written in one transaction, retried whole on lock timeouts.
+    Transaction(Vec<String>),
 }
 
 /// A statement and how it runs.
@@ -287,6 +290,7 @@ mod tests {
                     column,
                     expr,
                 } => format!("backfill {table}.{column} = {expr}"),
+                Action::Transaction(s) => s.join("; "),
             })
             .collect()
     }

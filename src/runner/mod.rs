@@ -68,7 +68,8 @@ pub async fn states(client: &Client, dir: &Path) -> Result<Vec<FileState>> {
         let row = if exists {
             client
                 .query_opt(
-                    "SELECT checksum, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), duration_ms
+                    "SELECT checksum, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), duration_ms,
+                            steps_done
                      FROM pgshift.applied WHERE name = $1",
                     &[&file.name],
                 )
@@ -79,6 +80,10 @@ pub async fn states(client: &Client, dir: &Path) -> Result<Vec<FileState>> {
         };
         let (state, applied_at, duration_ms) = match row {
             None => ("pending", None, None),
+            // Edited before any step of it ran: still simply pending.
+            Some(r) if r.get::<_, Option<String>>(1).is_none() && r.get::<_, i32>(3) == 0 => {
+                ("pending", None, None)
+            }
             Some(r) if r.get::<_, String>(0) != file.checksum => ("changed", r.get(1), r.get(2)),
             Some(r) if r.get::<_, Option<String>>(1).is_none() => ("partial", None, None),
             Some(r) => ("applied", r.get(1), r.get(2)),
@@ -101,6 +106,34 @@ pub fn plan_file(file: &MigrationFile, options: &Options) -> Result<Vec<Planned>
         line,
         message,
     })?;
+    // A file with its own BEGIN … COMMIT asked for atomicity: run it as
+    // written in one transaction (no online forms; CONCURRENTLY cannot run there).
+    let is_control = |t: &str| {
+        let first = t.split_whitespace().next().unwrap_or("").to_lowercase();
+        matches!(first.as_str(), "begin" | "start" | "commit" | "end")
+    };
+    if statements.iter().any(|s| is_control(&s.text)) {
+        if let Some(s) = statements
+            .iter()
+            .find(|s| s.text.to_lowercase().contains("concurrently"))
+        {
+            return Err(Error::Unsupported {
+                what: format!("{display}:{}", s.line),
+                reason: "CONCURRENTLY cannot run inside the file's BEGIN … COMMIT; move it to a file of its own".into(),
+            });
+        }
+        let body: Vec<String> = statements
+            .iter()
+            .filter(|s| !is_control(&s.text))
+            .map(|s| s.text.clone())
+            .collect();
+        return Ok(vec![Planned {
+            line: statements[0].line,
+            original: file.sql.clone(),
+            rewrite: Some("explicit transaction: run as written, in one transaction retried whole (no online forms)"),
+            actions: vec![Action::Transaction(body)],
+        }]);
+    }
     // A statement that does not parse is the first thing to fix: report it
     // before any refusal of a statement that did parse.
     if !options.allow_unparsed {
@@ -146,6 +179,17 @@ pub async fn apply_file(
         .await
         .map_err(Error::db("could not read pgshift.applied"))?;
     let done = match row {
+        Some(r) if r.get::<_, i32>(1) == 0 && r.get::<_, String>(0) != file.checksum => {
+            // Nothing of the old text ran: start over with the new one.
+            client
+                .execute(
+                    "UPDATE pgshift.applied SET checksum = $2 WHERE name = $1",
+                    &[&file.name, &file.checksum],
+                )
+                .await
+                .map_err(Error::db("could not record the file's start"))?;
+            0
+        }
         Some(r) if r.get::<_, String>(0) != file.checksum => {
             return Err(Error::FileChanged {
                 name: file.name.clone(),
@@ -251,6 +295,11 @@ async fn run_action(
             column,
             expr,
         } => backfill_column(client, table, column, expr, what).await,
+        Action::Transaction(statements) => {
+            retry::transaction(client, statements, policy, what, None)
+                .await
+                .map(|_| ())
+        }
     }
 }
 

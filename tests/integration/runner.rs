@@ -183,3 +183,60 @@ async fn statements_that_would_rewrite_or_cannot_be_parsed_are_refused_with_file
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_its_own_transaction_runs_as_written_and_atomically() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap().to_string();
+    // The second statement fails: nothing of the file may stay.
+    std::fs::write(
+        dir.path().join("0001.sql"),
+        "BEGIN;\nALTER TABLE t ADD COLUMN w int;\nALTER TABLE t ADD COLUMN v int;\nCOMMIT;\n",
+    )
+    .unwrap();
+    let run = pgshift(&url, &["apply", &folder]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let w: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'w')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!w, "the failed transaction left a column behind");
+    std::fs::write(
+        dir.path().join("0001.sql"),
+        "BEGIN;\nALTER TABLE t ADD COLUMN w int;\nCREATE INDEX t_w ON t (w);\nCOMMIT;\n",
+    )
+    .unwrap();
+    let plan = pgshift(&url, &["plan", &format!("{folder}/0001.sql")]).await;
+    assert!(
+        plan.stdout.contains("explicit transaction"),
+        "{}",
+        plan.stdout
+    );
+    let run = pgshift(&url, &["apply", &folder]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ix: bool = client
+        .query_one("SELECT to_regclass('t_w') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ix);
+    std::fs::write(
+        dir.path().join("0002.sql"),
+        "BEGIN;\nCREATE INDEX CONCURRENTLY t_v ON t (v);\nCOMMIT;\n",
+    )
+    .unwrap();
+    let run = pgshift(&url, &["apply", &folder]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0002.sql:2") && run.stderr.contains("CONCURRENTLY cannot run inside"),
+        "{}",
+        run.stderr
+    );
+}
