@@ -1,0 +1,245 @@
+//! Runs each CLI command: connect, plan, act, report. The commands live in
+//! `inspect` (plan, status, audit, lint), `check`, `migrate` (apply and
+//! everything that moves a migration) and `gate` (around the cutover);
+//! shared helpers are here.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::audit;
+use crate::backfill;
+use crate::catalog;
+use crate::cli::{
+    ApplyArgs, AuditArgs, CheckArgs, Cli, Command, FinalizeArgs, GlobalArgs, LintArgs, NameArg,
+    PlanArgs, RunArgs, StatusArgs, Tuning, WatchArgs, WorkloadArgs,
+};
+use crate::connection::Target;
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::execute::{LockPolicy, Runner};
+use crate::guard::{self, Limits};
+use crate::migration::{self, Intent, MigrationFile};
+use crate::output::Printer;
+use crate::plan::{self, Plan, Request};
+use crate::plancheck::{self, CheckResult};
+use crate::report::{
+    AuditReport, CheckReport, FolderReport, LintReport, PlanReport, RunReport, RunnerPlanReport,
+    StatusReport,
+};
+use crate::runner;
+use crate::state::{self, Phase};
+
+mod check;
+mod gate;
+mod inspect;
+mod migrate;
+
+use check::*;
+use gate::*;
+use inspect::*;
+use migrate::*;
+
+const APP_NAME: &str = "pgshift";
+
+pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Lint(args) => lint(&printer, args),
+        Command::Plan(args) => plan(&global, &printer, args).await,
+        Command::Check(args) => check(&global, &printer, args).await,
+        Command::Apply(args) => apply(&global, &printer, args).await,
+        Command::Status(args) => status(&global, &printer, args).await,
+        Command::Resume(args) => resume(&global, &printer, args, "resume").await,
+        Command::Cutover(args) => resume(&global, &printer, args, "cutover").await,
+        Command::Rollback(args) => rollback(&global, &printer, args).await,
+        Command::Finalize(args) => finalize(&global, &printer, args).await,
+        Command::Pause(args) => pause(&global, &printer, args).await,
+        Command::Audit(args) => audit(&global, &printer, args).await,
+    }
+}
+
+fn primary(global: &GlobalArgs) -> Result<Target> {
+    let url = global.database_url.as_deref().ok_or_else(|| {
+        Error::Usage("no database given: pass --database-url or set DATABASE_URL".into())
+    })?;
+    Target::parse(url, "--database-url")
+}
+
+/// Reads the file, resolves its tables and plans it against the live catalog.
+async fn make_plan(client: &Client, file: &MigrationFile, options: plan::Options) -> Result<Plan> {
+    let intents = migration::intents(file)?;
+    let mut requests = Vec::new();
+    for located in &intents {
+        let Intent::WidenToBigint { table, column } = &located.value;
+        let oid = catalog::resolve_table(client, table)
+            .await
+            .map_err(|e| match e {
+                Error::UnknownTable { table } => Error::Parse {
+                    file: file.path.display().to_string(),
+                    line: located.line,
+                    message: format!("table {table} does not exist"),
+                },
+                other => other,
+            })?;
+        requests.push(Request {
+            table: oid,
+            column: column.clone(),
+        });
+    }
+    let roots: Vec<u32> = requests.iter().map(|r| r.table).collect();
+    let snapshot = catalog::load(client, &roots).await?;
+    plan::build(&file.name, &file.checksum, &requests, &snapshot, options)
+}
+
+fn refuse_blockers(plan: &Plan) -> Result<()> {
+    if plan.blockers.is_empty() {
+        return Ok(());
+    }
+    let first = &plan.blockers[0];
+    Err(Error::Unsupported {
+        what: format!("migration {}", plan.migration),
+        reason: format!(
+            "{} blocker{} (first: {}: {}); see `pgshift plan`",
+            plan.blockers.len(),
+            if plan.blockers.len() == 1 { "" } else { "s" },
+            first.object,
+            first.reason
+        ),
+    })
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Runtime(format!("could not write output: {e}"))
+}
+
+fn lock_policy(t: &Tuning) -> LockPolicy {
+    LockPolicy {
+        lock_timeout: t.lock_timeout,
+        retries: t.lock_retries,
+    }
+}
+
+fn backfill_settings(t: &Tuning) -> backfill::Settings {
+    backfill::Settings {
+        fixed_batch: t.batch_size,
+        target: t.batch_target,
+        min_batch: t.min_batch,
+        max_batch: t.max_batch,
+        max_rows_per_second: t.max_rows_per_second,
+    }
+}
+
+fn limits(t: &Tuning) -> Limits {
+    Limits {
+        max_connections: t.max_connections,
+        min_free_connections: t.min_free_connections,
+        max_replica_lag: t.max_replica_lag,
+    }
+}
+
+/// SIGUSR1 pauses the backfill, SIGUSR2 lets it continue.
+fn pause_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for (kind, value) in [
+            (SignalKind::user_defined1(), true),
+            (SignalKind::user_defined2(), false),
+        ] {
+            if let Ok(mut stream) = signal(kind) {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        flag.store(value, Ordering::SeqCst);
+                    }
+                });
+            }
+        }
+    }
+    flag
+}
+
+/// Ctrl-C sets the flag: the run stops after the current batch or step.
+fn interrupt_flag(printer: &Printer) -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let printer = printer.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            printer.note("interrupt: stopping after the current step; state is kept");
+            set.store(true, Ordering::SeqCst);
+        }
+    });
+    flag
+}
+
+/// Opens the lifeline, checks the connection budget, takes the migration's
+/// advisory lock, and opens the worker from a bounded pool.
+async fn runner(
+    global: &GlobalArgs,
+    printer: &Printer,
+    plan: Plan,
+    tuning: &Tuning,
+) -> Result<Runner> {
+    let target = primary(global)?;
+    let lifeline = target.connect("pgshift lifeline").await?;
+    let limits = limits(tuning);
+    // Before anything changes: would our connections leave the application enough?
+    guard::check_budget(&lifeline, &limits, i64::from(tuning.max_connections) - 1).await?;
+    state::ensure_schema(&lifeline).await?;
+    if !state::try_lock(&lifeline, &plan.migration).await? {
+        return Err(Error::Refused(format!(
+            "another pgshift process is working on migration {}; wait for it, or use `pgshift pause|resume|rollback {}` to steer it",
+            plan.migration, plan.migration
+        )));
+    }
+    let pool = target.pool(APP_NAME, tuning.max_connections as usize - 1)?;
+    let worker = target.checkout(&pool).await?;
+    let replica = match &global.replica_url {
+        Some(url) => Some(
+            Target::parse(url, "--replica-url")?
+                .connect("pgshift lag probe")
+                .await?,
+        ),
+        None => None,
+    };
+    let events = Events::new(
+        &plan.migration,
+        tuning.events.as_deref(),
+        tuning.on_event.as_deref(),
+    )?;
+    Ok(Runner::new(
+        lifeline,
+        pool,
+        worker,
+        replica,
+        plan,
+        lock_policy(tuning),
+        backfill_settings(tuning),
+        limits,
+        events,
+        printer.clone(),
+        interrupt_flag(printer),
+        pause_signals(),
+    ))
+}
+
+/// When another pgshift runs `name`, asks it (through the state table) and
+/// returns true; false when nothing runs it.
+async fn steer_running(
+    client: &Client,
+    name: &str,
+    pause: Option<bool>,
+    request: Option<&str>,
+) -> Result<bool> {
+    if !state::is_running(client, name).await? {
+        return Ok(false);
+    }
+    state::request(client, name, pause, request).await?;
+    Ok(true)
+}
