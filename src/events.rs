@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 
@@ -61,25 +60,27 @@ impl Events {
             }
         }
         if let Some(cmd) = &self.hook {
-            let cmd = cmd.clone();
-            // Fire and forget: a slow hook must never slow the migration.
-            tokio::spawn(async move {
-                let child = tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .spawn();
-                match child {
-                    Ok(mut child) => {
-                        if let Some(mut stdin) = child.stdin.take() {
-                            let _ = stdin.write_all(line.as_bytes()).await;
-                        }
-                        let _ = child.wait().await;
+            // The event is handed over before emit returns (a line of JSON fits
+            // in a pipe's buffer), so even the last events of a run reach the
+            // hook when pgshift exits right after; a thread reaps the child, so
+            // a slow hook never slows the migration.
+            let child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn();
+            match child {
+                Ok(mut child) => {
+                    if let Some(mut stdin) = child.stdin.take() {
+                        let _ = stdin.write_all(line.as_bytes());
                     }
-                    Err(e) => tracing::warn!("--on-event hook could not start: {e}"),
+                    std::thread::spawn(move || {
+                        let _ = child.wait();
+                    });
                 }
-            });
+                Err(e) => tracing::warn!("--on-event hook could not start: {e}"),
+            }
         }
     }
 }
