@@ -42,6 +42,40 @@ async fn main() -> Result<(), Error> {
     section("3. The plan (pgshift plan)");
     run(&bin, &url, &["plan", migration]).await?;
 
+    section("3b. Would the plans of the real queries regress? (pgshift check, rehearsed in a rolled-back transaction)");
+    let dir = tempfile::tempdir()?;
+    let naive = dir.path().join("incident_naive.sql");
+    std::fs::write(&naive, "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n")?;
+    let queries = dir.path().join("workload.sql");
+    std::fs::write(
+        &queries,
+        "SELECT name FROM all_scripts WHERE id = $1;\nSELECT name FROM scripts WHERE id = $1;\n",
+    )?;
+    let q = queries.to_str().unwrap_or_default();
+    println!("-- the migration of the incident, scripts.id alone: the union view regresses");
+    run_expecting(
+        &bin,
+        &url,
+        &[
+            "--replica-url",
+            &url,
+            "check",
+            naive.to_str().unwrap_or_default(),
+            "--queries",
+            q,
+        ],
+        1,
+    )
+    .await?;
+    println!("-- this repository's migration, widening archived_scripts.id too: no regression");
+    run_expecting(
+        &bin,
+        &url,
+        &["--replica-url", &url, "check", migration, "--queries", q],
+        0,
+    )
+    .await?;
+
     section("4. Application load: writes, and reads by id through the view");
     let load = Load::start(&url).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -147,6 +181,22 @@ async fn run(bin: &str, url: &str, args: &[&str]) -> Result<(), Error> {
     if !status.success() {
         return Err(format!("pgshift {} exited with {status}", args[0]).into());
     }
+    Ok(())
+}
+
+/// Runs pgshift and checks its exit code (the demo shows refusals too).
+async fn run_expecting(bin: &str, url: &str, args: &[&str], code: i32) -> Result<(), Error> {
+    println!("$ pgshift {}", args.join(" "));
+    let status = tokio::process::Command::new(bin)
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .status()
+        .await?;
+    if status.code() != Some(code) {
+        return Err(format!("pgshift {} exited with {status}, expected {code}", args[0]).into());
+    }
+    println!("(exit {code})");
     Ok(())
 }
 

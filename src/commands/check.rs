@@ -89,9 +89,11 @@ pub(super) async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArg
     let regressions = result.regressions;
     printer.report(&CheckReport(result)).map_err(io_error)?;
     if regressions > 0 {
-        return Err(Error::Refused(format!(
-            "{regressions} queries would get worse plans after the migration"
-        )));
+        return Err(Error::Refused(if regressions == 1 {
+            "1 query would get a worse plan after the migration".to_string()
+        } else {
+            format!("{regressions} queries would get worse plans after the migration")
+        }));
     }
     Ok(())
 }
