@@ -267,6 +267,11 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 2.0)]
     pub max_cost_ratio: f64,
 
+    /// Explain parameterized statements as custom plans with values sampled from
+    /// the compared columns, instead of generic plans.
+    #[arg(long)]
+    pub custom_plans: bool,
+
     /// (apply, resume, cutover) Cut over even when the plan check finds regressions.
     #[arg(long)]
     pub accept_plan_changes: bool,

@@ -14,6 +14,7 @@ pub(super) async fn run_check(
         queries_file: workload.queries.clone(),
         top: workload.top,
         max_cost_ratio: workload.max_cost_ratio,
+        custom_plans: workload.custom_plans,
     };
     let queries = match queries {
         Some(q) => q,
@@ -27,9 +28,9 @@ pub(super) async fn run_check(
         ))?
         .get(0);
     if standby {
-        plancheck::shadow(target, plan, &queries, options.max_cost_ratio).await
+        plancheck::shadow(target, plan, &queries, &options).await
     } else {
-        plancheck::rehearsal(target, plan, &queries, options.max_cost_ratio).await
+        plancheck::rehearsal(target, plan, &queries, &options).await
     }
 }
 

@@ -156,6 +156,7 @@ pub(super) async fn apply_file(
             queries_file: args.workload.queries.clone(),
             top: args.workload.top,
             max_cost_ratio: args.workload.max_cost_ratio,
+            custom_plans: args.workload.custom_plans,
         };
         plancheck::workload(&target, &options).await?;
     }

@@ -9,6 +9,7 @@
 
 pub mod diff;
 pub mod rewrite;
+pub mod sample;
 
 use std::path::Path;
 
@@ -35,6 +36,9 @@ pub struct Options {
     pub queries_file: Option<std::path::PathBuf>,
     pub top: i64,
     pub max_cost_ratio: f64,
+    /// Explain parameterized statements as custom plans, with values sampled
+    /// from the compared columns (generic plans otherwise).
+    pub custom_plans: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,10 +132,14 @@ fn parameter_count(sql: &str) -> usize {
     max
 }
 
-/// `EXPLAIN (FORMAT JSON)`; statements with `$n` parameters get their
+/// `EXPLAIN (FORMAT JSON)`. Statements with `$n` parameters get their
 /// generic plan (PREPARE, force_generic_plan, EXECUTE with NULLs), the one a
-/// prepared statement settles on.
-pub async fn explain(client: &Client, sql: &str) -> std::result::Result<Value, String> {
+/// prepared statement settles on; or, given `values`, the custom plan for them.
+pub async fn explain(
+    client: &Client,
+    sql: &str,
+    values: Option<&[String]>,
+) -> std::result::Result<Value, String> {
     let n = parameter_count(sql);
     let result = if n == 0 {
         client
@@ -142,14 +150,17 @@ pub async fn explain(client: &Client, sql: &str) -> std::result::Result<Value, S
         if let Err(e) = client.batch_execute(&prepare).await {
             return Err(db_message(&e));
         }
-        let nulls = vec!["NULL"; n].join(", ");
+        let (mode, args) = match values {
+            Some(v) if v.len() == n => ("force_custom_plan", v.join(", ")),
+            _ => ("force_generic_plan", vec!["NULL"; n].join(", ")),
+        };
         let r = async {
             client
-                .batch_execute("SET plan_cache_mode = force_generic_plan")
+                .batch_execute(&format!("SET plan_cache_mode = {mode}"))
                 .await?;
             client
                 .query_one(
-                    &format!("EXPLAIN (FORMAT JSON) EXECUTE pgshift_check({nulls})"),
+                    &format!("EXPLAIN (FORMAT JSON) EXECUTE pgshift_check({args})"),
                     &[],
                 )
                 .await
@@ -165,6 +176,13 @@ pub async fn explain(client: &Client, sql: &str) -> std::result::Result<Value, S
         .map_err(|e| db_message(&e))
 }
 
+/// Sample values for a statement's parameters when custom plans are asked for.
+async fn values_for(client: &Client, sql: &str, custom: bool) -> Option<Vec<String>> {
+    let n = parameter_count(sql);
+    (custom && n > 0).then_some(())?;
+    Some(sample::values(client, sql, n).await)
+}
+
 fn db_message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_string())
@@ -176,14 +194,17 @@ pub async fn shadow(
     standby: &Client,
     plan: &Plan,
     queries: &[String],
-    max_cost_ratio: f64,
+    options: &Options,
 ) -> Result<CheckResult> {
+    let max_cost_ratio = options.max_cost_ratio;
     let map = rewrite::ShadowMap::from_plan(plan);
     let mut out = Vec::new();
     for sql in queries {
-        let before = explain(standby, sql).await;
+        // The same values before and after, so the plans are comparable.
+        let values = values_for(standby, sql, options.custom_plans).await;
+        let before = explain(standby, sql, values.as_deref()).await;
         let after = match rewrite::rewrite(sql, &map) {
-            Ok(rewritten) => explain(standby, &rewritten).await,
+            Ok(rewritten) => explain(standby, &rewritten, values.as_deref()).await,
             Err(e) => Err(e),
         };
         out.push(compare(sql, before, after, plan, max_cost_ratio));
@@ -197,11 +218,15 @@ pub async fn rehearsal(
     clone: &Client,
     plan: &Plan,
     queries: &[String],
-    max_cost_ratio: f64,
+    options: &Options,
 ) -> Result<CheckResult> {
+    let max_cost_ratio = options.max_cost_ratio;
     let mut before = Vec::new();
+    let mut samples = Vec::new();
     for sql in queries {
-        before.push(explain(clone, sql).await);
+        let values = values_for(clone, sql, options.custom_plans).await;
+        before.push(explain(clone, sql, values.as_deref()).await);
+        samples.push(values);
     }
     clone
         .batch_execute("BEGIN")
@@ -252,13 +277,13 @@ pub async fn rehearsal(
                 .map_err(Error::db(format!("rehearsal step failed: {s}")))?;
         }
         let mut after = Vec::new();
-        for sql in queries {
+        for (sql, values) in queries.iter().zip(&samples) {
             // A failed EXPLAIN aborts the transaction: keep going with a savepoint.
             clone
                 .batch_execute("SAVEPOINT pgshift_q")
                 .await
                 .map_err(Error::db("savepoint"))?;
-            let r = explain(clone, sql).await;
+            let r = explain(clone, sql, values.as_deref()).await;
             let _ = clone
                 .batch_execute(if r.is_ok() {
                     "RELEASE pgshift_q"

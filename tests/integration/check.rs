@@ -96,6 +96,31 @@ async fn rehearsal_on_a_writable_clone_flags_the_union_view_and_leaves_nothing_b
         md.stdout
     );
 
+    // Custom plans, with values sampled from the compared columns, see it too.
+    let run = pgshift(
+        &url,
+        &[
+            "--replica-url",
+            &url,
+            "--format",
+            "json",
+            "check",
+            &path,
+            "--queries",
+            queries.to_str().unwrap(),
+            "--custom-plans",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(verdicts(&json), [true, false, false], "{}", run.stdout);
+    let before = serde_json::to_string(&json["queries"][1]["before"]["plan"]).unwrap();
+    assert!(
+        !before.contains("$1") && before.contains("Index Cond"),
+        "a custom plan has the sampled value: {before}"
+    );
+
     // Widening the sibling too makes the same workload pass.
     let (_d2, both) = migration("0031_both", "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\nALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;");
     let run = pgshift(
