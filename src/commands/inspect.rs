@@ -38,7 +38,7 @@ pub(super) async fn status(global: &GlobalArgs, printer: &Printer, args: StatusA
         .map(Path::new)
         .filter(|p| p.is_dir())
     {
-        let files = runner::states(&client, dir).await?;
+        let files = runner::states(&client, &runner::files(dir)?).await?;
         return printer
             .report(&FolderReport { files, migrations })
             .map_err(io_error);

@@ -7,11 +7,17 @@ pub(super) async fn apply(global: &GlobalArgs, printer: &Printer, args: ApplyArg
     if args.migration.is_dir() {
         return apply_folder(global, printer, args).await;
     }
+    // An ordinary migration (not an integer widening) goes through the runner, like a folder of one.
+    let file = MigrationFile::read(&args.migration)?;
+    if migration::intents(&file).is_err() {
+        return apply_folder(global, printer, args).await;
+    }
     apply_file(global, printer, args).await
 }
 
-/// Applies the pending files of a folder in lexical order: integer
-/// widenings through the online engine, everything else through the runner.
+/// Applies the pending files of a folder (or one ordinary file) in lexical
+/// order: integer widenings through the online engine, everything else
+/// through the runner.
 pub(super) async fn apply_folder(
     global: &GlobalArgs,
     printer: &Printer,
@@ -33,8 +39,13 @@ pub(super) async fn apply_folder(
     .await?;
     // Everything is read and planned before anything runs: input errors change nothing.
     let mut work = Vec::new();
-    for f in runner::states(&lifeline, &dir).await? {
-        let path = dir.join(format!("{}.sql", f.name));
+    let paths = if dir.is_dir() {
+        runner::files(&dir)?
+    } else {
+        vec![dir.clone()]
+    };
+    for f in runner::states(&lifeline, &paths).await? {
+        let path = f.path.clone();
         let file = MigrationFile::read(&path)?;
         match f.state.as_str() {
             "applied" => continue,

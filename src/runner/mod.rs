@@ -50,21 +50,23 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileState {
     pub name: String,
+    #[serde(skip)]
+    pub path: PathBuf,
     /// `applied`, `pending`, `partial` (started, not finished) or `changed`.
     pub state: String,
     pub applied_at: Option<String>,
     pub duration_ms: Option<i64>,
 }
 
-pub async fn states(client: &Client, dir: &Path) -> Result<Vec<FileState>> {
+pub async fn states(client: &Client, paths: &[PathBuf]) -> Result<Vec<FileState>> {
     let exists: bool = client
         .query_one("SELECT to_regclass('pgshift.applied') IS NOT NULL", &[])
         .await
         .map_err(Error::db("could not look for pgshift.applied"))?
         .get(0);
     let mut out = Vec::new();
-    for path in files(dir)? {
-        let file = MigrationFile::read(&path)?;
+    for path in paths {
+        let file = MigrationFile::read(path)?;
         let row = if exists {
             client
                 .query_opt(
@@ -90,6 +92,7 @@ pub async fn states(client: &Client, dir: &Path) -> Result<Vec<FileState>> {
         };
         out.push(FileState {
             name: file.name,
+            path: path.clone(),
             state: state.into(),
             applied_at,
             duration_ms,

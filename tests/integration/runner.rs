@@ -240,3 +240,31 @@ async fn a_file_with_its_own_transaction_runs_as_written_and_atomically() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_ordinary_file_applies_through_the_runner() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g;")
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("0001_index.sql");
+    std::fs::write(&file, "CREATE INDEX t_v ON t (v);").unwrap();
+    let path = file.to_str().unwrap();
+    let run = pgshift(&url, &["apply", path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let valid: bool = client
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_v'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(valid, "built concurrently and valid");
+    let again = pgshift(&url, &["apply", path]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("nothing pending"), "{}", again.stdout);
+}
