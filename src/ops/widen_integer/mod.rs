@@ -323,27 +323,7 @@ fn validate_step(table: &str, constraint: &str) -> Step {
 pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     let mut s: Vec<String> = Vec::new();
     let tables = locked_tables(plan);
-    // All locks up front, in one statement: no lock upgrades midway, and the
-    // lock_timeout bounds the whole wait.
-    s.push(format!(
-        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        tables.join(", ")
-    ));
-    drop_views(&mut s, plan);
-    for t in &plan.tables {
-        s.push(format!(
-            "DROP TRIGGER IF EXISTS {} ON {}",
-            quote(&t.sync_trigger),
-            t.qualified()
-        ));
-    }
-    for fk in &plan.foreign_keys {
-        s.push(format!(
-            "ALTER TABLE {} DROP CONSTRAINT {}",
-            fk.table,
-            quote(&fk.name)
-        ));
-    }
+    detach(&mut s, plan, &tables, |t| &t.sync_trigger);
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {
@@ -458,6 +438,36 @@ pub fn locked_tables(plan: &Plan) -> Vec<String> {
         }
     }
     tables
+}
+
+/// The opening of a swap (either way): every lock up front, in one
+/// statement (no lock upgrades midway, and lock_timeout bounds the whole
+/// wait); then the views, the sync triggers and the foreign keys go.
+pub(super) fn detach(
+    s: &mut Vec<String>,
+    plan: &Plan,
+    tables: &[String],
+    trigger: impl Fn(&TablePlan) -> &String,
+) {
+    s.push(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    ));
+    drop_views(s, plan);
+    for t in &plan.tables {
+        s.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote(trigger(t)),
+            t.qualified()
+        ));
+    }
+    for fk in &plan.foreign_keys {
+        s.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            fk.table,
+            quote(&fk.name)
+        ));
+    }
 }
 
 /// Recreates the views, in dependency order, with options, owner, grants,

@@ -135,25 +135,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
 pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
     let mut s: Vec<String> = Vec::new();
     let tables = locked_tables(plan);
-    s.push(format!(
-        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        tables.join(", ")
-    ));
-    drop_views(&mut s, plan);
-    for t in &plan.tables {
-        s.push(format!(
-            "DROP TRIGGER IF EXISTS {} ON {}",
-            quote(&t.reverse_trigger),
-            t.qualified()
-        ));
-    }
-    for fk in &plan.foreign_keys {
-        s.push(format!(
-            "ALTER TABLE {} DROP CONSTRAINT {}",
-            fk.table,
-            quote(&fk.name)
-        ));
-    }
+    detach(&mut s, plan, &tables, |t| &t.reverse_trigger);
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {
