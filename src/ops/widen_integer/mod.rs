@@ -349,7 +349,13 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     }
     for (ti, t) in plan.tables.iter().enumerate() {
         for (ci, c) in t.columns.iter().enumerate() {
-            swap_column(&mut s, t, c, &format!("pgshift.seq_{ti}_{ci}"));
+            swap_column(
+                &mut s,
+                t,
+                c,
+                &format!("pgshift.seq_{ti}_{ci}"),
+                Direction::Forward,
+            );
         }
     }
     for t in &plan.tables {
@@ -518,8 +524,31 @@ fn drop_views(s: &mut Vec<String>, plan: &Plan) {
     }
 }
 
-fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str) {
+/// Which way a column swap goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// Cutover: the bigint shadow column takes the name.
+    Forward,
+    /// Rollback after cutover: the retired original takes its name back.
+    Back,
+}
+
+/// Swaps the column that has `c.name` for the one taking it, with its
+/// default, NOT NULL and sequence or identity.
+pub(super) fn swap_column(
+    s: &mut Vec<String>,
+    t: &TablePlan,
+    c: &ColumnPlan,
+    setting: &str,
+    direction: Direction,
+) {
     let table = t.qualified();
+    // Where the column leaving the name parks, which one takes it, and the
+    // validated check that gives the incoming one NOT NULL without a scan.
+    let (parked, incoming, check) = match direction {
+        Direction::Forward => (&c.retired, &c.shadow, c.not_null_check.clone()),
+        Direction::Back => (&c.shadow, &c.retired, revert::not_null_check(t, c)),
+    };
     let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
     if let Some(seq) = identity {
         detach_identity(s, &table, &c.name, seq, setting);
@@ -533,20 +562,20 @@ fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str
     s.push(format!(
         "ALTER TABLE {table} RENAME COLUMN {} TO {}",
         quote(&c.name),
-        quote(&c.retired)
+        quote(parked)
     ));
     s.push(format!(
         "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-        quote(&c.shadow),
+        quote(incoming),
         quote(&c.name)
     ));
     if c.not_null {
-        // The retired column is filled by the reverse trigger, which writes
-        // NULL for values that no longer fit; the new one gets NOT NULL from
-        // its validated check without a scan.
+        // The parked column is no longer filled with every value (the reverse
+        // trigger writes NULL for values that no longer fit; after a rollback
+        // nothing fills it until the cleanup drops it): it may not stay NOT NULL.
         s.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
-            quote(&c.retired)
+            quote(parked)
         ));
         s.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
@@ -554,7 +583,7 @@ fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str
         ));
         s.push(format!(
             "ALTER TABLE {table} DROP CONSTRAINT {}",
-            quote(&c.not_null_check)
+            quote(&check)
         ));
     }
     if let Some(default) = &c.default {
@@ -564,7 +593,19 @@ fn swap_column(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str
         ));
     }
     if let Some(seq) = &c.sequence {
-        attach_sequence(s, &table, &c.name, seq, "bigint", seq.max, setting);
+        let (sequence_type, max) = match direction {
+            Direction::Forward => ("bigint".to_string(), seq.max),
+            // Back to the old type, and to its maximum if the plan raised it.
+            Direction::Back => (
+                seq.data_type.clone(),
+                if seq.max == i64::MAX {
+                    c.range().1
+                } else {
+                    seq.max
+                },
+            ),
+        };
+        attach_sequence(s, &table, &c.name, seq, &sequence_type, max, setting);
     }
 }
 

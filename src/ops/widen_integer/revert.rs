@@ -68,7 +68,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     }
     for t in &plan.tables {
         for c in t.columns.iter().filter(|c| c.not_null) {
-            let check = shadow("rbnn", &format!("{}_{}", t.name, c.name));
+            let check = not_null_check(t, c);
             steps.push(step(
                 "rollback",
                 format!(
@@ -168,7 +168,13 @@ pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
     }
     for (ti, t) in plan.tables.iter().enumerate() {
         for (ci, c) in t.columns.iter().enumerate() {
-            swap_column_back(&mut s, t, c, &format!("pgshift.seq_{ti}_{ci}"));
+            swap_column(
+                &mut s,
+                t,
+                c,
+                &format!("pgshift.seq_{ti}_{ci}"),
+                Direction::Back,
+            );
         }
     }
     for t in &plan.tables {
@@ -211,60 +217,10 @@ pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
     )
 }
 
-fn swap_column_back(s: &mut Vec<String>, t: &TablePlan, c: &ColumnPlan, setting: &str) {
-    let table = t.qualified();
-    let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
-    if let Some(seq) = identity {
-        detach_identity(s, &table, &c.name, seq, setting);
-    }
-    if c.default.is_some() {
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT",
-            quote(&c.name)
-        ));
-    }
-    s.push(format!(
-        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-        quote(&c.name),
-        quote(&c.shadow)
-    ));
-    s.push(format!(
-        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-        quote(&c.retired),
-        quote(&c.name)
-    ));
-    if c.not_null {
-        let check = shadow("rbnn", &format!("{}_{}", t.name, c.name));
-        // The bigint column is no longer filled from here on: let it be NULL
-        // until the cleanup drops it.
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
-            quote(&c.shadow)
-        ));
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
-            quote(&c.name)
-        ));
-        s.push(format!(
-            "ALTER TABLE {table} DROP CONSTRAINT {}",
-            quote(&check)
-        ));
-    }
-    if let Some(default) = &c.default {
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}",
-            quote(&c.name)
-        ));
-    }
-    if let Some(seq) = &c.sequence {
-        let (_, type_max) = c.range();
-        let max = if seq.max == i64::MAX {
-            type_max
-        } else {
-            seq.max
-        };
-        attach_sequence(s, &table, &c.name, seq, &seq.data_type, max, setting);
-    }
+/// The `CHECK (old IS NOT NULL)` that gives the original column NOT NULL
+/// back without a scan.
+pub(super) fn not_null_check(t: &TablePlan, c: &ColumnPlan) -> String {
+    shadow("rbnn", &format!("{}_{}", t.name, c.name))
 }
 
 /// After the swap: drop the bigint columns (their indexes go with them)
