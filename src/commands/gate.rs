@@ -66,7 +66,13 @@ pub(super) async fn watch_window(
     cut: &guard::watch::Snapshot,
     watch: &WatchArgs,
 ) -> Result<()> {
-    let baseline = guard::watch::window(since, cut);
+    // The workload as it was before pgshift started (means since statistics
+    // were last reset): the migration's own load would inflate a baseline taken
+    // during it. Statements first seen during the migration use that window.
+    let mut baseline = guard::watch::window(&guard::watch::Snapshot::default(), since);
+    for (q, v) in guard::watch::window(since, cut) {
+        baseline.entry(q).or_insert(v);
+    }
     printer.note(format!(
         "{}: watching for {} ({} statements in the baseline)",
         runner.name(),
