@@ -104,7 +104,7 @@ pub async fn scan(client: &Client, threshold: f64) -> Result<Vec<KeyUsage>> {
         let used = last.unwrap_or(0).max(0) as f64 / max_value as f64 * 100.0;
         out.push(KeyUsage {
             referenced_by: referencing(client, r.get(9), r.get(10)).await?,
-            table: display(&schema, &table),
+            table: crate::names::display(&schema, &table),
             column,
             type_name,
             sequence: Some(sequence),
@@ -120,14 +120,6 @@ pub async fn scan(client: &Client, threshold: f64) -> Result<Vec<KeyUsage>> {
     }
     out.extend(indexed_columns(client, threshold).await?);
     Ok(out)
-}
-
-fn display(schema: &str, table: &str) -> String {
-    if schema == "public" {
-        table.to_string()
-    } else {
-        format!("{schema}.{table}")
-    }
 }
 
 async fn referencing(client: &Client, table: u32, attnum: i16) -> Result<Vec<String>> {
@@ -191,7 +183,7 @@ async fn indexed_columns(client: &Client, threshold: f64) -> Result<Vec<KeyUsage
         }
         out.push(KeyUsage {
             referenced_by: referencing(client, r.get(4), r.get(5)).await?,
-            table: display(&schema, &table),
+            table: crate::names::display(&schema, &table),
             column,
             type_name: type_name.clone(),
             sequence: None,

@@ -36,6 +36,24 @@ pub fn shadow(kind: &str, base: &str) -> String {
     bounded(&format!("{PREFIX}{kind}_{base}"))
 }
 
+/// The identifier Postgres means: unquoted names fold to lower case, quoted
+/// ones are exact.
+pub fn fold(ident: &sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// `name`, or `schema.name` outside `public`: how messages name a relation.
+pub fn display(schema: &str, name: &str) -> String {
+    if schema == "public" {
+        name.to_string()
+    } else {
+        format!("{schema}.{name}")
+    }
+}
+
 /// Shortens a name to fit 63 bytes, keeping it unique with a short hash.
 pub fn bounded(name: &str) -> String {
     if name.len() <= MAX_IDENT {

@@ -81,11 +81,7 @@ impl Table {
 
     /// `schema.name` for messages.
     pub fn display(&self) -> String {
-        if self.schema == "public" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
+        crate::names::display(&self.schema, &self.name)
     }
 
     pub fn qualified(&self) -> String {
@@ -239,10 +235,6 @@ impl View {
     }
 
     pub fn display(&self) -> String {
-        if self.schema == "public" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
+        crate::names::display(&self.schema, &self.name)
     }
 }

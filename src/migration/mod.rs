@@ -149,18 +149,18 @@ fn classify(statement: &Statement) -> std::result::Result<Vec<Intent>, String> {
                     return Err(format!(
                         "changing {table}.{} to {data_type} rewrites the table under an exclusive lock; \
                          pgshift converts integer columns to bigint online",
-                        fold(column_name)
+                        crate::names::fold(column_name)
                     ));
                 }
                 if using.is_some() {
                     return Err(format!(
                         "`USING` on {table}.{} is not supported: the online conversion copies the value as is",
-                        fold(column_name)
+                        crate::names::fold(column_name)
                     ));
                 }
                 intents.push(Intent::WidenToBigint {
                     table: table.clone(),
-                    column: fold(column_name),
+                    column: crate::names::fold(column_name),
                 });
             }
             other => {
@@ -186,23 +186,15 @@ fn table_name(name: &ObjectName) -> std::result::Result<TableName, String> {
     match parts.as_slice() {
         [t] => Ok(TableName {
             schema: None,
-            name: fold(t),
+            name: crate::names::fold(t),
         }),
         [s, t] => Ok(TableName {
-            schema: Some(fold(s)),
-            name: fold(t),
+            schema: Some(crate::names::fold(s)),
+            name: crate::names::fold(t),
         }),
         _ => Err(format!(
             "table name {name} has too many parts (use schema.table)"
         )),
-    }
-}
-
-/// Postgres folds unquoted identifiers to lower case; quoted ones are exact.
-fn fold(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
     }
 }
 

@@ -77,11 +77,7 @@ impl TablePlan {
     }
 
     pub fn display(&self) -> String {
-        if self.schema == "public" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
+        crate::names::display(&self.schema, &self.name)
     }
 }
 

@@ -48,13 +48,6 @@ impl ShadowMap {
     }
 }
 
-fn fold(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
-
 /// Rewrites one query; errors say why it could not be.
 pub fn rewrite(sql: &str, map: &ShadowMap) -> Result<String, String> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
@@ -172,7 +165,7 @@ fn bind<'a>(
             let Some(ObjectNamePart::Identifier(last)) = name.0.last() else {
                 return Ok(());
             };
-            let table = fold(last);
+            let table = crate::names::fold(last);
             if let Some(def) = map.views.get(&table) {
                 let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, def)
                     .map_err(|e| format!("could not parse view {table}: {e}"))?;
@@ -193,7 +186,10 @@ fn bind<'a>(
                     sample: None,
                 };
             } else if let Some(cols) = map.tables.get(&table) {
-                let used = alias.as_ref().map(|a| fold(&a.name)).unwrap_or(table);
+                let used = alias
+                    .as_ref()
+                    .map(|a| crate::names::fold(&a.name))
+                    .unwrap_or(table);
                 bindings.push((used, cols));
             }
         }
@@ -217,7 +213,7 @@ fn rename(expr: &mut Expr, bindings: &[Binding]) {
     let _ = visit_expressions_mut(expr, |e| {
         match e {
             Expr::Identifier(id) => {
-                let col = fold(id);
+                let col = crate::names::fold(id);
                 let owners: Vec<&String> = bindings
                     .iter()
                     .filter_map(|(_, cols)| cols.get(&col))
@@ -228,8 +224,8 @@ fn rename(expr: &mut Expr, bindings: &[Binding]) {
             }
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let n = parts.len();
-                let qualifier = fold(&parts[n - 2]);
-                let col = fold(&parts[n - 1]);
+                let qualifier = crate::names::fold(&parts[n - 2]);
+                let col = crate::names::fold(&parts[n - 1]);
                 if let Some((_, cols)) = bindings.iter().find(|(name, _)| *name == qualifier) {
                     if let Some(shadow) = cols.get(&col) {
                         parts[n - 1] = Ident::with_quote('"', shadow.as_str());

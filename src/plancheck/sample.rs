@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{
-    visit_expressions, visit_relations, Expr, Ident, Statement, TableFactor, Value,
-};
+use sqlparser::ast::{visit_expressions, visit_relations, Expr, Statement, TableFactor, Value};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use tokio_postgres::Client;
@@ -73,13 +71,16 @@ fn collect_relations(body: &sqlparser::ast::SetExpr, out: &mut Vec<(String, Stri
                 {
                     if let TableFactor::Table { name, alias, .. } = factor {
                         let full = name.to_string();
-                        let used = alias.as_ref().map(|a| fold(&a.name)).unwrap_or_else(|| {
-                            full.rsplit('.')
-                                .next()
-                                .unwrap_or(&full)
-                                .trim_matches('"')
-                                .to_string()
-                        });
+                        let used = alias
+                            .as_ref()
+                            .map(|a| crate::names::fold(&a.name))
+                            .unwrap_or_else(|| {
+                                full.rsplit('.')
+                                    .next()
+                                    .unwrap_or(&full)
+                                    .trim_matches('"')
+                                    .to_string()
+                            });
                         out.push((used, full));
                     }
                 }
@@ -91,13 +92,6 @@ fn collect_relations(body: &sqlparser::ast::SetExpr, out: &mut Vec<(String, Stri
         }
         SetExpr::Query(q) => collect_relations(&q.body, out),
         _ => {}
-    }
-}
-
-fn fold(i: &Ident) -> String {
-    match i.quote_style {
-        Some(_) => i.value.clone(),
-        None => i.value.to_lowercase(),
     }
 }
 
@@ -114,10 +108,10 @@ fn placeholder(e: &Expr) -> Option<usize> {
 
 fn column_ref(e: &Expr) -> Option<(Option<String>, String)> {
     match e {
-        Expr::Identifier(i) => Some((None, fold(i))),
+        Expr::Identifier(i) => Some((None, crate::names::fold(i))),
         Expr::CompoundIdentifier(parts) if parts.len() >= 2 => Some((
-            Some(fold(&parts[parts.len() - 2])),
-            fold(&parts[parts.len() - 1]),
+            Some(crate::names::fold(&parts[parts.len() - 2])),
+            crate::names::fold(&parts[parts.len() - 1]),
         )),
         _ => None,
     }

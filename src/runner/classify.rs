@@ -7,6 +7,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use crate::lint::rules::volatile_default::is_volatile;
 use crate::names::{quote, shadow};
 
 /// One thing the runner does for a statement.
@@ -48,21 +49,6 @@ pub struct Refusal {
 pub struct Options {
     pub allow_rewrite: bool,
     pub allow_unparsed: bool,
-}
-
-const VOLATILE: &[&str] = &[
-    "random(",
-    "clock_timestamp(",
-    "timeofday(",
-    "gen_random_uuid(",
-    "uuid_generate_v1(",
-    "uuid_generate_v4(",
-    "nextval(",
-];
-
-fn is_volatile(expr: &str) -> bool {
-    let e = expr.to_lowercase();
-    VOLATILE.iter().any(|f| e.contains(f))
 }
 
 /// The online form of one statement.
@@ -257,10 +243,7 @@ fn constraint_name(c: &TableConstraint) -> Option<String> {
         TableConstraint::PrimaryKey(p) => p.name.as_ref(),
         _ => None,
     }?;
-    Some(match name.quote_style {
-        Some(_) => name.value.clone(),
-        None => name.value.to_lowercase(),
-    })
+    Some(crate::names::fold(name))
 }
 
 #[cfg(test)]

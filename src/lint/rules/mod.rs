@@ -15,7 +15,7 @@ mod set_not_null;
 mod truncate;
 mod unique_constraint_lock;
 mod unparsed_statement;
-mod volatile_default;
+pub mod volatile_default;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,10 +49,7 @@ impl Context<'_> {
 /// The last part of a name, folded as Postgres does.
 pub fn last(name: &ObjectName) -> String {
     match name.0.last() {
-        Some(sqlparser::ast::ObjectNamePart::Identifier(i)) if i.quote_style.is_some() => {
-            i.value.clone()
-        }
-        Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => i.value.to_lowercase(),
+        Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => crate::names::fold(i),
         _ => String::new(),
     }
 }

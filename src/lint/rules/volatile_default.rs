@@ -21,9 +21,15 @@ const VOLATILE: &[&str] = &[
     "setseed",
 ];
 
-fn volatile(e: &Expr) -> bool {
-    let text = e.to_string().to_lowercase();
+/// Whether a default expression calls a volatile function (and so rewrites
+/// the table when added with its column).
+pub fn is_volatile(expr: &str) -> bool {
+    let text = expr.to_lowercase();
     VOLATILE.iter().any(|f| text.contains(&format!("{f}(")))
+}
+
+fn volatile(e: &Expr) -> bool {
+    is_volatile(&e.to_string())
 }
 
 fn check(ctx: &Context) -> Vec<Hit> {
