@@ -160,19 +160,10 @@ const MIN_ROWS_PER_PART: i64 = 20_000;
 /// with more than one worker in the pool, disjoint key ranges in parallel.
 pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
     let client: &Client = &runner.worker;
-    let parts = ensure_parts(runner, client, t).await?;
+    let (parts, done_rows, total_rows) = ensure_parts(runner, client, t).await?;
     if parts.is_empty() {
         return Ok(());
     }
-    let row = client
-        .query_one(
-            "SELECT COALESCE(sum(rows_done), 0)::int8, COALESCE(sum(rows_total), 0)::int8
-             FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2",
-            &[&runner.name(), &t.oid],
-        )
-        .await
-        .map_err(Error::db("could not read the backfill checkpoint"))?;
-    let (done_rows, total_rows): (i64, i64) = (row.get(0), row.get(1));
     let progress = Mutex::new(runner.printer.progress(
         &t.display(),
         total_rows.max(1) as u64,
@@ -194,19 +185,27 @@ pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
     result.map(|_| ())
 }
 
-/// Reads the table's unfinished parts, creating them on first run: with W
-/// workers, W ranges cut at key quantiles read from the primary-key index.
-async fn ensure_parts(runner: &Runner, client: &Client, t: &TablePlan) -> Result<Vec<Part>> {
+/// Reads the table's unfinished parts and its (rows done, rows in all),
+/// creating the parts on first run: with W workers, W ranges cut at key
+/// quantiles read from the primary-key index.
+async fn ensure_parts(
+    runner: &Runner,
+    client: &Client,
+    t: &TablePlan,
+) -> Result<(Vec<Part>, i64, i64)> {
     let migration = runner.name();
     let existing = client
         .query(
-            "SELECT part, cursor, upper, done FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2 ORDER BY part",
+            "SELECT part, cursor, upper, done, rows_done, rows_total
+             FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2 ORDER BY part",
             &[&migration, &t.oid],
         )
         .await
         .map_err(Error::db("could not read the backfill checkpoint"))?;
     if !existing.is_empty() {
-        return Ok(existing
+        let done = existing.iter().map(|r| r.get::<_, i64>(4)).sum();
+        let total = existing.iter().map(|r| r.get::<_, i64>(5)).sum();
+        let parts = existing
             .iter()
             .filter(|r| !r.get::<_, bool>(3))
             .map(|r| Part {
@@ -214,7 +213,8 @@ async fn ensure_parts(runner: &Runner, client: &Client, t: &TablePlan) -> Result
                 cursor: r.get(1),
                 upper: r.get(2),
             })
-            .collect());
+            .collect();
+        return Ok((parts, done, total));
     }
     let estimate: i64 = client
         .query_one(
@@ -270,7 +270,7 @@ async fn ensure_parts(runner: &Runner, client: &Client, t: &TablePlan) -> Result
         start = end.cloned();
         parts.push(part);
     }
-    Ok(parts)
+    Ok((parts, 0, share * (bounds.len() as i64 + 1)))
 }
 
 async fn run_part(

@@ -31,6 +31,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("could not write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{file}:{line}: {message}")]
     Parse {
         file: String,
@@ -86,6 +93,7 @@ impl Error {
             Error::Refused(_) => ExitCode::CheckFailed,
             Error::MigrationNotFound { .. }
             | Error::Read { .. }
+            | Error::Write { .. }
             | Error::Parse { .. }
             | Error::UnknownTable { .. }
             | Error::UnknownColumn { .. }

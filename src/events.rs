@@ -29,7 +29,7 @@ impl Events {
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|source| Error::Read {
+                    .map_err(|source| Error::Write {
                         path: p.into(),
                         source,
                     })?,

@@ -4,8 +4,6 @@
 //! it creates starts with [`PREFIX`], so leftovers are easy to find and tests
 //! can assert there are none.
 
-use sha2::{Digest, Sha256};
-
 /// Prefix of every object pgshift creates in user schemas.
 pub const PREFIX: &str = "pgshift_";
 
@@ -69,8 +67,7 @@ pub fn bounded(name: &str) -> String {
 
 /// First 8 hex digits of the SHA-256 of `text`.
 pub fn hex8(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    crate::migration::checksum(text)[..8].to_string()
 }
 
 #[cfg(test)]

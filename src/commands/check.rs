@@ -2,31 +2,37 @@
 
 use super::*;
 
-/// The check against `target`: the shadow method on a hot standby, the
-/// rehearsal on a writable clone.
-pub(super) async fn run_check(
-    target: &Client,
-    plan: &Plan,
-    queries: Option<Vec<String>>,
-    workload: &WorkloadArgs,
-) -> Result<CheckResult> {
-    let options = plancheck::Options {
+/// The plan check's options from the command line.
+pub(super) fn check_options(workload: &WorkloadArgs) -> plancheck::Options {
+    plancheck::Options {
         queries_file: workload.queries.clone(),
         top: workload.top,
         max_cost_ratio: workload.max_cost_ratio,
         custom_plans: workload.custom_plans,
-    };
-    let queries = match queries {
-        Some(q) => q,
-        None => plancheck::workload(target, &options).await?,
-    };
-    let standby: bool = target
+    }
+}
+
+/// Whether the check target is a hot standby (else a writable clone).
+pub(super) async fn is_standby(target: &Client) -> Result<bool> {
+    Ok(target
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
         .map_err(Error::db(
             "could not ask the check target whether it is a standby",
         ))?
-        .get(0);
+        .get(0))
+}
+
+/// The check against `target`: the shadow method on a hot standby, the
+/// rehearsal on a writable clone.
+pub(super) async fn run_check(
+    target: &Client,
+    standby: bool,
+    plan: &Plan,
+    workload: &WorkloadArgs,
+) -> Result<CheckResult> {
+    let options = check_options(workload);
+    let queries = plancheck::workload(target, &options).await?;
     if standby {
         plancheck::shadow(target, plan, &queries, &options).await
     } else {
@@ -48,13 +54,7 @@ pub(super) async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArg
     let target = Target::parse(url, "--replica-url")?
         .connect("pgshift check")
         .await?;
-    let standby: bool = target
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .map_err(Error::db(
-            "could not ask the check target whether it is a standby",
-        ))?
-        .get(0);
+    let standby = is_standby(&target).await?;
     let plan = if standby {
         // The shadow columns must exist there: the migration's stored plan names them.
         let m = state::get(&target, &name).await?.ok_or_else(|| {
@@ -86,7 +86,7 @@ pub(super) async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArg
         )
         .await?
     };
-    let result = run_check(&target, &plan, None, &args.workload).await?;
+    let result = run_check(&target, standby, &plan, &args.workload).await?;
     let regressions = result.regressions;
     printer.report(&CheckReport(result)).map_err(io_error)?;
     if regressions > 0 {

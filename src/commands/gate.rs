@@ -26,8 +26,8 @@ pub(super) async fn forward_with_gate(
         let target = Target::parse(url, "--replica-url")?
             .connect("pgshift check")
             .await?;
-        wait_for_replay(&runner.lifeline, &target).await?;
-        let result = run_check(&target, &runner.plan, None, workload).await?;
+        let standby = wait_for_replay(&runner.lifeline, &target).await?;
+        let result = run_check(&target, standby, &runner.plan, workload).await?;
         if result.regressions > 0 {
             printer
                 .report(&CheckReport(result.clone()))
@@ -133,23 +133,11 @@ pub(super) async fn watch_window(
     Ok(())
 }
 
-/// A short-lived connection to the primary for a pre-flight question.
-pub(super) async fn client_for_watch(global: &GlobalArgs) -> Result<Client> {
-    primary(global)?.connect(APP_NAME).await
-}
-
 /// On a hot standby, waits until it has replayed what the primary wrote so far
-/// (the shadow indexes and their statistics).
-pub(super) async fn wait_for_replay(primary: &Client, target: &Client) -> Result<()> {
-    let standby: bool = target
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .map_err(Error::db(
-            "could not ask the check target whether it is a standby",
-        ))?
-        .get(0);
-    if !standby {
-        return Ok(());
+/// (the shadow indexes and their statistics). Returns whether it is a standby.
+pub(super) async fn wait_for_replay(primary: &Client, target: &Client) -> Result<bool> {
+    if !is_standby(target).await? {
+        return Ok(false);
     }
     let lsn: String = primary
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -167,7 +155,7 @@ pub(super) async fn wait_for_replay(primary: &Client, target: &Client) -> Result
             .map_err(Error::db("could not read the standby's replay position"))?
             .get(0);
         if caught_up {
-            return Ok(());
+            return Ok(true);
         }
         if Instant::now() > deadline {
             return Err(Error::Refused(

@@ -82,7 +82,7 @@ pub(super) async fn audit(global: &GlobalArgs, printer: &Printer, args: AuditArg
     audit::sort_by_urgency(&mut keys);
     let mut written = Vec::new();
     if let Some(dir) = &args.write_migrations {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Read {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
             path: dir.clone(),
             source,
         })?;
@@ -96,7 +96,7 @@ pub(super) async fn audit(global: &GlobalArgs, printer: &Printer, args: AuditArg
                 k.table.replace('.', "_"),
                 k.column
             ));
-            std::fs::write(&file, audit::migration_sql(k)).map_err(|source| Error::Read {
+            std::fs::write(&file, audit::migration_sql(k)).map_err(|source| Error::Write {
                 path: file.clone(),
                 source,
             })?;

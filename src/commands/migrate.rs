@@ -148,28 +148,20 @@ pub(super) async fn apply_file(
             }
         }
     }
-    drop(client);
-    if args.watch.watch.is_some()
-        && !guard::watch::available(&client_for_watch(global).await?).await?
-    {
+    if args.watch.watch.is_some() && !guard::watch::available(&client).await? {
         return Err(Error::Usage(
             "--watch compares statement times from pg_stat_statements, which is not installed on the primary: \
              add it to shared_preload_libraries and run CREATE EXTENSION pg_stat_statements"
                 .into(),
         ));
     }
+    drop(client);
     // The plan check before cutover needs a workload: find out now, not after the backfill.
     if let (Some(url), false) = (&global.replica_url, args.workload.accept_plan_changes) {
         let target = Target::parse(url, "--replica-url")?
             .connect("pgshift check")
             .await?;
-        let options = plancheck::Options {
-            queries_file: args.workload.queries.clone(),
-            top: args.workload.top,
-            max_cost_ratio: args.workload.max_cost_ratio,
-            custom_plans: args.workload.custom_plans,
-        };
-        plancheck::workload(&target, &options).await?;
+        plancheck::workload(&target, &check_options(&args.workload)).await?;
     }
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
