@@ -259,6 +259,7 @@ async fn run_way(
     let started = Instant::now();
     let mut extra = (None, None, None);
     let mut phases: Vec<(std::time::SystemTime, String)> = Vec::new();
+    let mut steps: Vec<(std::time::SystemTime, std::time::SystemTime, String)> = Vec::new();
     if way == "blocking" {
         admin.batch_execute(BLOCKING).await?;
     } else {
@@ -303,6 +304,7 @@ async fn run_way(
         let log = std::fs::read_to_string(&events)?;
         extra = parse_events(&log, args.rows);
         phases = phase_times(&log);
+        steps = step_times(&log);
         extra.2 = Some(rss_kb as f64 / 1024.0);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -364,11 +366,18 @@ async fn run_way(
         .max_by(|a, b| a.1.total_cmp(b.1))
         .and_then(|(i, _)| {
             let t = latencies.at[i];
-            phases
+            let phase = phases
                 .iter()
                 .rev()
                 .find(|(p, _)| *p <= t)
-                .map(|(_, name)| name.clone())
+                .map(|(_, name)| name.clone())?;
+            // The step that was running when the slowest transaction started.
+            let step = steps
+                .iter()
+                .find(|(from, to, _)| *from <= t && t <= *to)
+                .map(|(_, _, what)| format!(": {what}"))
+                .unwrap_or_default();
+            Some(format!("{phase}{step}"))
         });
     Ok(Way {
         way: way.to_string(),
@@ -409,6 +418,22 @@ fn phase_times(log: &str) -> Vec<(std::time::SystemTime, String)> {
     out
 }
 
+/// (start, end, description) of each step from pgshift's `step` events,
+/// which are written when a step ends and carry its duration.
+fn step_times(
+    log: &str,
+) -> Vec<(std::time::SystemTime, std::time::SystemTime, String)> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step")
+        .filter_map(|e| {
+            let end = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
+            let start = end - Duration::from_millis(e["ms"].as_u64()?);
+            Some((start, end, e["step"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
 /// (backfill rows/s, cutover lock ms) from pgshift's event log.
 fn parse_events(log: &str, rows: i64) -> (Option<f64>, Option<f64>, Option<f64>) {
     let events: Vec<serde_json::Value> = log
@@ -440,6 +465,39 @@ async fn baseline(primary: &Cluster, db: &str, args: &Args) -> Result<Latencies,
     let load = Load::start(&primary.url(db), args.rate, args.clients, args.rows).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     Ok(load.stop().await)
+}
+
+/// Starts every way from the same quiet state: `CREATE DATABASE` has just
+/// written the whole copy to the WAL, so checkpoint now (rather than in the
+/// middle of the next way) and let the replica replay all of it.
+async fn settle(primary: &Cluster, replica: &Cluster) -> Result<(), Error> {
+    let p = connect(&primary.url("postgres")).await?;
+    p.batch_execute("CHECKPOINT").await?;
+    let lsn: String = p
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let r = connect(&replica.url("postgres")).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let caught_up: bool = r
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await?
+            .get(0);
+        if caught_up {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the replica did not catch up within 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.batch_execute("CHECKPOINT").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -495,7 +553,7 @@ async fn main() -> Result<(), Error> {
                 "postgres",
                 &format!("CREATE DATABASE {db} TEMPLATE bench_template"),
             )?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            settle(&primary, &replica).await?;
             if rep == 0 && way == "blocking" {
                 base = baseline(&primary, &db, &args).await?;
             }
@@ -520,9 +578,9 @@ async fn main() -> Result<(), Error> {
     );
     println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms.\n",
         args.rate, args.clients, base.pct(0.5), base.pct(0.99), base.max());
-    println!("| way | wall s | ratio to blocking | backfill rows/s | app p50 ms | app p99 ms | app max ms | failed tx | cutover lock ms | peak replica lag s | pgshift peak RSS MB | WAL MB |");
+    println!("| way | wall s | ratio to blocking | backfill rows/s | app p50 ms | app p99 ms | app max ms | app max around cutover ms | failed tx | cutover lock ms | peak replica lag s | pgshift peak RSS MB | WAL MB |");
     println!(
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for way in ways {
         let opt = |f: &dyn Fn(&Way) -> Option<f64>| {

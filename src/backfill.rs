@@ -159,8 +159,13 @@ const MIN_ROWS_PER_PART: i64 = 20_000;
 /// Fills the shadow columns of one table, resuming from its checkpoints;
 /// with more than one worker in the pool, disjoint key ranges in parallel.
 pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
-    let client: &Client = &runner.worker;
-    let (parts, done_rows, total_rows) = ensure_parts(runner, client, t).await?;
+    run_on(runner, &runner.worker, runner.workers, t).await
+}
+
+/// `run` on `client`, split into at most `workers` parts; the parts past the
+/// first take more connections from the pool.
+pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TablePlan) -> Result<()> {
+    let (parts, done_rows, total_rows) = ensure_parts(runner, client, workers, t).await?;
     if parts.is_empty() {
         return Ok(());
     }
@@ -191,6 +196,7 @@ pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
 async fn ensure_parts(
     runner: &Runner,
     client: &Client,
+    workers: usize,
     t: &TablePlan,
 ) -> Result<(Vec<Part>, i64, i64)> {
     let migration = runner.name();
@@ -224,7 +230,7 @@ async fn ensure_parts(
         .await
         .map_err(Error::db("could not estimate the table size"))?
         .get(0);
-    let workers = runner.workers.max(1) as i64;
+    let workers = workers.max(1) as i64;
     let mut bounds: Vec<Vec<String>> = Vec::new();
     if workers > 1 && estimate >= MIN_ROWS_PER_PART * workers {
         let sql = bound_sql(t, false, false);
@@ -302,8 +308,10 @@ async fn run_part(
         }
         let outcome = async {
             client
+                // No commit waits for its WAL flush: a crash can lose only the
+                // last batches together with their checkpoint, which resume redoes.
                 .batch_execute(&format!(
-                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}"
+                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL synchronous_commit = off"
                 ))
                 .await?;
             let updated = client.execute(&sql, &args).await?;

@@ -436,7 +436,20 @@ impl Runner {
         futures_util::future::try_join_all(work).await.map(|_| ())
     }
 
+    /// Runs one step and reports it as a `step` event with its duration, so
+    /// an application stall can be matched to the statement behind it.
     async fn run_step(&self, client: &Client, step: &Step) -> Result<()> {
+        let started = std::time::Instant::now();
+        self.execute_step(client, step).await?;
+        self.events.emit(
+            "step",
+            json!({"phase": step.phase, "step": step.description, "lock": step.lock,
+                   "ms": started.elapsed().as_millis() as u64}),
+        );
+        Ok(())
+    }
+
+    async fn execute_step(&self, client: &Client, step: &Step) -> Result<()> {
         match &step.action {
             Action::Ddl { skip_if } => {
                 if let Some(check) = skip_if {
@@ -474,7 +487,7 @@ impl Runner {
                 })?;
                 backfill::run(self, t).await
             }
-            Action::Verify { table } => self.verify(*table, step).await,
+            Action::Verify { table } => self.verify(client, *table, step).await,
             Action::Transaction { statements } => retry::transaction(
                 &self.worker,
                 statements,
@@ -545,9 +558,9 @@ impl Runner {
             .await
     }
 
-    async fn verify(&self, table: u32, step: &Step) -> Result<()> {
+    async fn verify(&self, client: &Client, table: u32, step: &Step) -> Result<()> {
         let count = |sql: String| async move {
-            self.worker
+            client
                 .query_one(sql.as_str(), &[])
                 .await
                 .map(|r| r.get::<_, i64>(0))
@@ -566,7 +579,8 @@ impl Runner {
             t.display()
         );
         backfill::reset(&self.lifeline, self.name(), table).await?;
-        backfill::run(self, t).await?;
+        // On this connection only: other lanes may hold the rest of the pool.
+        backfill::run_on(self, client, 1, t).await?;
         let differing = count(step.sql.clone()).await?;
         if differing > 0 {
             return Err(Error::Runtime(format!(

@@ -507,3 +507,67 @@ async fn column_privileges_comment_and_statistics_target_survive_the_cutover() {
     assert_eq!(row.get::<_, i32>(2), 500);
     assert_eq!(row.get::<_, String>(3), "bigint");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_changed_behind_the_sync_trigger_is_caught_and_backfilled_again() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);
+             INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 20000) g;
+             CREATE TABLE tags (id int PRIMARY KEY, item_id int NOT NULL REFERENCES items (id));
+             INSERT INTO tags SELECT g, 10000 + g FROM generate_series(1, 5000) g;
+             ANALYZE items; ANALYZE tags;",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration(
+        "0009_verify",
+        "ALTER TABLE items ALTER COLUMN id TYPE bigint;\n",
+    );
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "apply", &path])
+        .args(["--batch-size", "500", "--max-rows-per-second", "5000"])
+        .args(["--max-connections", "3"])
+        .env("RUST_LOG", "pgshift=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = wait_until(
+        &client,
+        "SELECT coalesce(bool_or(rows_done >= 1000 AND NOT done), false) FROM pgshift.backfill
+         WHERE table_oid = 'items'::regclass",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(started, "the backfill of items never got past its first rows");
+    // What a restore or a logical replication apply can do: change a row
+    // that was already copied, with triggers off.
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL session_replication_role = replica;
+             UPDATE items SET id = -5 WHERE id = 5; COMMIT;",
+        )
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 rows of items differ after the backfill; backfilling again"),
+        "{stderr}"
+    );
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM items WHERE id = -5), (SELECT count(*) FROM items WHERE id = 5),
+                    (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                     WHERE attrelid = 'items'::regclass AND attname = 'id')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "the changed row keeps its new key");
+    assert_eq!(row.get::<_, i64>(1), 0, "the stale copy of the key is gone");
+    assert_eq!(row.get::<_, String>(2), "bigint");
+}

@@ -177,21 +177,45 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
         .collect()
 }
 
-/// validate: indexes, constraints, a verification pass, statistics.
+/// validate: a verification pass, indexes, constraints, statistics.
 ///
-/// Steps that touch one table carry it as their lane, so tables can be
-/// validated in parallel when the connection budget allows; foreign keys
-/// (two tables) and the verification pass run on their own.
+/// Three stages, so that no step waits for a lock behind one of our own
+/// long steps (a waiting ACCESS EXCLUSIVE request queues the application
+/// behind it): first the long scans that block nobody, each table in its
+/// own lane (verification, concurrent index builds); then, one by one, the
+/// catalog-only `ADD … NOT VALID` statements that take brief strong locks;
+/// then the validations and statistics, again per table in parallel (a
+/// foreign key validates in the lane of its referencing table: it only takes
+/// ROW SHARE on the referenced one).
 pub fn validate(plan: &Plan) -> Vec<Step> {
-    let in_lane = |t: &TablePlan, mut s: Step| {
-        s.lane = Some(t.oid);
+    let in_lane = |oid: u32, mut s: Step| {
+        s.lane = Some(oid);
         s
     };
-    let mut steps = Vec::new();
+    let mut scans = Vec::new();
+    let mut brief = Vec::new();
+    let mut checks = Vec::new();
     for t in &plan.tables {
+        scans.push(in_lane(
+            t.oid,
+            step(
+                "validating",
+                format!(
+                    "verify no row of {} has new IS DISTINCT FROM old",
+                    t.display()
+                ),
+                format!(
+                    "SELECT count(*) FROM {} WHERE {}",
+                    t.qualified(),
+                    differs(t)
+                ),
+                NONE,
+                Action::Verify { table: t.oid },
+            ),
+        ));
         for ix in &t.indexes {
-            steps.push(in_lane(
-                t,
+            scans.push(in_lane(
+                t.oid,
                 step(
                     "validating",
                     format!(
@@ -208,46 +232,40 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             ));
         }
         for c in t.columns.iter().filter(|c| c.not_null) {
-            steps.push(in_lane(
-                t,
-                step(
-                    "validating",
-                    format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
-                    format!(
-                        "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
-                        t.qualified(),
-                        quote(&c.not_null_check),
-                        quote(&c.shadow)
-                    ),
-                    ACCESS_EXCLUSIVE,
-                    Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
+            brief.push(step(
+                "validating",
+                format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                    t.qualified(),
+                    quote(&c.not_null_check),
+                    quote(&c.shadow)
                 ),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
             ));
-            steps.push(in_lane(t, validate_step(&t.qualified(), &c.not_null_check)));
+            checks.push(in_lane(t.oid, validate_step(&t.qualified(), &c.not_null_check)));
         }
         for chk in &t.checks {
-            steps.push(in_lane(
-                t,
-                step(
-                    "validating",
-                    format!("rebuild check {} on the shadow column", chk.name),
-                    format!(
-                        "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
-                        t.qualified(),
-                        quote(&chk.shadow),
-                        chk.definition
-                    ),
-                    ACCESS_EXCLUSIVE,
-                    Action::Ddl {
-                        skip_if: Some(constraint_exists(t, &chk.shadow)),
-                    },
+            brief.push(step(
+                "validating",
+                format!("rebuild check {} on the shadow column", chk.name),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                    t.qualified(),
+                    quote(&chk.shadow),
+                    chk.definition
                 ),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl {
+                    skip_if: Some(constraint_exists(t, &chk.shadow)),
+                },
             ));
-            steps.push(in_lane(t, validate_step(&t.qualified(), &chk.shadow)));
+            checks.push(in_lane(t.oid, validate_step(&t.qualified(), &chk.shadow)));
         }
     }
     for fk in &plan.foreign_keys {
-        steps.push(step(
+        brief.push(step(
             "validating",
             format!(
                 "rebuild foreign key {} on the new columns (references {}), same actions and deferrability",
@@ -258,29 +276,15 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             Action::Ddl { skip_if: Some(fk_exists(&fk.table, &fk.shadow)) },
         ));
         if fk.was_validated {
-            steps.push(validate_step(&fk.table, &fk.shadow));
+            let validate = validate_step(&fk.table, &fk.shadow);
+            // Its own lane when the referencing table is not being widened.
+            checks.push(in_lane(fk.table_oid, validate));
         }
     }
     for t in &plan.tables {
-        steps.push(step(
-            "validating",
-            format!(
-                "verify no row of {} has new IS DISTINCT FROM old",
-                t.display()
-            ),
-            format!(
-                "SELECT count(*) FROM {} WHERE {}",
-                t.qualified(),
-                differs(t)
-            ),
-            NONE,
-            Action::Verify { table: t.oid },
-        ));
-    }
-    for t in &plan.tables {
         let shadows: Vec<String> = t.columns.iter().map(|c| quote(&c.shadow)).collect();
-        steps.push(in_lane(
-            t,
+        checks.push(in_lane(
+            t.oid,
             step(
                 "validating",
                 format!(
@@ -294,7 +298,9 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
-    steps
+    scans.extend(brief);
+    scans.extend(checks);
+    scans
 }
 
 /// `new IS DISTINCT FROM old` for every widened column of `t`, OR-ed.
