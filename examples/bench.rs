@@ -71,6 +71,8 @@ struct Latencies {
     /// When each transaction started (wall clock), parallel to `ms`.
     at: Vec<std::time::SystemTime>,
     failed: u64,
+    /// The first few distinct errors the application saw.
+    errors: Vec<String>,
 }
 
 impl Latencies {
@@ -135,7 +137,15 @@ impl Load {
                                 o.ms.push(ms);
                                 o.at.push(wall);
                             }
-                            Err(_) => o.failed += 1,
+                            Err(e) => {
+                                o.failed += 1;
+                                let e = e
+                                    .as_db_error()
+                                    .map_or(e.to_string(), |d| d.message().to_string());
+                                if o.errors.len() < 5 && !o.errors.contains(&e) {
+                                    o.errors.push(e);
+                                }
+                            }
                         }
                     }
                     let now = Instant::now();
@@ -224,6 +234,7 @@ struct Way {
     max_ms: f64,
     transactions: usize,
     failed: u64,
+    errors: Vec<String>,
     wal_bytes: i64,
     peak_replica_lag_s: f64,
     backfill_rows_per_s: Option<f64>,
@@ -387,6 +398,7 @@ async fn run_way(
         max_ms: latencies.max(),
         transactions: latencies.ms.len(),
         failed: latencies.failed,
+        errors: latencies.errors.clone(),
         wal_bytes,
         peak_replica_lag_s: peak_lag,
         backfill_rows_per_s: extra.0,
@@ -420,9 +432,7 @@ fn phase_times(log: &str) -> Vec<(std::time::SystemTime, String)> {
 
 /// (start, end, description) of each step from pgshift's `step` events,
 /// which are written when a step ends and carry its duration.
-fn step_times(
-    log: &str,
-) -> Vec<(std::time::SystemTime, std::time::SystemTime, String)> {
+fn step_times(log: &str) -> Vec<(std::time::SystemTime, std::time::SystemTime, String)> {
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["event"] == "step")
@@ -629,6 +639,9 @@ async fn main() -> Result<(), Error> {
         extra(&|r| r.hot_update_pct)
     );
     for r in &results {
+        for e in &r.errors {
+            println!("- {}: the application saw: {e}", r.way);
+        }
         if let Some(w) = &r.worst_during {
             println!(
                 "- {}: worst application latency {:.1} ms, during `{w}`",

@@ -129,6 +129,7 @@ impl Target {
             .batch_execute(SESSION_SETTINGS)
             .await
             .map_err(Error::db("could not apply session settings"))?;
+        prefer_short_deadlock_timeout(&client).await;
         Ok(client)
     }
 }
@@ -153,7 +154,9 @@ impl Target {
                     client
                         .batch_execute(SESSION_SETTINGS)
                         .await
-                        .map_err(HookError::Backend)
+                        .map_err(HookError::Backend)?;
+                    prefer_short_deadlock_timeout(client).await;
+                    Ok(())
                 })
             }))
             .build()
@@ -185,6 +188,17 @@ impl Target {
 const SESSION_SETTINGS: &str = "SET lock_timeout = '2s'; \
      SET idle_in_transaction_session_timeout = '60s'; \
      SET statement_timeout = 0";
+
+/// When one of our lock requests waits for autovacuum, the server cancels
+/// the autovacuum worker once the wait reaches `deadlock_timeout` (1 s by
+/// default), and the application queues behind us all that time. 100 ms
+/// bounds that wait. Only superusers (or roles granted SET on it) may change
+/// it: elsewhere the server's value stays, and a failure here changes nothing.
+async fn prefer_short_deadlock_timeout(client: &tokio_postgres::Client) {
+    if let Err(e) = client.batch_execute("SET deadlock_timeout = '100ms'").await {
+        tracing::debug!("keeping the server's deadlock_timeout: {e}");
+    }
+}
 
 /// Replaces `sslmode=verify-ca|verify-full` (which tokio-postgres rejects)
 /// by `require` and reports how strictly to verify.

@@ -73,7 +73,8 @@ impl Events {
             match child {
                 Ok(mut child) => {
                     if let Some(mut stdin) = child.stdin.take() {
-                        let _ = stdin.write_all(line.as_bytes());
+                        // One JSON line, newline included: `cat >> file` collects them.
+                        let _ = stdin.write_all(format!("{line}\n").as_bytes());
                     }
                     std::thread::spawn(move || {
                         let _ = child.wait();

@@ -160,6 +160,7 @@ impl Runner {
                 json!({"pid": b.pid, "age_seconds": b.age_seconds, "query": b.query}),
             );
         }
+        self.cancel_autovacuum(&tables).await;
         let started = Instant::now();
         match retry::transaction(
             &self.worker,
@@ -343,6 +344,8 @@ impl Runner {
         let Action::Transaction { statements } = &swap.action else {
             unreachable!("the swap back is a transaction")
         };
+        self.cancel_autovacuum(&widen_integer::locked_tables(&self.plan))
+            .await;
         let held = retry::transaction(
             &self.worker,
             statements,
@@ -401,7 +404,9 @@ impl Runner {
     }
 
     /// Runs per-table steps with one connection per table (up to the pool's
-    /// size); each table's steps keep their order.
+    /// size); each table's steps keep their order. Connections take the next
+    /// table from a queue, largest first, so one big table does not end up
+    /// behind smaller ones on the same connection.
     async fn run_lanes(&self, steps: &[Step]) -> Result<()> {
         let mut lanes: Vec<(u32, Vec<&Step>)> = Vec::new();
         for s in steps {
@@ -411,34 +416,56 @@ impl Runner {
                 None => lanes.push((lane, vec![s])),
             }
         }
+        let size = |oid: u32| self.plan.table(oid).map_or(0, |t| t.estimated_rows);
+        lanes.sort_by_key(|(oid, _)| std::cmp::Reverse(size(*oid)));
         let connections = lanes.len().min(self.workers);
+        let queue = std::sync::Mutex::new(
+            lanes
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
         let mut extra = Vec::new();
         for _ in 1..connections {
             extra.push(self.extra_worker().await?);
         }
         let work = (0..connections).map(|c| {
             let client: &Client = if c == 0 { &self.worker } else { &extra[c - 1] };
-            let mine: Vec<&Step> = lanes
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % connections == c)
-                .flat_map(|(_, (_, v))| v.iter().copied())
-                .collect();
+            let queue = &queue;
             async move {
-                for step in mine {
-                    self.check_interrupt()?;
-                    tracing::info!("{}", step.description);
-                    self.run_step(client, step).await?;
+                loop {
+                    let Some(lane) = queue.lock().expect("lane queue").next() else {
+                        return Ok::<(), Error>(());
+                    };
+                    for step in lane {
+                        self.check_interrupt()?;
+                        tracing::info!("{}", step.description);
+                        self.run_step(client, step).await?;
+                    }
                 }
-                Ok::<(), Error>(())
             }
         });
         futures_util::future::try_join_all(work).await.map(|_| ())
     }
 
+    /// Cancels autovacuum on `tables` before we ask for a strong lock.
+    async fn cancel_autovacuum(&self, tables: &[String]) {
+        let pids = guard::cancel_autovacuum(&self.worker, tables).await;
+        if !pids.is_empty() {
+            tracing::info!("cancelled autovacuum (pids {pids:?}) so it does not hold up our lock");
+            self.events
+                .emit("autovacuum_cancelled", json!({"pids": pids}));
+        }
+    }
+
     /// Runs one step and reports it as a `step` event with its duration, so
     /// an application stall can be matched to the statement behind it.
     async fn run_step(&self, client: &Client, step: &Step) -> Result<()> {
+        if step.blocking {
+            self.cancel_autovacuum(&widen_integer::locked_tables(&self.plan))
+                .await;
+        }
         let started = std::time::Instant::now();
         self.execute_step(client, step).await?;
         self.events.emit(

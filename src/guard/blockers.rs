@@ -56,3 +56,34 @@ pub async fn long_transactions(
         })
         .collect())
 }
+
+/// Cancels autovacuum workers that hold a lock on one of `tables`, except
+/// anti-wraparound ones, and returns their pids. A lock request that waits
+/// for autovacuum makes the application queue behind it until the server
+/// cancels the worker after `deadlock_timeout` (1 s by default): cancelling
+/// first keeps that wait out of the cutover. Autovacuum comes back on its
+/// own; on a server where we may not signal it, this does nothing.
+pub async fn cancel_autovacuum(client: &Client, tables: &[String]) -> Vec<i32> {
+    let rows = client
+        .query(
+            // Materialized first: in one WHERE the planner may order the
+            // quals so that pg_cancel_backend runs on other sessions too.
+            "WITH workers AS MATERIALIZED (
+                 SELECT a.pid FROM pg_stat_activity a
+                 WHERE a.backend_type = 'autovacuum worker'
+                   AND a.query NOT LIKE '%(to prevent wraparound)%'
+                   AND EXISTS (SELECT 1 FROM pg_locks l
+                               WHERE l.pid = a.pid
+                                 AND l.relation = ANY (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)))
+             SELECT pid FROM workers WHERE pg_cancel_backend(pid)",
+            &[&tables],
+        )
+        .await;
+    match rows {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => {
+            tracing::debug!("could not cancel autovacuum: {e}");
+            Vec::new()
+        }
+    }
+}

@@ -7,7 +7,7 @@ mod budget;
 mod lag;
 pub mod watch;
 
-pub use blockers::{long_transactions, BlockingSession};
+pub use blockers::{cancel_autovacuum, long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};
 pub use lag::replica_lag;
 

@@ -350,11 +350,9 @@ async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
         .arg("--events")
         .arg(&events)
         .arg("--on-event")
-        .arg(format!(
-            "cat >> '{}'; echo >> '{}'",
-            hooked.display(),
-            hooked.display()
-        ))
+        // Each event arrives as one line: one append per hook, so hooks
+        // running at the same time never interleave inside a line.
+        .arg(format!("cat >> '{}'", hooked.display()))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -458,4 +456,82 @@ async fn sum_rows(client: &tokio_postgres::Client) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock() {
+    let (cluster, client) = primary_with(ClusterOptions {
+        extra_conf: vec!["autovacuum_naptime = 1".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    incident::load(&client, 20_000).await.unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0023_autovacuum", SCRIPTS_ID);
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // An autovacuum that crawls: it holds its lock on scripts for minutes.
+    client
+        .batch_execute(
+            "ALTER TABLE scripts SET (autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1,
+                                      autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0);
+             UPDATE scripts SET name = name;",
+        )
+        .await
+        .unwrap();
+    let vacuuming = wait_until(
+        &client,
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE backend_type = 'autovacuum worker' AND query LIKE '%scripts%'",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(vacuuming, "autovacuum never started on scripts");
+
+    // A bystander mid-statement: only autovacuum may be cancelled.
+    let bystander = connect(&url).await;
+    let sleeping = tokio::spawn(async move {
+        bystander
+            .batch_execute("SELECT pg_sleep(3)")
+            .await
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let run = pgshift(
+        &url,
+        &[
+            "cutover",
+            "0023_autovacuum",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let log = std::fs::read_to_string(&events).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "autovacuum_cancelled"),
+        "{log}"
+    );
+    let lock_ms = events
+        .iter()
+        .find(|e| e["event"] == "cutover")
+        .and_then(|e| e["lock_ms"].as_u64())
+        .expect("a cutover event");
+    assert!(
+        lock_ms < 500,
+        "the cutover held its locks {lock_ms} ms (an autovacuum wait is 1 s)"
+    );
+    assert_eq!(
+        sleeping.await.unwrap(),
+        Ok(()),
+        "the bystander was cancelled"
+    );
 }

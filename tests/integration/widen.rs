@@ -541,7 +541,10 @@ async fn a_row_changed_behind_the_sync_trigger_is_caught_and_backfilled_again() 
         Duration::from_secs(60),
     )
     .await;
-    assert!(started, "the backfill of items never got past its first rows");
+    assert!(
+        started,
+        "the backfill of items never got past its first rows"
+    );
     // What a restore or a logical replication apply can do: change a row
     // that was already copied, with triggers off.
     client

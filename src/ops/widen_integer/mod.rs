@@ -244,7 +244,10 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 ACCESS_EXCLUSIVE,
                 Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
             ));
-            checks.push(in_lane(t.oid, validate_step(&t.qualified(), &c.not_null_check)));
+            checks.push(in_lane(
+                t.oid,
+                validate_step(&t.qualified(), &c.not_null_check),
+            ));
         }
         for chk in &t.checks {
             brief.push(step(
