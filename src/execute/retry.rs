@@ -4,7 +4,8 @@
 //! table wait behind it, even plain SELECTs: a short `lock_timeout` bounds
 //! that queue, and we retry later, with exponential backoff and jitter so
 //! that retries never line up with the application's own rhythm. Only
-//! `lock_not_available` is retried: other errors are real.
+//! `lock_not_available` and `deadlock_detected` are retried: other errors
+//! are real.
 
 use std::time::Duration;
 
@@ -30,8 +31,12 @@ impl LockPolicy {
     }
 }
 
+/// A lock we did not get: a timeout, or a deadlock the server resolved by
+/// cancelling us (our short deadlock_timeout makes us the one it cancels,
+/// not the application). Both leave nothing changed and are worth a retry.
 fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+        || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
 }
 
 /// Runs `sql` (one or more statements) under the lock policy.

@@ -166,8 +166,9 @@ async fn on_a_hot_standby_the_shadow_method_flags_it_and_apply_stops_at_ready() 
     assert_eq!(run.code, 1, "the gate stops the cutover: {}", run.stderr);
     assert!(
         run.stderr.contains("stopped at ready: 1 of 3 queries"),
-        "{}",
-        run.stderr
+        "{}\n{}",
+        run.stderr,
+        run.stdout
     );
     assert!(run.stdout.contains("REGRESSED"), "{}", run.stdout);
     let phase: String = client

@@ -535,3 +535,65 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
         "the bystander was cancelled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_at_cutover_costs_pgshift_a_retry_and_never_the_application() {
+    let (cluster, client) = incident_primary(2_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0025_deadlock", SCRIPTS_ID);
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // The application holds script_runs, so the cutover gets its first
+    // locks and waits there ...
+    let app = connect(&url).await;
+    app.batch_execute("BEGIN; SELECT count(*) FROM script_runs;")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let events_arg = events.to_str().unwrap().to_string();
+    let cutover = tokio::spawn(async move {
+        pgshift(
+            &url,
+            &[
+                "cutover",
+                "0025_deadlock",
+                "--lock-timeout",
+                "10s",
+                "--events",
+                &events_arg,
+            ],
+        )
+        .await
+    });
+    assert!(
+        wait_until(
+            &client,
+            "SELECT count(*) > 0 FROM pg_locks WHERE NOT granted AND relation = 'script_runs'::regclass",
+            Duration::from_secs(10)
+        )
+        .await,
+        "the cutover never waited for script_runs"
+    );
+    // ... then the application reads scripts, which the cutover holds.
+    let read = app.query_one("SELECT count(*) FROM scripts", &[]).await;
+    assert!(read.is_ok(), "the application lost the deadlock: {read:?}");
+    app.batch_execute("COMMIT").await.unwrap();
+
+    let run = cutover.await.unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("\"event\":\"retry\"")),
+        "{log}"
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT phase FROM pgshift.migrations", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "cut_over"
+    );
+}

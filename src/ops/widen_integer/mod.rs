@@ -458,15 +458,28 @@ pub fn locked_tables(plan: &Plan) -> Vec<String> {
 /// The opening of a swap (either way): every lock up front, in one
 /// statement (no lock upgrades midway, and lock_timeout bounds the whole
 /// wait); then the views, the sync triggers and the foreign keys go.
+///
+/// Views come first in the lock list, dependents first: a query on a view
+/// locks the view, then its tables. Locking the tables first and the view
+/// later (to drop it) would deadlock with such a query.
 pub(super) fn detach(
     s: &mut Vec<String>,
     plan: &Plan,
     tables: &[String],
     trigger: impl Fn(&TablePlan) -> &String,
 ) {
+    let relations: Vec<String> = plan
+        .views
+        .iter()
+        .rev()
+        // LOCK TABLE refuses materialized views; DROP takes their lock.
+        .filter(|v| !v.materialized)
+        .map(|v| v.qualified())
+        .chain(tables.iter().cloned())
+        .collect();
     s.push(format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        tables.join(", ")
+        relations.join(", ")
     ));
     drop_views(s, plan);
     for t in &plan.tables {
