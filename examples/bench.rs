@@ -71,6 +71,8 @@ struct Latencies {
     /// When each transaction started (wall clock), parallel to `ms`.
     at: Vec<std::time::SystemTime>,
     failed: u64,
+    /// Whether each transaction wrote (update or insert), parallel to `ms`.
+    wrote: Vec<bool>,
     /// The first few distinct errors the application saw.
     errors: Vec<String>,
 }
@@ -84,6 +86,21 @@ impl Latencies {
         v.sort_by(f64::total_cmp);
         v[((v.len() - 1) as f64 * p).round() as usize]
     }
+    /// The `p` percentile of reads only (`writes` false) or writes only.
+    fn pct_of(&self, writes: bool, p: f64) -> f64 {
+        let only = Latencies {
+            ms: self
+                .ms
+                .iter()
+                .zip(&self.wrote)
+                .filter(|(_, w)| **w == writes)
+                .map(|(m, _)| *m)
+                .collect(),
+            ..Latencies::default()
+        };
+        only.pct(p)
+    }
+
     fn max(&self) -> f64 {
         self.ms.iter().copied().fold(0.0, f64::max)
     }
@@ -136,6 +153,7 @@ impl Load {
                             Ok(_) => {
                                 o.ms.push(ms);
                                 o.at.push(wall);
+                                o.wrote.push(i % 20 >= 14);
                             }
                             Err(e) => {
                                 o.failed += 1;
@@ -231,6 +249,10 @@ struct Way {
     seconds: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// p99 of reads by id, and of updates and inserts (which wait for their
+    /// commit's WAL flush, behind whatever WAL was written before it).
+    read_p99_ms: f64,
+    write_p99_ms: f64,
     max_ms: f64,
     transactions: usize,
     failed: u64,
@@ -395,6 +417,8 @@ async fn run_way(
         seconds,
         p50_ms: latencies.pct(0.5),
         p99_ms: latencies.pct(0.99),
+        read_p99_ms: latencies.pct_of(false, 0.99),
+        write_p99_ms: latencies.pct_of(true, 0.99),
         max_ms: latencies.max(),
         transactions: latencies.ms.len(),
         failed: latencies.failed,
@@ -572,8 +596,8 @@ async fn main() -> Result<(), Error> {
             eprintln!("bench: rep {rep}: {way}");
             let r = run_way(way, &primary, &replica, &db, &args, &bin, migration).await?;
             eprintln!(
-                "bench:   {:.1} s, p99 {:.1} ms, max {:.1} ms, failed {}",
-                r.seconds, r.p99_ms, r.max_ms, r.failed
+                "bench:   {:.1} s, p99 {:.1} ms (reads {:.1}, writes {:.1}), max {:.1} ms, failed {}",
+                r.seconds, r.p99_ms, r.read_p99_ms, r.write_p99_ms, r.max_ms, r.failed
             );
             results.push(r);
             primary.psql("postgres", &format!("DROP DATABASE {db}"))?;
@@ -591,8 +615,10 @@ async fn main() -> Result<(), Error> {
     let base_p50 = median(bases.iter().map(|b| b.pct(0.5)).collect());
     let base_p99 = median(bases.iter().map(|b| b.pct(0.99)).collect());
     let base_max = median(bases.iter().map(|b| b.max()).collect());
-    println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration (median of one 10 s window per repetition): p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms.\n",
-        args.rate, args.clients, base_p50, base_p99, base_max);
+    let base_reads = median(bases.iter().map(|b| b.pct_of(false, 0.99)).collect());
+    let base_writes = median(bases.iter().map(|b| b.pct_of(true, 0.99)).collect());
+    println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration (median of one 10 s window per repetition): p50 {:.2} ms, p99 {:.2} ms (reads {:.2}, writes {:.2}), max {:.1} ms.\n",
+        args.rate, args.clients, base_p50, base_p99, base_reads, base_writes, base_max);
     println!("| way | wall s | ratio to blocking | backfill rows/s | app p50 ms | app p99 ms | app max ms | app max around cutover ms | failed tx | cutover lock ms | peak replica lag s | pgshift peak RSS MB | WAL MB |");
     println!(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -656,6 +682,7 @@ async fn main() -> Result<(), Error> {
     }
     let json = json!({"rows": args.rows, "reps": args.reps, "rate": args.rate,
         "baseline": {"p50_ms": base_p50, "p99_ms": base_p99, "max_ms": base_max,
+                     "read_p99_ms": base_reads, "write_p99_ms": base_writes,
                      "p99_ms_each": bases.iter().map(|b| b.pct(0.99)).collect::<Vec<_>>()},
         "runs": results});
     let path = std::env::temp_dir().join("pgshift-bench.json");
