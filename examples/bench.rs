@@ -73,6 +73,8 @@ struct Latencies {
     failed: u64,
     /// Whether each transaction wrote (update or insert), parallel to `ms`.
     wrote: Vec<bool>,
+    /// What each transaction did, parallel to `ms`.
+    kind: Vec<&'static str>,
     /// The first few distinct errors the application saw.
     errors: Vec<String>,
 }
@@ -154,6 +156,13 @@ impl Load {
                                 o.ms.push(ms);
                                 o.at.push(wall);
                                 o.wrote.push(i % 20 >= 14);
+                                o.kind.push(match i % 20 {
+                                    0..=7 => "read by id",
+                                    8..=13 => "read through the view",
+                                    14..=16 => "update of scripts",
+                                    17..=18 => "insert into scripts",
+                                    _ => "insert into script_runs",
+                                });
                             }
                             Err(e) => {
                                 o.failed += 1;
@@ -261,11 +270,16 @@ struct Way {
     peak_replica_lag_s: f64,
     backfill_rows_per_s: Option<f64>,
     cutover_lock_ms: Option<f64>,
+    /// The cutover transaction until COMMIT was sent (the rest is mostly
+    /// file unlinks that Postgres does after releasing the locks).
+    cutover_statements_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
     /// Worst application latency within a second of the cutover.
     cutover_stall_ms: Option<f64>,
     /// The pgshift phase during which the worst latency happened.
     worst_during: Option<String>,
+    /// The ten slowest application transactions: what they did, and during which step.
+    slowest: Vec<serde_json::Value>,
     /// Share of updates to `scripts` that were HOT (no index maintenance).
     hot_update_pct: Option<f64>,
     /// Lock time of `pgshift rollback` right after the cutover.
@@ -392,26 +406,30 @@ async fn run_way(
             .map(|(_, ms)| *ms)
             .fold(0.0, f64::max)
     });
-    let worst_during = latencies
-        .ms
+    let during = |t: std::time::SystemTime| -> Option<String> {
+        let phase = phases
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= t)
+            .map(|(_, name)| name.clone())?;
+        let step = steps
+            .iter()
+            .find(|(from, to, _)| *from <= t && t <= *to)
+            .map(|(_, _, what)| format!(": {what}"))
+            .unwrap_or_default();
+        Some(format!("{phase}{step}"))
+    };
+    let mut order: Vec<usize> = (0..latencies.ms.len()).collect();
+    order.sort_by(|a, b| latencies.ms[*b].total_cmp(&latencies.ms[*a]));
+    let slowest: Vec<serde_json::Value> = order
         .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .and_then(|(i, _)| {
-            let t = latencies.at[i];
-            let phase = phases
-                .iter()
-                .rev()
-                .find(|(p, _)| *p <= t)
-                .map(|(_, name)| name.clone())?;
-            // The step that was running when the slowest transaction started.
-            let step = steps
-                .iter()
-                .find(|(from, to, _)| *from <= t && t <= *to)
-                .map(|(_, _, what)| format!(": {what}"))
-                .unwrap_or_default();
-            Some(format!("{phase}{step}"))
-        });
+        .take(10)
+        .map(|&i| {
+            json!({"ms": latencies.ms[i], "kind": latencies.kind[i],
+                   "during": during(latencies.at[i])})
+        })
+        .collect();
+    let worst_during = order.first().and_then(|&i| during(latencies.at[i]));
     Ok(Way {
         way: way.to_string(),
         seconds,
@@ -427,9 +445,20 @@ async fn run_way(
         peak_replica_lag_s: peak_lag,
         backfill_rows_per_s: extra.0,
         cutover_lock_ms: extra.1,
+        cutover_statements_ms: std::fs::read_to_string(
+            std::env::temp_dir().join(format!("pgshift-bench-{db}.jsonl")),
+        )
+        .ok()
+        .and_then(|log| {
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|e| e["event"] == "cutover")
+                .and_then(|e| e["statements_ms"].as_f64())
+        }),
         peak_rss_mb: extra.2,
         cutover_stall_ms,
         worst_during,
+        slowest,
         hot_update_pct,
         rollback_lock_ms,
     })
@@ -673,10 +702,26 @@ async fn main() -> Result<(), Error> {
         for e in &r.errors {
             println!("- {}: the application saw: {e}", r.way);
         }
-        if let Some(w) = &r.worst_during {
+        if let (Some(all), Some(before)) = (r.cutover_lock_ms, r.cutover_statements_ms) {
             println!(
-                "- {}: worst application latency {:.1} ms, during `{w}`",
-                r.way, r.max_ms
+                "- {}: cutover transaction {all:.0} ms, of which {before:.0} ms before COMMIT",
+                r.way
+            );
+        }
+        if let Some(w) = &r.worst_during {
+            let mut kinds: Vec<(String, usize)> = Vec::new();
+            for k in r.slowest.iter().filter_map(|t| t["kind"].as_str()) {
+                match kinds.iter_mut().find(|(n, _)| n == k) {
+                    Some((_, c)) => *c += 1,
+                    None => kinds.push((k.to_string(), 1)),
+                }
+            }
+            let kinds: Vec<String> = kinds.iter().map(|(k, c)| format!("{c} {k}")).collect();
+            println!(
+                "- {}: worst application latency {:.1} ms, during `{w}`; the ten slowest: {}",
+                r.way,
+                r.max_ms,
+                kinds.join(", ")
             );
         }
     }

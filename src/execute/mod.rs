@@ -172,16 +172,21 @@ impl Runner {
         .await
         {
             Ok(held) => {
+                // lock_ms: the transaction, COMMIT included; statements_ms:
+                // until COMMIT was sent (see retry::Held).
                 self.events.emit(
                     "cutover",
-                    json!({"lock_ms": held.as_millis() as u64, "total_ms": started.elapsed().as_millis() as u64}),
+                    json!({"lock_ms": held.total.as_millis() as u64,
+                           "statements_ms": held.statements.as_millis() as u64,
+                           "total_ms": started.elapsed().as_millis() as u64}),
                 );
                 self.printer.note(format!(
-                    "{}: cut over in {} ms (locks held)",
+                    "{}: cut over in {} ms (locks held; {} ms before COMMIT)",
                     self.name(),
-                    held.as_millis()
+                    held.total.as_millis(),
+                    held.statements.as_millis()
                 ));
-                Ok(held)
+                Ok(held.total)
             }
             Err(Error::Refused(message)) => {
                 let blockers =
@@ -355,16 +360,18 @@ impl Runner {
         )
         .await?;
         self.printer.note(format!(
-            "{}: swapped back in {} ms (locks held)",
+            "{}: swapped back in {} ms (locks held; {} ms before COMMIT)",
             self.name(),
-            held.as_millis()
+            held.total.as_millis(),
+            held.statements.as_millis()
         ));
         self.events.emit(
             "rolled_back",
-            json!({"from": "cut_over", "lock_ms": held.as_millis() as u64}),
+            json!({"from": "cut_over", "lock_ms": held.total.as_millis() as u64,
+                   "statements_ms": held.statements.as_millis() as u64}),
         );
         self.cleanup_after_revert().await?;
-        Ok(held)
+        Ok(held.total)
     }
 
     /// Drops what a swap-back left (idempotent; also finishes an interrupted rollback).

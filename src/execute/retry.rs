@@ -79,15 +79,25 @@ pub async fn ddl(
     }
 }
 
+/// How long a successful transaction took: until COMMIT was sent (its locks
+/// were held all that time, plus the commit's WAL flush), and until COMMIT
+/// returned. Postgres releases the locks before it unlinks the files of
+/// relations the transaction dropped, so most of the difference is time the
+/// application does not wait for.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub statements: Duration,
+    pub total: Duration,
+}
+
 /// Runs `statements` in one transaction under the lock policy, retried whole.
-/// Returns how long the successful transaction held its locks.
 pub async fn transaction(
     client: &Client,
     statements: &[String],
     policy: &LockPolicy,
     what: &str,
     events: Option<&Events>,
-) -> Result<Duration> {
+) -> Result<Held> {
     let ms = policy.lock_timeout.as_millis();
     let mut attempt = 0;
     loop {
@@ -99,11 +109,18 @@ pub async fn transaction(
             for s in statements {
                 client.batch_execute(s).await?;
             }
-            client.batch_execute("COMMIT").await
+            let statements = started.elapsed();
+            client.batch_execute("COMMIT").await?;
+            Ok::<Duration, tokio_postgres::Error>(statements)
         }
         .await;
         match result {
-            Ok(()) => return Ok(started.elapsed()),
+            Ok(statements) => {
+                return Ok(Held {
+                    statements,
+                    total: started.elapsed(),
+                })
+            }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 if is_lock_timeout(&e) && attempt < policy.retries {

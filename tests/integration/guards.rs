@@ -520,11 +520,13 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
         events.iter().any(|e| e["event"] == "autovacuum_cancelled"),
         "{log}"
     );
-    let lock_ms = events
+    let cutover = events
         .iter()
         .find(|e| e["event"] == "cutover")
-        .and_then(|e| e["lock_ms"].as_u64())
         .expect("a cutover event");
+    let lock_ms = cutover["lock_ms"].as_u64().unwrap();
+    let before_commit = cutover["statements_ms"].as_u64().unwrap();
+    assert!(before_commit <= lock_ms, "{cutover}");
     assert!(
         lock_ms < 500,
         "the cutover held its locks {lock_ms} ms (an autovacuum wait is 1 s)"
