@@ -5,7 +5,10 @@
 //!     the view dropped and recreated, as a hand-written runbook would);
 //! (b) `pgshift apply` with default settings, and (c) unthrottled
 //!     (`--batch-target 1s --max-batch 200000`).
-//! Orders alternate across repetitions; medians are reported.
+//! Orders alternate across repetitions; medians are reported. Every way
+//! starts from a checkpoint with the replica caught up, and the baseline is
+//! measured before each repetition. pgshift's `step` events name the step
+//! behind the application's slowest transactions.
 //!
 //! The load is generated here rather than by pgbench: pgbench writes its
 //! per-transaction log only when its run ends, and the run must end exactly

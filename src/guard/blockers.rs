@@ -1,4 +1,4 @@
-//! Sessions whose open transactions would make a cutover wait.
+//! Sessions that would make a cutover wait: long transactions, autovacuum.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Guards that keep pgshift from hurting the database: a connection budget
 //! it never exceeds, replica-lag and headroom checks that pause the
-//! backfill, and a look for transactions that would block the cutover.
+//! backfill, and a look for what would hold up the cutover: long
+//! transactions (named) and autovacuum (cancelled).
 
 mod blockers;
 mod budget;
