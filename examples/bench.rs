@@ -237,7 +237,10 @@ async fn update_counts(client: &Client) -> Result<(i64, i64), Error> {
 
 async fn wal_lsn(client: &Client) -> Result<i64, Error> {
     Ok(client
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
+        .query_one(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
+            &[],
+        )
         .await?
         .get(0))
 }
@@ -540,7 +543,7 @@ async fn settle(primary: &Cluster, replica: &Cluster) -> Result<(), Error> {
     let p = connect(&primary.url("postgres")).await?;
     p.batch_execute("CHECKPOINT").await?;
     let lsn: String = p
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     let r = connect(&replica.url("postgres")).await?;

@@ -139,8 +139,11 @@ pub(super) async fn wait_for_replay(primary: &Client, target: &Client) -> Result
     if !is_standby(target).await? {
         return Ok(false);
     }
+    // The insert position, not the write position: with synchronous_commit
+    // off, the last commits (our ANALYZE among them) may not be written yet,
+    // and waiting for less would let the check run without their statistics.
     let lsn: String = primary
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(Error::db("could not read the primary's WAL position"))?
         .get(0);
