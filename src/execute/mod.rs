@@ -160,7 +160,7 @@ impl Runner {
                 json!({"pid": b.pid, "age_seconds": b.age_seconds, "query": b.query}),
             );
         }
-        self.cancel_autovacuum(&tables).await;
+        self.cancel_autovacuum(&self.worker, &tables).await;
         let started = Instant::now();
         match retry::transaction(
             &self.worker,
@@ -349,7 +349,7 @@ impl Runner {
         let Action::Transaction { statements } = &swap.action else {
             unreachable!("the swap back is a transaction")
         };
-        self.cancel_autovacuum(&widen_integer::locked_tables(&self.plan))
+        self.cancel_autovacuum(&self.worker, &widen_integer::locked_tables(&self.plan))
             .await;
         let held = retry::transaction(
             &self.worker,
@@ -456,9 +456,10 @@ impl Runner {
         futures_util::future::try_join_all(work).await.map(|_| ())
     }
 
-    /// Cancels autovacuum on `tables` before we ask for a strong lock.
-    async fn cancel_autovacuum(&self, tables: &[String]) {
-        let pids = guard::cancel_autovacuum(&self.worker, tables).await;
+    /// Cancels autovacuum on `tables` before we ask for a strong lock, asking
+    /// on `client` (the connection about to ask for the lock).
+    async fn cancel_autovacuum(&self, client: &Client, tables: &[String]) {
+        let pids = guard::cancel_autovacuum(client, tables).await;
         if !pids.is_empty() {
             tracing::info!("cancelled autovacuum (pids {pids:?}) so it does not hold up our lock");
             self.events
@@ -470,7 +471,7 @@ impl Runner {
     /// an application stall can be matched to the statement behind it.
     async fn run_step(&self, client: &Client, step: &Step) -> Result<()> {
         if step.blocking {
-            self.cancel_autovacuum(&widen_integer::locked_tables(&self.plan))
+            self.cancel_autovacuum(client, &widen_integer::locked_tables(&self.plan))
                 .await;
         }
         let started = std::time::Instant::now();
