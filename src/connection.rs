@@ -192,11 +192,22 @@ const SESSION_SETTINGS: &str = "SET lock_timeout = '2s'; \
 /// When one of our lock requests waits for autovacuum, the server cancels
 /// the autovacuum worker once the wait reaches `deadlock_timeout` (1 s by
 /// default), and the application queues behind us all that time. 100 ms
-/// bounds that wait. Only superusers (or roles granted SET on it) may change
-/// it: elsewhere the server's value stays, and a failure here changes nothing.
+/// bounds that wait. Only superusers may change it: for other roles the
+/// server's value stays (asked first, so the server log gets no error).
 async fn prefer_short_deadlock_timeout(client: &tokio_postgres::Client) {
-    if let Err(e) = client.batch_execute("SET deadlock_timeout = '100ms'").await {
-        tracing::debug!("keeping the server's deadlock_timeout: {e}");
+    let set = client
+        .query(
+            "SELECT set_config('deadlock_timeout', '100ms', false)
+             FROM pg_roles WHERE rolname = current_user AND rolsuper",
+            &[],
+        )
+        .await;
+    match set {
+        Ok(rows) if rows.is_empty() => {
+            tracing::debug!("not a superuser: keeping the server's deadlock_timeout")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("keeping the server's deadlock_timeout: {e}"),
     }
 }
 

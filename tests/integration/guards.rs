@@ -599,3 +599,24 @@ async fn a_deadlock_at_cutover_costs_pgshift_a_retry_and_never_the_application()
         "cut_over"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superuser_sessions_get_a_short_deadlock_timeout_and_others_keep_the_servers() {
+    let (cluster, client) = primary().await;
+    client.batch_execute("CREATE ROLE app LOGIN").await.unwrap();
+    let show = |url: String| async move {
+        let target = pgshift::connection::Target::parse(&url, "--database-url").unwrap();
+        let session = target.connect("pgshift test").await.unwrap();
+        session
+            .query_one("SHOW deadlock_timeout", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(show(cluster.url("app")).await, "100ms");
+    assert_eq!(
+        show(cluster.url("app").replace("postgres@", "app@")).await,
+        "1s",
+        "a non-superuser keeps the server's value, and connects without error"
+    );
+}
