@@ -4,17 +4,6 @@
 //! crash resumes exactly where the last committed batch ended. The batch
 //! skips rows already equal (the sync trigger filled them), and `UPDATE OF`
 //! on the trigger means our own updates never fire it.
-//!
-//! Tables with a single integer key are filled in two passes: even keys,
-//! then odd keys. On pages with no free space (fillfactor 100) an update
-//! cannot be HOT: its new version goes to another page, with an entry in
-//! every index and a lock record on the old page. Once the first pass has
-//! committed, Postgres prunes its dead versions when the second pass reads
-//! the page, and most of the second pass's new versions fit there, HOT.
-//! Measured on a 2M-row table with two indexes: 81% of the second pass was
-//! HOT, and the whole took 18% less time and wrote 20% less WAL. The passes
-//! run one after the other over the whole table, because pruning needs
-//! every transaction of the first pass to have ended.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -131,18 +120,6 @@ pub fn batch_sql(t: &TablePlan, with_lower: bool) -> String {
 }
 
 fn batch_sql_bounded(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
-    batch_sql_in_pass(t, with_lower, with_upper, 0, 1)
-}
-
-/// One batch of pass `pass` of `passes`: only keys ≡ pass (mod passes)
-/// (written so that negative keys land in a pass too).
-fn batch_sql_in_pass(
-    t: &TablePlan,
-    with_lower: bool,
-    with_upper: bool,
-    pass: i32,
-    passes: i32,
-) -> String {
     let sets: Vec<String> = t
         .columns
         .iter()
@@ -157,12 +134,6 @@ fn batch_sql_in_pass(
     if with_upper {
         conds.push(format!("{} <= {}", keys(t), params(t, next)));
     }
-    if passes > 1 {
-        let key = quote(&t.key[0].name);
-        conds.push(format!(
-            "(({key} % {passes}) + {passes}) % {passes} = {pass}"
-        ));
-    }
     conds.push(format!("({})", differs(t)));
     format!(
         "UPDATE {} SET {} WHERE {}",
@@ -172,24 +143,10 @@ fn batch_sql_in_pass(
     )
 }
 
-/// Checkpoint part numbers: pass `p`'s parts are `p * PASS_STRIDE + i`.
-const PASS_STRIDE: i32 = 1000;
-
-/// How many passes a table gets: two for a single integer key, else one.
-fn passes_for(t: &TablePlan) -> i32 {
-    match t.key.as_slice() {
-        [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint") => 2,
-        _ => 1,
-    }
-}
-
-/// One disjoint key range of a table in one pass, as checkpointed.
+/// One disjoint key range of a table, as checkpointed.
 #[derive(Debug, Clone)]
 struct Part {
     part: i32,
-    /// Which pass (0-based) of how many: pass p of n takes keys ≡ p (mod n).
-    pass: i32,
-    passes: i32,
     /// Last key done (exclusive lower bound of what is left); None: from the start.
     cursor: Option<Vec<String>>,
     /// Last key of the part; None: to the end of the table.
@@ -217,35 +174,20 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
         total_rows.max(1) as u64,
         done_rows as u64,
     ));
-    // The first part of a pass runs on the given connection, the others on
-    // more pooled connections.
-    let widest = (0..=parts.iter().map(|p| p.pass).max().unwrap_or(0))
-        .map(|pass| parts.iter().filter(|p| p.pass == pass).count())
-        .max()
-        .unwrap_or(1);
+    // The first part runs on the runner's worker, the others on more pooled connections.
     let mut extra = Vec::new();
-    for _ in 1..widest {
+    for _ in 1..parts.len() {
         extra.push(runner.extra_worker().await?);
     }
-    let mut result = Ok(());
-    for pass in 0..=parts.iter().map(|p| p.pass).max().unwrap_or(0) {
-        let work = parts
-            .iter()
-            .filter(|p| p.pass == pass)
-            .enumerate()
-            .map(|(i, part)| {
-                let c: &Client = if i == 0 { client } else { &extra[i - 1] };
-                run_part(runner, c, t, part, &progress)
-            });
-        result = futures_util::future::try_join_all(work).await.map(|_| ());
-        if result.is_err() {
-            break;
-        }
-    }
+    let work = parts.iter().enumerate().map(|(i, part)| {
+        let c: &Client = if i == 0 { client } else { &extra[i - 1] };
+        run_part(runner, c, t, part, &progress)
+    });
+    let result = futures_util::future::try_join_all(work).await;
     if let Ok(p) = progress.into_inner() {
         p.finish();
     }
-    result
+    result.map(|_| ())
 }
 
 /// Reads the table's unfinished parts and its (rows done, rows in all),
@@ -269,21 +211,11 @@ async fn ensure_parts(
     if !existing.is_empty() {
         let done = existing.iter().map(|r| r.get::<_, i64>(4)).sum();
         let total = existing.iter().map(|r| r.get::<_, i64>(5)).sum();
-        // The pass count comes from the checkpoint itself, so a checkpoint
-        // written with another count resumes as it was made.
-        let passes = existing
-            .iter()
-            .map(|r| r.get::<_, i32>(0) / PASS_STRIDE)
-            .max()
-            .unwrap_or(0)
-            + 1;
         let parts = existing
             .iter()
             .filter(|r| !r.get::<_, bool>(3))
             .map(|r| Part {
                 part: r.get(0),
-                pass: r.get::<_, i32>(0) / PASS_STRIDE,
-                passes,
                 cursor: r.get(1),
                 upper: r.get(2),
             })
@@ -319,38 +251,32 @@ async fn ensure_parts(
             }
         }
     }
-    let passes = passes_for(t);
-    let share = estimate / (bounds.len() as i64 + 1) / passes as i64;
+    let share = estimate / (bounds.len() as i64 + 1);
     let mut parts = Vec::new();
-    for pass in 0..passes {
-        let mut start: Option<Vec<String>> = None;
-        for (i, end) in bounds
-            .iter()
-            .map(Some)
-            .chain(std::iter::once(None))
-            .enumerate()
-        {
-            let part = Part {
-                part: pass * PASS_STRIDE + i as i32,
-                pass,
-                passes,
-                cursor: start.clone(),
-                upper: end.cloned(),
-            };
-            client
-                .execute(
-                    "INSERT INTO pgshift.backfill (migration, table_oid, part, cursor, upper, rows_total)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    &[&migration, &t.oid, &part.part, &part.cursor, &part.upper, &share],
-                )
-                .await
-                .map_err(Error::db("could not create the backfill checkpoint"))?;
-            start = end.cloned();
-            parts.push(part);
-        }
+    let mut start: Option<Vec<String>> = None;
+    for (i, end) in bounds
+        .iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .enumerate()
+    {
+        let part = Part {
+            part: i as i32,
+            cursor: start.clone(),
+            upper: end.cloned(),
+        };
+        client
+            .execute(
+                "INSERT INTO pgshift.backfill (migration, table_oid, part, cursor, upper, rows_total)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&migration, &t.oid, &part.part, &part.cursor, &part.upper, &share],
+            )
+            .await
+            .map_err(Error::db("could not create the backfill checkpoint"))?;
+        start = end.cloned();
+        parts.push(part);
     }
-    let total = share * parts.len() as i64;
-    Ok((parts, 0, total))
+    Ok((parts, 0, share * (bounds.len() as i64 + 1)))
 }
 
 async fn run_part(
@@ -372,7 +298,7 @@ async fn run_part(
         let found = next_bound(client, t, lower.as_deref(), part.upper.as_deref(), batch).await?;
         let is_last = found.is_none();
         let upper = found.or_else(|| part.upper.clone());
-        let sql = batch_sql_in_pass(t, lower.is_some(), upper.is_some(), part.pass, part.passes);
+        let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some());
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(lo) = &lower {
             args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));
@@ -389,12 +315,7 @@ async fn run_part(
                 ))
                 .await?;
             let updated = client.execute(&sql, &args).await?;
-            // Rows of this pass: a pass sees its share of the key range.
-            let scanned = if is_last {
-                updated as i64
-            } else {
-                batch / part.passes as i64
-            };
+            let scanned = if is_last { updated as i64 } else { batch };
             client
                 .execute(
                     "UPDATE pgshift.backfill SET cursor = $4, rows_done = rows_done + $5, done = $6,
@@ -534,22 +455,6 @@ mod tests {
             ..adaptive()
         };
         assert_eq!(fixed.next_batch(777, Duration::from_secs(3)), 777);
-    }
-
-    #[test]
-    fn integer_keys_get_two_passes_that_split_keys_by_parity() {
-        let plan = crate::plan::tests::plan(&crate::plan::tests::incident(), &[(1, "id")]);
-        let scripts = plan.table(1).unwrap();
-        assert_eq!(passes_for(scripts), 2);
-        let odd = batch_sql_in_pass(scripts, true, true, 1, 2);
-        assert!(odd.contains(r#"(("id" % 2) + 2) % 2 = 1"#), "{odd}");
-        assert!(!batch_sql_in_pass(scripts, true, true, 0, 1).contains('%'));
-
-        let mut text_key = scripts.clone();
-        text_key.key[0].type_name = "text".into();
-        assert_eq!(passes_for(&text_key), 1);
-        text_key.key.push(text_key.key[0].clone());
-        assert_eq!(passes_for(&text_key), 1, "composite keys: one pass");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 mod build;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use serde::{Deserialize, Serialize};
 
