@@ -310,7 +310,8 @@ async fn run_way(
     let wal0 = wal_lsn(&admin).await?;
     let upd0 = update_counts(&admin).await?;
     let started = Instant::now();
-    let mut extra = (None, None, None);
+    let mut from_log = FromEvents::default();
+    let mut peak_rss_mb = None;
     let mut phases: Vec<(std::time::SystemTime, String)> = Vec::new();
     let mut steps: Vec<(std::time::SystemTime, std::time::SystemTime, String)> = Vec::new();
     if way == "blocking" {
@@ -354,11 +355,15 @@ async fn run_way(
         if !status.success() {
             return Err(format!("pgshift apply failed on {db}: {status}").into());
         }
-        let log = std::fs::read_to_string(&events)?;
-        extra = parse_events(&log, args.rows);
+        // Read and parsed once; the helpers below pick what they need.
+        let log: Vec<serde_json::Value> = std::fs::read_to_string(&events)?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        from_log = parse_events(&log, args.rows);
         phases = phase_times(&log);
         steps = step_times(&log);
-        extra.2 = Some(rss_kb as f64 / 1024.0);
+        peak_rss_mb = Some(rss_kb as f64 / 1024.0);
     }
     let seconds = started.elapsed().as_secs_f64();
     let wal_bytes = wal_lsn(&admin).await? - wal0;
@@ -449,19 +454,10 @@ async fn run_way(
         errors: latencies.errors.clone(),
         wal_bytes,
         peak_replica_lag_s: peak_lag,
-        backfill_rows_per_s: extra.0,
-        cutover_lock_ms: extra.1,
-        cutover_statements_ms: std::fs::read_to_string(
-            std::env::temp_dir().join(format!("pgshift-bench-{db}.jsonl")),
-        )
-        .ok()
-        .and_then(|log| {
-            log.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|e| e["event"] == "cutover")
-                .and_then(|e| e["statements_ms"].as_f64())
-        }),
-        peak_rss_mb: extra.2,
+        backfill_rows_per_s: from_log.backfill_rows_per_s,
+        cutover_lock_ms: from_log.cutover_lock_ms,
+        cutover_statements_ms: from_log.cutover_statements_ms,
+        peak_rss_mb,
         cutover_stall_ms,
         worst_during,
         slowest,
@@ -471,10 +467,9 @@ async fn run_way(
 }
 
 /// (time, phase) from pgshift's events: phase changes, and the cutover's commit.
-fn phase_times(log: &str) -> Vec<(std::time::SystemTime, String)> {
+fn phase_times(log: &[serde_json::Value]) -> Vec<(std::time::SystemTime, String)> {
     let mut out: Vec<(std::time::SystemTime, String)> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .iter()
         .filter_map(|e| {
             let t = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
             match e["event"].as_str()? {
@@ -491,9 +486,10 @@ fn phase_times(log: &str) -> Vec<(std::time::SystemTime, String)> {
 
 /// (start, end, description) of each step from pgshift's `step` events,
 /// which are written when a step ends and carry its duration.
-fn step_times(log: &str) -> Vec<(std::time::SystemTime, std::time::SystemTime, String)> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+fn step_times(
+    log: &[serde_json::Value],
+) -> Vec<(std::time::SystemTime, std::time::SystemTime, String)> {
+    log.iter()
         .filter(|e| e["event"] == "step")
         .filter_map(|e| {
             let end = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
@@ -503,19 +499,22 @@ fn step_times(log: &str) -> Vec<(std::time::SystemTime, std::time::SystemTime, S
         .collect()
 }
 
-/// (backfill rows/s, cutover lock ms) from pgshift's event log.
-fn parse_events(log: &str, rows: i64) -> (Option<f64>, Option<f64>, Option<f64>) {
-    let events: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+/// What the way's numbers take from pgshift's event log.
+#[derive(Default)]
+struct FromEvents {
+    backfill_rows_per_s: Option<f64>,
+    cutover_lock_ms: Option<f64>,
+    cutover_statements_ms: Option<f64>,
+}
+
+fn parse_events(events: &[serde_json::Value], rows: i64) -> FromEvents {
     let time = |phase: &str| {
         events
             .iter()
             .find(|e| e["event"] == "phase" && e["phase"] == phase)
             .and_then(|e| humantime::parse_rfc3339(e["time"].as_str()?).ok())
     };
-    let rate = match (time("backfilling"), time("validating")) {
+    let backfill_rows_per_s = match (time("backfilling"), time("validating")) {
         // scripts + archived (rows/2) + script_runs (2 × rows)
         (Some(a), Some(b)) => b
             .duration_since(a)
@@ -523,11 +522,12 @@ fn parse_events(log: &str, rows: i64) -> (Option<f64>, Option<f64>, Option<f64>)
             .map(|d| (rows as f64 * 3.5) / d.as_secs_f64()),
         _ => None,
     };
-    let lock = events
-        .iter()
-        .find(|e| e["event"] == "cutover")
-        .and_then(|e| e["lock_ms"].as_f64());
-    (rate, lock, None)
+    let cutover = events.iter().find(|e| e["event"] == "cutover");
+    FromEvents {
+        backfill_rows_per_s,
+        cutover_lock_ms: cutover.and_then(|e| e["lock_ms"].as_f64()),
+        cutover_statements_ms: cutover.and_then(|e| e["statements_ms"].as_f64()),
+    }
 }
 
 async fn baseline(primary: &Cluster, db: &str, args: &Args) -> Result<Latencies, Error> {
