@@ -143,16 +143,7 @@ async fn a_running_pgshift_rolls_back_through_its_lifeline_when_the_server_is_fu
     };
     assert_eq!(strip(&schema_dump(&client).await), strip(&before));
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
-    let log = std::fs::read_to_string(events.path()).unwrap();
-    let kinds: Vec<String> = log
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let kinds = event_kinds(events.path());
     assert!(
         kinds.contains(&"phase".to_string())
             && kinds.contains(&"paused".to_string())
@@ -165,9 +156,7 @@ async fn a_running_pgshift_rolls_back_through_its_lifeline_when_the_server_is_fu
 async fn a_long_transaction_makes_cutover_give_up_naming_it_while_readers_never_queue_long() {
     let (cluster, client) = incident_primary(2_000).await;
     let url = cluster.url("app");
-    let (_dir, path) = migration("0022_blocked", SCRIPTS_ID);
-    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_dir, _path) = apply_to_ready(&url, "0022_blocked", SCRIPTS_ID).await;
 
     // A session sits in an open transaction that read the table.
     let blocker = connect(&url).await;
@@ -421,20 +410,7 @@ async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let kinds = |path: &std::path::Path| -> Vec<String> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
-    let logged = kinds(&events);
+    let logged = event_kinds(&events);
     for kind in ["phase", "paused", "resumed", "cutover"] {
         assert!(
             logged.iter().any(|k| k == kind),
@@ -443,7 +419,7 @@ async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
     }
     // The hook runs asynchronously: give the last ones a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let hooked = kinds(&hooked);
+    let hooked = event_kinds(&hooked);
     assert!(
         hooked.iter().any(|k| k == "paused") && hooked.iter().any(|k| k == "cutover"),
         "{hooked:?}"
@@ -467,9 +443,7 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
     .await;
     incident::load(&client, 20_000).await.unwrap();
     let url = cluster.url("app");
-    let (_dir, path) = migration("0023_autovacuum", SCRIPTS_ID);
-    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_dir, _path) = apply_to_ready(&url, "0023_autovacuum", SCRIPTS_ID).await;
 
     // An autovacuum that crawls: it holds its lock on scripts for minutes.
     client
@@ -511,14 +485,10 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let log = std::fs::read_to_string(&events).unwrap();
-    let events: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = read_events(&events);
     assert!(
         events.iter().any(|e| e["event"] == "autovacuum_cancelled"),
-        "{log}"
+        "{events:?}"
     );
     let cutover = events
         .iter()
@@ -542,9 +512,7 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
 async fn a_deadlock_at_cutover_costs_pgshift_a_retry_and_never_the_application() {
     let (cluster, client) = incident_primary(2_000).await;
     let url = cluster.url("app");
-    let (_dir, path) = migration("0025_deadlock", SCRIPTS_ID);
-    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_dir, _path) = apply_to_ready(&url, "0025_deadlock", SCRIPTS_ID).await;
 
     // The application holds script_runs, so the cutover gets its first
     // locks and waits there ...
@@ -585,11 +553,8 @@ async fn a_deadlock_at_cutover_costs_pgshift_a_retry_and_never_the_application()
 
     let run = cutover.await.unwrap();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert!(
-        log.lines().any(|l| l.contains("\"event\":\"retry\"")),
-        "{log}"
-    );
+    let kinds = event_kinds(&events);
+    assert!(kinds.iter().any(|k| k == "retry"), "{kinds:?}");
     assert_eq!(
         client
             .query_one("SELECT phase FROM pgshift.migrations", &[])

@@ -78,6 +78,32 @@ pub async fn pgshift(url: &str, args: &[&str]) -> Run {
     }
 }
 
+/// Writes migration `name` and applies it up to `ready` (no cutover).
+pub async fn apply_to_ready(url: &str, name: &str, sql: &str) -> (tempfile::TempDir, String) {
+    let (dir, path) = migration(name, sql);
+    let run = pgshift(url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    (dir, path)
+}
+
+/// The events pgshift wrote to an `--events` file, one JSON object per line.
+pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The `event` of each line of an `--events` file, in order.
+pub fn event_kinds(path: &std::path::Path) -> Vec<String> {
+    read_events(path)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Writes a migration file into a temp dir and returns (dir, path).
 pub fn migration(name: &str, sql: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();

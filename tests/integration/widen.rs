@@ -329,9 +329,7 @@ async fn what_cannot_run_online_is_refused_with_exit_2_and_nothing_changes() {
 async fn a_changed_file_is_refused_on_resume() {
     let (cluster, _client) = incident_primary(1_000).await;
     let url = cluster.url("app");
-    let (_dir, path) = migration("0005_changed", SCRIPTS_ID);
-    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_dir, path) = apply_to_ready(&url, "0005_changed", SCRIPTS_ID).await;
     std::fs::write(
         &path,
         "ALTER TABLE scripts ALTER COLUMN account_id TYPE bigint;",
