@@ -129,7 +129,6 @@ impl Target {
             .batch_execute(SESSION_SETTINGS)
             .await
             .map_err(Error::db("could not apply session settings"))?;
-        prefer_short_deadlock_timeout(&client).await;
         Ok(client)
     }
 }
@@ -154,9 +153,7 @@ impl Target {
                     client
                         .batch_execute(SESSION_SETTINGS)
                         .await
-                        .map_err(HookError::Backend)?;
-                    prefer_short_deadlock_timeout(client).await;
-                    Ok(())
+                        .map_err(HookError::Backend)
                 })
             }))
             .build()
@@ -185,31 +182,16 @@ impl Target {
 /// - `idle_in_transaction_session_timeout`: if pgshift itself hangs inside a
 ///   transaction, the server ends it instead of holding locks forever.
 /// - `statement_timeout = 0`: long work (index builds) sets its own bound.
+/// - `deadlock_timeout = 100ms`, for superusers only (others may not set it;
+///   asking first keeps an error out of the server log): when one of our
+///   lock requests waits for autovacuum, the server cancels the worker once
+///   the wait reaches `deadlock_timeout` (1 s by default), and the
+///   application queues behind us all that time.
 const SESSION_SETTINGS: &str = "SET lock_timeout = '2s'; \
      SET idle_in_transaction_session_timeout = '60s'; \
-     SET statement_timeout = 0";
-
-/// When one of our lock requests waits for autovacuum, the server cancels
-/// the autovacuum worker once the wait reaches `deadlock_timeout` (1 s by
-/// default), and the application queues behind us all that time. 100 ms
-/// bounds that wait. Only superusers may change it: for other roles the
-/// server's value stays (asked first, so the server log gets no error).
-async fn prefer_short_deadlock_timeout(client: &tokio_postgres::Client) {
-    let set = client
-        .query(
-            "SELECT set_config('deadlock_timeout', '100ms', false)
-             FROM pg_roles WHERE rolname = current_user AND rolsuper",
-            &[],
-        )
-        .await;
-    match set {
-        Ok(rows) if rows.is_empty() => {
-            tracing::debug!("not a superuser: keeping the server's deadlock_timeout")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::debug!("keeping the server's deadlock_timeout: {e}"),
-    }
-}
+     SET statement_timeout = 0; \
+     SELECT set_config('deadlock_timeout', '100ms', false) \
+       FROM pg_roles WHERE rolname = current_user AND rolsuper";
 
 /// Replaces `sslmode=verify-ca|verify-full` (which tokio-postgres rejects)
 /// by `require` and reports how strictly to verify.

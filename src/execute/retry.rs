@@ -34,7 +34,7 @@ impl LockPolicy {
 /// A lock we did not get: a timeout, or a deadlock the server resolved by
 /// cancelling us (our short deadlock_timeout makes us the one it cancels,
 /// not the application). Both leave nothing changed and are worth a retry.
-fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+fn is_lock_not_granted(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
         || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
 }
@@ -59,7 +59,7 @@ pub async fn ddl(
         .await;
         match result {
             Ok(()) => return Ok(()),
-            Err(e) if is_lock_timeout(&e) && attempt < policy.retries => {
+            Err(e) if is_lock_not_granted(&e) && attempt < policy.retries => {
                 attempt += 1;
                 let wait = policy.backoff(attempt);
                 tracing::warn!("{what}: lock not granted within {ms} ms; retry {attempt}/{} in {wait:?}", policy.retries);
@@ -68,7 +68,7 @@ pub async fn ddl(
                 }
                 tokio::time::sleep(wait).await;
             }
-            Err(e) if is_lock_timeout(&e) => {
+            Err(e) if is_lock_not_granted(&e) => {
                 return Err(Error::Refused(format!(
                     "{what}: could not get its lock within {ms} ms after {} retries; something holds a conflicting lock (see pg_locks); nothing was changed by this step",
                     policy.retries
@@ -123,7 +123,7 @@ pub async fn transaction(
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                if is_lock_timeout(&e) && attempt < policy.retries {
+                if is_lock_not_granted(&e) && attempt < policy.retries {
                     attempt += 1;
                     let wait = policy.backoff(attempt);
                     tracing::warn!(
@@ -134,7 +134,7 @@ pub async fn transaction(
                         ev.emit("retry", serde_json::json!({"step": what, "attempt": attempt, "wait_ms": wait.as_millis() as u64}));
                     }
                     tokio::time::sleep(wait).await;
-                } else if is_lock_timeout(&e) {
+                } else if is_lock_not_granted(&e) {
                     return Err(Error::Refused(format!(
                         "{what}: could not get its locks within {ms} ms after {} retries; a long transaction may hold them (see pg_stat_activity); nothing was changed",
                         policy.retries
