@@ -56,7 +56,7 @@ fn pk(table: u32, name: &str, columns: Vec<i16>) -> Constraint {
 }
 
 /// scripts(id serial pk) <- script_runs(script_id int fk), and a union view.
-fn incident() -> Catalog {
+pub(crate) fn incident() -> Catalog {
     let mut scripts = table(
         1,
         "scripts",
@@ -130,7 +130,7 @@ fn incident() -> Catalog {
     }
 }
 
-fn plan(catalog: &Catalog, requests: &[(u32, &str)]) -> Plan {
+pub(crate) fn plan(catalog: &Catalog, requests: &[(u32, &str)]) -> Plan {
     let requests: Vec<Request> = requests
         .iter()
         .map(|(t, c)| Request {

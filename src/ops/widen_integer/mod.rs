@@ -7,14 +7,11 @@
 //! `resume` and `rollback` work from any point.
 
 pub mod revert;
+mod sync;
 
 use super::*;
-use crate::names::{literal, qualified, quote, STATE_SCHEMA};
+use crate::names::{literal, qualified, quote};
 use crate::plan::{ColumnPlan, Plan, SequencePlan, TablePlan};
-
-fn func(name: &str) -> String {
-    qualified(STATE_SCHEMA, name)
-}
 
 fn constraint_exists(table: &TablePlan, name: &str) -> String {
     format!(
@@ -109,34 +106,32 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
                 Action::Ddl { skip_if: None },
             ));
         }
-        let copies: String = t
+        let copies: Vec<sync::Copy> = t
             .columns
             .iter()
-            .map(|c| format!("  NEW.{} := NEW.{};\n", quote(&c.shadow), quote(&c.name)))
+            .map(|c| sync::Copy {
+                target: &c.shadow,
+                source: &c.name,
+                range: None,
+            })
             .collect();
+        let mut sql = sync::create(t, &t.sync_function, &t.sync_trigger, &copies);
+        let triggers = sql.split_off(2);
         steps.push(step(
             "expanding",
-            format!("create the sync function of {}", t.display()),
-            format!(
-                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$\nBEGIN\n{copies}  RETURN NEW;\nEND\n$pgshift$",
-                func(&t.sync_function)
-            ),
+            format!("create the sync functions of {}", t.display()),
+            sql.join(";\n"),
             NONE,
             Action::Ddl { skip_if: None },
         ));
         steps.push(step(
             "expanding",
             format!(
-                "sync trigger on {}: copies on INSERT and on UPDATE OF the old column only, so the backfill's own updates do not fire it",
-                t.display()
+                "sync triggers on {}: copy on INSERT, and after an UPDATE that changes {}; the backfill's own updates fire neither",
+                t.display(),
+                old_columns(t)
             ),
-            format!(
-                "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
-                quote(&t.sync_trigger),
-                old_columns(t),
-                t.qualified(),
-                func(&t.sync_function)
-            ),
+            triggers.join(";\n"),
             SHARE_ROW_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
@@ -402,28 +397,20 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
         ));
     }
     for t in &plan.tables {
-        let copies: String = t
+        let copies: Vec<sync::Copy> = t
             .columns
             .iter()
-            .map(|c| {
-                let (lo, hi) = c.range();
-                format!(
-                    "  NEW.{old} := CASE WHEN NEW.{new} BETWEEN {lo} AND {hi} THEN NEW.{new} END;\n",
-                    old = quote(&c.retired),
-                    new = quote(&c.name)
-                )
+            .map(|c| sync::Copy {
+                target: &c.retired,
+                source: &c.name,
+                range: Some(c.range()),
             })
             .collect();
-        s.push(format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$\nBEGIN\n{copies}  RETURN NEW;\nEND\n$pgshift$",
-            func(&t.reverse_function)
-        ));
-        s.push(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
-            quote(&t.reverse_trigger),
-            old_columns(t),
-            t.qualified(),
-            func(&t.reverse_function)
+        s.extend(sync::create(
+            t,
+            &t.reverse_function,
+            &t.reverse_trigger,
+            &copies,
         ));
     }
     push_views(&mut s, plan);
@@ -483,11 +470,7 @@ pub(super) fn detach(
     ));
     drop_views(s, plan);
     for t in &plan.tables {
-        s.push(format!(
-            "DROP TRIGGER IF EXISTS {} ON {}",
-            quote(trigger(t)),
-            t.qualified()
-        ));
+        s.extend(sync::drop_triggers(t, trigger(t)));
     }
     for fk in &plan.foreign_keys {
         s.push(format!(
@@ -712,13 +695,12 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
         steps.push(step(
             "finalize",
             format!("drop the reverse sync of {}", t.display()),
-            format!(
-                "DROP TRIGGER IF EXISTS {} ON {}; DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
-                quote(&t.reverse_trigger),
-                t.qualified(),
-                func(&t.reverse_function),
-                func(&t.sync_function)
-            ),
+            sync::drop_triggers(t, &t.reverse_trigger)
+                .into_iter()
+                .chain(sync::drop_functions(&t.reverse_function))
+                .chain(sync::drop_functions(&t.sync_function))
+                .collect::<Vec<_>>()
+                .join("; "),
             SHARE_ROW_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
@@ -789,12 +771,11 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
         steps.push(step(
             "rollback",
             format!("drop the sync trigger of {}", t.display()),
-            format!(
-                "DROP TRIGGER IF EXISTS {} ON {}; DROP FUNCTION IF EXISTS {}()",
-                quote(&t.sync_trigger),
-                t.qualified(),
-                func(&t.sync_function)
-            ),
+            sync::drop_triggers(t, &t.sync_trigger)
+                .into_iter()
+                .chain(sync::drop_functions(&t.sync_function))
+                .collect::<Vec<_>>()
+                .join("; "),
             SHARE_ROW_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));

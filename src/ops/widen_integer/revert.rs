@@ -238,11 +238,11 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
                     if n > 1 { "s" } else { "" },
                     t.display()
                 ),
-                format!(
-                    "{drop_sql}; DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
-                    func(&t.reverse_function),
-                    func(&t.sync_function)
-                ),
+                std::iter::once(drop_sql)
+                    .chain(super::sync::drop_functions(&t.reverse_function))
+                    .chain(super::sync::drop_functions(&t.sync_function))
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 ACCESS_EXCLUSIVE,
                 Action::Ddl { skip_if: None },
             )
