@@ -2,8 +2,8 @@
 //!
 //! Each batch is one short transaction that also moves the checkpoint, so a
 //! crash resumes exactly where the last committed batch ended. The batch
-//! skips rows already equal (the sync trigger filled them), and `UPDATE OF`
-//! on the trigger means our own updates never fire it.
+//! skips rows already equal (the sync trigger filled them). The sync
+//! trigger's `UPDATE OF` and `WHEN` mean our own updates never fire it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -115,15 +115,27 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
 }
 
 /// One batch: rows in `(lower, upper]` whose new columns still differ.
+/// (At run time the batch also assigns some indexed columns to themselves:
+/// see [`columns_to_assign`].)
 pub fn batch_sql(t: &TablePlan, with_lower: bool) -> String {
-    batch_sql_bounded(t, with_lower, true)
+    batch_sql_bounded(t, with_lower, true, &[])
 }
 
-fn batch_sql_bounded(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
+fn batch_sql_bounded(
+    t: &TablePlan,
+    with_lower: bool,
+    with_upper: bool,
+    assign: &[String],
+) -> String {
     let sets: Vec<String> = t
         .columns
         .iter()
         .map(|c| format!("{} = {}", quote(&c.shadow), quote(&c.name)))
+        .chain(
+            assign
+                .iter()
+                .map(|c| format!("{} = {}", quote(c), quote(c))),
+        )
         .collect();
     let mut conds = Vec::new();
     let mut next = 1;
@@ -141,6 +153,55 @@ fn batch_sql_bounded(t: &TablePlan, with_lower: bool, with_upper: bool) -> Strin
         sets.join(", "),
         conds.join(" AND ")
     )
+}
+
+/// Indexed columns each batch assigns to themselves, one per index.
+///
+/// An UPDATE that assigns none of an index's columns hints the btree that
+/// its entry is "logically unchanged"; a full leaf page then first tries to
+/// delete older versions of the same rows (bottom-up deletion), reading heap
+/// pages to check them. In a backfill that mostly fails: the old versions
+/// are the batch's own, or a replica's feedback still needs them. Measured
+/// on 800k rows, the attempts cost 9% of the time with a snapshot held and
+/// 35% without. Assigning a column to itself drops the hint; the values,
+/// HOT and the row lock's strength stay the same (Postgres compares values).
+/// Left out: columns that cannot be assigned (generated, identity ALWAYS),
+/// columns that generated columns are computed from, the shadow columns,
+/// and columns named in a trigger's `UPDATE OF` (other than pgshift's own,
+/// whose `WHEN` skips unchanged values).
+pub async fn columns_to_assign(client: &Client, t: &TablePlan) -> Result<Vec<String>> {
+    let shadows: Vec<&str> = t.columns.iter().map(|c| c.shadow.as_str()).collect();
+    let rows = client
+        .query(
+            r"SELECT DISTINCT pick.attname::text
+              FROM pg_index i
+              CROSS JOIN LATERAL (
+                  SELECT a.attname
+                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE a.attgenerated = '' AND a.attidentity <> 'a'
+                    AND a.attname <> ALL ($2::text[])
+                    AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
+                                    WHERE tg.tgrelid = i.indrelid AND tg.tgname NOT LIKE 'pgshift\_%'
+                                      AND a.attnum = ANY (tg.tgattr::int2[]))
+                    AND NOT EXISTS (SELECT 1 FROM pg_attrdef ad
+                                    JOIN pg_attribute g ON g.attrelid = ad.adrelid AND g.attnum = ad.adnum
+                                    JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                                    WHERE ad.adrelid = i.indrelid AND g.attgenerated <> ''
+                                      AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid
+                                      AND d.refobjsubid = a.attnum)
+                  ORDER BY k.n
+                  LIMIT 1) pick
+              WHERE i.indrelid = $1
+              ORDER BY 1",
+            &[&t.oid, &shadows],
+        )
+        .await
+        .map_err(Error::db(format!(
+            "could not read the indexes of {}",
+            t.display()
+        )))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// One disjoint key range of a table, as checkpointed.
@@ -179,9 +240,15 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
     for _ in 1..parts.len() {
         extra.push(runner.extra_worker().await?);
     }
+    let assign = columns_to_assign(client, t).await?;
+    tracing::debug!(
+        "{}: each batch also assigns [{}] to themselves (no bottom-up index deletion)",
+        t.display(),
+        assign.join(", ")
+    );
     let work = parts.iter().enumerate().map(|(i, part)| {
         let c: &Client = if i == 0 { client } else { &extra[i - 1] };
-        run_part(runner, c, t, part, &progress)
+        run_part(runner, c, t, part, &assign, &progress)
     });
     let result = futures_util::future::try_join_all(work).await;
     if let Ok(p) = progress.into_inner() {
@@ -284,6 +351,7 @@ async fn run_part(
     client: &Client,
     t: &TablePlan,
     part: &Part,
+    assign: &[String],
     progress: &Mutex<Progress>,
 ) -> Result<()> {
     let migration = runner.name();
@@ -298,7 +366,7 @@ async fn run_part(
         let found = next_bound(client, t, lower.as_deref(), part.upper.as_deref(), batch).await?;
         let is_last = found.is_none();
         let upper = found.or_else(|| part.upper.clone());
-        let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some());
+        let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign);
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(lo) = &lower {
             args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));

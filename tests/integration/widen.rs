@@ -645,7 +645,10 @@ async fn sync_triggers_copy_changes_without_locking_every_updated_row() {
         .await
         .unwrap();
     let n: i64 = client.query_one(&differ, &[]).await.unwrap().get(0);
-    assert_eq!(n, 0, "the shadow column follows every change before cutover");
+    assert_eq!(
+        n, 0,
+        "the shadow column follows every change before cutover"
+    );
 
     let run = pgshift(&url, &["cutover", "0020_found"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -680,4 +683,75 @@ async fn sync_triggers_copy_changes_without_locking_every_updated_row() {
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The backfill assigns one column of each index to itself (so no btree
+/// tries bottom-up deletion on every full page), but never a column that
+/// cannot be assigned or whose assignment someone would notice: an identity
+/// ALWAYS key, a generated column or what it is computed from, a column
+/// watched by a trigger's `UPDATE OF`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backfill_assigns_indexed_columns_to_themselves_only_where_harmless() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE things (
+                 id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 code int NOT NULL,
+                 twice int GENERATED ALWAYS AS (code * 2) STORED,
+                 tagged int,
+                 plain int);
+             CREATE INDEX ON things (twice);
+             CREATE INDEX ON things (code);
+             CREATE INDEX ON things (tagged);
+             CREATE INDEX ON things (plain, code);
+             CREATE INDEX ON things ((plain + 1));
+             CREATE TABLE audit (n int);
+             CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS
+                 $$BEGIN INSERT INTO audit VALUES (1); RETURN NULL; END$$;
+             CREATE TRIGGER audit AFTER UPDATE OF tagged ON things FOR EACH ROW EXECUTE FUNCTION audit();
+             INSERT INTO things (code, tagged, plain) SELECT g, g, g FROM generate_series(1, 5000) g;
+             ANALYZE things;",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration(
+        "0021_things",
+        "ALTER TABLE things ALTER COLUMN id TYPE bigint;\n",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "apply",
+            &path,
+            "--batch-size",
+            "1000",
+        ])
+        .env("RUST_LOG", "pgshift=debug")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("things: each batch also assigns [plain] to themselves"),
+        "{stderr}"
+    );
+    let audited: i64 = client
+        .query_one("SELECT count(*) FROM audit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 0, "the user's UPDATE OF trigger never fired");
+    let wrong: i64 = client
+        .query_one(
+            "SELECT count(*) FROM things WHERE twice <> code * 2 OR plain <> code OR tagged <> code",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
 }
