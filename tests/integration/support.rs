@@ -62,12 +62,17 @@ pub struct Run {
 
 /// Runs the pgshift binary with `args` against `url`.
 pub async fn pgshift(url: &str, args: &[&str]) -> Run {
+    pgshift_logging(url, args, "pgshift=info").await
+}
+
+/// `pgshift`, with `rust_log` as the log filter (e.g. `pgshift=debug`).
+pub async fn pgshift_logging(url: &str, args: &[&str], rust_log: &str) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .arg("--database-url")
         .arg(url)
         .args(args)
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "pgshift=info")
+        .env("RUST_LOG", rust_log)
         .output()
         .await
         .expect("run pgshift");

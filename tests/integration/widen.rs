@@ -635,7 +635,7 @@ async fn sync_triggers_copy_changes_without_locking_every_updated_row() {
 
     let differ = format!(
         "SELECT count(*) FROM items WHERE {} IS DISTINCT FROM found",
-        quote_ident(&shadow)
+        pgshift::names::quote(&shadow)
     );
     client
         .batch_execute(
@@ -681,10 +681,6 @@ async fn sync_triggers_copy_changes_without_locking_every_updated_row() {
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
 }
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// The backfill assigns one column of each index to itself (so no btree
 /// tries bottom-up deletion on every full page), but never a column that
 /// cannot be assigned or whose assignment someone would notice: an identity
@@ -720,24 +716,18 @@ async fn the_backfill_assigns_indexed_columns_to_themselves_only_where_harmless(
         "0021_things",
         "ALTER TABLE things ALTER COLUMN id TYPE bigint;\n",
     );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args([
-            "--database-url",
-            &url,
-            "apply",
-            &path,
-            "--batch-size",
-            "1000",
-        ])
-        .env("RUST_LOG", "pgshift=debug")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let run = pgshift_logging(
+        &url,
+        &["apply", &path, "--batch-size", "1000"],
+        "pgshift=debug",
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        stderr.contains("things: each batch also assigns [plain] to themselves"),
-        "{stderr}"
+        run.stderr
+            .contains("things: each batch also assigns [plain] to themselves"),
+        "{}",
+        run.stderr
     );
     let audited: i64 = client
         .query_one("SELECT count(*) FROM audit", &[])
