@@ -27,11 +27,17 @@ use tokio_postgres::{Client, NoTls};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+const WAYS: [&str; 3] = ["blocking", "pgshift-default", "pgshift-unthrottled"];
+
 struct Args {
     rows: i64,
     reps: usize,
     rate: u64,
     clients: u64,
+    /// Which ways to run (all three unless `--ways` narrows it).
+    ways: Vec<String>,
+    /// Extra `pgshift apply` flags for the default way, to measure a trade-off.
+    default_args: Vec<String>,
 }
 
 fn args() -> Result<Args, Error> {
@@ -40,6 +46,8 @@ fn args() -> Result<Args, Error> {
         reps: 1,
         rate: 200,
         clients: 4,
+        ways: WAYS.iter().map(|w| w.to_string()).collect(),
+        default_args: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,11 +57,19 @@ fn args() -> Result<Args, Error> {
             "--reps" => a.reps = value.parse()?,
             "--rate" => a.rate = value.parse()?,
             "--clients" => a.clients = value.parse()?,
-            other => {
-                return Err(
-                    format!("unknown flag {other} (--rows, --reps, --rate, --clients)").into(),
-                )
+            "--ways" => {
+                a.ways = value.split(',').map(str::to_string).collect();
+                if let Some(w) = a.ways.iter().find(|w| !WAYS.contains(&w.as_str())) {
+                    return Err(format!("unknown way {w} (one of {})", WAYS.join(", ")).into());
+                }
             }
+            "--default-args" => {
+                a.default_args = value.split_whitespace().map(str::to_string).collect()
+            }
+            other => return Err(format!(
+                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args)"
+            )
+            .into()),
         }
     }
     Ok(a)
@@ -322,6 +338,9 @@ async fn run_way(
         let mut cmd = tokio::process::Command::new(bin);
         cmd.args(["--database-url", &url, "-q", "apply", migration, "--events"])
             .arg(&events);
+        if way == "pgshift-default" {
+            cmd.args(&args.default_args);
+        }
         if way == "pgshift-unthrottled" {
             // Two backfill workers (plus the lifeline), batches sized for throughput.
             cmd.args([
@@ -331,6 +350,10 @@ async fn run_way(
                 "200000",
                 "--max-connections",
                 "3",
+                "--max-commit-latency",
+                "0",
+                "--max-wal-mb-per-second",
+                "0",
             ]);
         }
         let mut child = cmd.stdout(std::process::Stdio::null()).spawn()?;
@@ -398,6 +421,21 @@ async fn run_way(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let latencies = load.stop().await;
+    // For digging into a tail: every transaction as CSV (start, ms, kind).
+    if let Ok(dir) = std::env::var("PGSHIFT_BENCH_TIMELINE") {
+        let mut csv = String::from("at_unix_ms,ms,kind\n");
+        for i in 0..latencies.ms.len() {
+            let at = latencies.at[i]
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            csv.push_str(&format!(
+                "{at},{:.3},{}\n",
+                latencies.ms[i], latencies.kind[i]
+            ));
+        }
+        std::fs::write(format!("{dir}/{db}.csv"), csv)?;
+        std::fs::write(format!("{dir}/server.log"), primary.log())?;
+    }
     stop_lag.store(true, Ordering::SeqCst);
     let peak_lag = lag.await.unwrap_or(-1.0);
     let cutover_at = phases.iter().find(|(_, p)| p == "cutover").map(|(t, _)| *t);
@@ -590,11 +628,18 @@ async fn main() -> Result<(), Error> {
         "bench: {} rows, {} repetition(s), load {} tx/s on {} clients",
         args.rows, args.reps, args.rate, args.clients
     );
+    if !args.default_args.is_empty() {
+        eprintln!(
+            "bench: pgshift-default runs with {}",
+            args.default_args.join(" ")
+        );
+    }
     let options = ClusterOptions {
         fsync: true,
         extra_conf: vec![
             "shared_buffers = '512MB'".into(),
             "checkpoint_timeout = '15min'".into(),
+            "log_checkpoints = on".into(),
         ],
         ..ClusterOptions::default()
     };
@@ -608,13 +653,13 @@ async fn main() -> Result<(), Error> {
     drop(template);
     eprintln!("bench: loaded in {:.1} s", t.elapsed().as_secs_f64());
 
-    let ways = ["blocking", "pgshift-default", "pgshift-unthrottled"];
+    let ways: Vec<&str> = args.ways.iter().map(String::as_str).collect();
     let mut results: Vec<Way> = Vec::new();
     // The baseline is measured before each repetition's first way, on that
     // way's fresh copy: one short window on a noisy machine misleads.
     let mut bases: Vec<Latencies> = Vec::new();
     for rep in 0..args.reps {
-        let mut order: Vec<&str> = ways.to_vec();
+        let mut order: Vec<&str> = ways.clone();
         if rep % 2 == 1 {
             order.reverse();
         }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub min_batch: i64,
     pub max_batch: i64,
     pub max_rows_per_second: Option<u64>,
+    /// Cap on the server's WAL rate while a batch runs, in bytes per second.
+    pub max_wal_per_second: Option<u64>,
 }
 
 impl Settings {
@@ -58,6 +60,18 @@ impl Settings {
         match self.max_rows_per_second {
             Some(cap) if cap > 0 => {
                 Duration::from_secs_f64(rows as f64 / cap as f64).saturating_sub(took)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// How long to rest when the server wrote `bytes` of WAL in `elapsed`
+    /// (the last batch and the rest before it), to honour the WAL cap. The
+    /// whole server's WAL counts: every commit waits for its flush.
+    pub fn wal_rest(&self, bytes: i64, elapsed: Duration) -> Duration {
+        match self.max_wal_per_second {
+            Some(cap) if cap > 0 && bytes > 0 => {
+                Duration::from_secs_f64(bytes as f64 / cap as f64).saturating_sub(elapsed)
             }
             _ => Duration::ZERO,
         }
@@ -360,6 +374,7 @@ async fn run_part(
     let mut batch = settings.first_batch();
     let timeout_ms = settings.statement_timeout().as_millis();
     let mut last_event = Instant::now();
+    let mut wal_mark = (wal_position(client).await?, Instant::now());
     loop {
         runner.throttle().await?;
         let started = Instant::now();
@@ -374,7 +389,7 @@ async fn run_part(
         if let Some(hi) = &upper {
             args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
         }
-        let outcome = async {
+        let work = async {
             client
                 // No commit waits for its WAL flush: a crash can lose only the
                 // last batches together with their checkpoint, which resume redoes.
@@ -394,8 +409,10 @@ async fn run_part(
                 .await?;
             client.batch_execute("COMMIT").await?;
             Ok::<i64, tokio_postgres::Error>(scanned)
-        }
-        .await;
+        };
+        let (outcome, probe) =
+            futures_util::future::join(work, runner.probe_commit(settings.target / 2)).await;
+        let probe = probe?;
         match outcome {
             Ok(scanned) => {
                 let took = started.elapsed();
@@ -416,7 +433,13 @@ async fn run_part(
                     return Ok(());
                 }
                 lower = upper;
-                let pause = settings.pace(scanned, took);
+                let wal_now = wal_position(client).await?;
+                let wal_rest = settings.wal_rest(wal_now - wal_mark.0, wal_mark.1.elapsed());
+                let pause = settings
+                    .pace(scanned, took)
+                    .max(runner.rest_after_batch(took, probe))
+                    .max(wal_rest);
+                wal_mark = (wal_now, Instant::now() + pause);
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }
@@ -439,6 +462,15 @@ async fn run_part(
             }
         }
     }
+}
+
+/// The server's WAL insert position, in bytes.
+async fn wal_position(client: &Client) -> Result<i64> {
+    Ok(client
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8", &[])
+        .await
+        .map_err(Error::db("could not read the WAL position"))?
+        .get(0))
 }
 
 async fn next_bound(
@@ -491,6 +523,7 @@ mod tests {
             min_batch: 100,
             max_batch: 50_000,
             max_rows_per_second: None,
+            max_wal_per_second: None,
         }
     }
 
@@ -537,5 +570,26 @@ mod tests {
         );
         assert_eq!(capped.pace(5000, Duration::from_secs(1)), Duration::ZERO);
         assert_eq!(adaptive().pace(5000, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_wal_cap_rests_until_the_server_is_back_under_it() {
+        let capped = Settings {
+            max_wal_per_second: Some(32_000_000),
+            ..adaptive()
+        };
+        // 8 MB in 100 ms is 80 MB/s: rest until 250 ms have passed.
+        assert_eq!(
+            capped.wal_rest(8_000_000, Duration::from_millis(100)),
+            Duration::from_millis(150)
+        );
+        assert_eq!(
+            capped.wal_rest(2_000_000, Duration::from_millis(100)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            adaptive().wal_rest(8_000_000, Duration::ZERO),
+            Duration::ZERO
+        );
     }
 }

@@ -135,6 +135,13 @@ pub struct Tuning {
     #[arg(long)]
     pub max_rows_per_second: Option<u64>,
 
+    /// Cap on the server's WAL rate while the backfill runs, in MB/s (`0`:
+    /// none). Every application commit waits for the WAL flush, so the
+    /// faster the backfill writes WAL, the longer the application's writes
+    /// wait; a checkpoint doubles the WAL per row (full-page images).
+    #[arg(long, default_value_t = 0)]
+    pub max_wal_mb_per_second: u64,
+
     /// Connections pgshift may open to the primary, the lifeline included.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..))]
     pub max_connections: u32,
@@ -147,6 +154,13 @@ pub struct Tuning {
     /// Pause the backfill while a replica's replay lag exceeds this.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub max_replica_lag: Duration,
+
+    /// Pause the backfill while a commit takes longer than this (probed twice
+    /// a second with a one-xid transaction): the application's writes wait
+    /// as long, typically while a checkpoint writes out what the backfill
+    /// dirtied. `0` turns the probe off.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    pub max_commit_latency: Duration,
 
     /// Write one JSON line per event to this file (`-` for stderr).
     #[arg(long)]

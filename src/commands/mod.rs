@@ -130,6 +130,7 @@ fn backfill_settings(t: &Tuning) -> backfill::Settings {
         min_batch: t.min_batch,
         max_batch: t.max_batch,
         max_rows_per_second: t.max_rows_per_second,
+        max_wal_per_second: Some(t.max_wal_mb_per_second * 1_000_000).filter(|&b| b > 0),
     }
 }
 
@@ -138,6 +139,7 @@ fn limits(t: &Tuning) -> Limits {
         max_connections: t.max_connections,
         min_free_connections: t.min_free_connections,
         max_replica_lag: t.max_replica_lag,
+        max_commit_latency: Some(t.max_commit_latency).filter(|d| !d.is_zero()),
     }
 }
 

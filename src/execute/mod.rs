@@ -51,6 +51,8 @@ pub struct Runner {
     pub rollback_requested: AtomicBool,
     /// When the throttle last read headroom, lag and requests, and what it saw.
     throttle: Mutex<ThrottleState>,
+    /// The backfill's duty cycle, steered by the commit-latency probe.
+    pacer: Mutex<guard::CommitPacer>,
 }
 
 #[derive(Default)]
@@ -96,6 +98,7 @@ impl Runner {
             paused_by_signal,
             rollback_requested: AtomicBool::new(false),
             throttle: Mutex::new(ThrottleState::default()),
+            pacer: Mutex::new(guard::CommitPacer::default()),
         }
     }
 
@@ -264,6 +267,47 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Measures commit latency while a batch runs (when a probe is due and
+    /// the probe is on), `delay` into the batch: between batches the WAL is
+    /// drained and commits look fast even while the application's are slow.
+    pub async fn probe_commit(&self, delay: Duration) -> Result<Option<Duration>> {
+        if self.limits.max_commit_latency.is_none()
+            || !self.pacer.lock().expect("pacer").probe_due()
+        {
+            return Ok(None);
+        }
+        tokio::time::sleep(delay).await;
+        guard::commit_latency(&self.lifeline).await.map(Some)
+    }
+
+    /// How long to rest after a batch that took `took`, given the probe
+    /// taken during it: the pacer halves the duty cycle when a commit took
+    /// longer than `--max-commit-latency` and wins it back slowly after.
+    pub fn rest_after_batch(&self, took: Duration, probe: Option<Duration>) -> Duration {
+        let Some(limit) = self.limits.max_commit_latency else {
+            return Duration::ZERO;
+        };
+        let mut pacer = self.pacer.lock().expect("pacer");
+        if let Some(commit) = probe {
+            let before = pacer.duty();
+            pacer.observe(commit, limit);
+            if pacer.duty() < before {
+                tracing::info!(
+                    "a commit took {:.1} ms (over {} ms): backfill duty cycle {:.0}%",
+                    commit.as_secs_f64() * 1e3,
+                    limit.as_millis(),
+                    pacer.duty() * 100.0
+                );
+                self.events.emit(
+                    "backing_off",
+                    json!({"commit_ms": (commit.as_secs_f64() * 1e4).round() / 10.0,
+                           "duty": (pacer.duty() * 100.0).round() / 100.0}),
+                );
+            }
+        }
+        pacer.rest(took)
     }
 
     /// Why the backfill should wait now, if it should.

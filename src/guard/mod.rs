@@ -5,11 +5,13 @@
 
 mod blockers;
 mod budget;
+mod commit;
 mod lag;
 pub mod watch;
 
 pub use blockers::{cancel_autovacuum, long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};
+pub use commit::{commit_latency, CommitPacer};
 pub use lag::replica_lag;
 
 use std::time::Duration;
@@ -22,6 +24,8 @@ pub struct Limits {
     /// Free slots to leave to the application; None: max(10% of max_connections, 5).
     pub min_free_connections: Option<i64>,
     pub max_replica_lag: Duration,
+    /// Pause the backfill while a probe commit takes longer; None: never.
+    pub max_commit_latency: Option<Duration>,
 }
 
 impl Limits {

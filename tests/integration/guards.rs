@@ -585,3 +585,53 @@ async fn superuser_sessions_get_a_short_deadlock_timeout_and_others_keep_the_ser
         "a non-superuser keeps the server's value, and connects without error"
     );
 }
+
+/// `--max-wal-mb-per-second` holds the server's WAL rate while the backfill
+/// runs: polled from outside, the WAL written during `backfilling` grows no
+/// faster than the cap (uncapped, this backfill writes its megabytes in a
+/// fraction of a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_cap_holds_the_servers_wal_rate_during_the_backfill() {
+    let (cluster, client) = incident_primary(3_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0031_wal_cap", SCRIPTS_ID);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
+        .args(["--max-wal-mb-per-second", "1", "--max-commit-latency", "0"])
+        .env_remove("DATABASE_URL")
+        .spawn()
+        .unwrap();
+    let mut window: Vec<(Instant, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let row = client
+            .query_opt(
+                "SELECT phase, (pg_current_wal_insert_lsn() - '0/0')::int8
+                 FROM pgshift.migrations WHERE name = '0031_wal_cap'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten();
+        match row.as_ref().map(|r| r.get::<_, String>(0)) {
+            Some(p) if p == "backfilling" => window.push((Instant::now(), row.unwrap().get(1))),
+            Some(p) if p != "expanding" => break,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "apply failed");
+    let (first, last) = (window.first().unwrap(), window.last().unwrap());
+    let bytes = (last.1 - first.1) as f64;
+    let seconds = last.0.duration_since(first.0).as_secs_f64();
+    assert!(
+        bytes > 1_500_000.0,
+        "the window saw only {bytes} bytes of WAL: too short to judge the cap"
+    );
+    let rate = bytes / seconds;
+    assert!(
+        rate < 1_500_000.0,
+        "{bytes} bytes of WAL in {seconds:.2} s ({rate:.0} B/s) under a 1 MB/s cap"
+    );
+}

@@ -1,0 +1,141 @@
+//! Commit latency, as the application's writes see it. A commit waits for
+//! the WAL flush, so it slows when the disk is busy: our own WAL, and above
+//! all a checkpoint writing out the pages the backfill dirtied. Pausing the
+//! backfill then lets the checkpointer fall back to its paced writes.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// How long one tiny write's commit takes. The write is a transactional
+/// WAL message of no content: a transaction that only takes an xid commits
+/// without waiting for the flush, one that wrote WAL waits like every
+/// application write. Only for the local flush: a synchronous standby that
+/// went away must not hang the lifeline. Costs one xid; logical decoding
+/// sees an empty message with the prefix `pgshift`.
+pub async fn commit_latency(client: &Client) -> Result<Duration> {
+    let started = Instant::now();
+    let probe = client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = local; \
+             SELECT pg_logical_emit_message(true, 'pgshift', ''); COMMIT",
+        )
+        .await
+        .map_err(Error::db("could not measure commit latency"));
+    if probe.is_err() {
+        // Leave the lifeline out of the failed transaction.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    probe?;
+    Ok(started.elapsed())
+}
+
+/// How often the pacer probes.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// The smallest duty cycle: even while commits are slow the backfill moves.
+const MIN_DUTY: f64 = 0.05;
+/// What one fast probe wins back.
+const DUTY_STEP: f64 = 0.1;
+/// The longest rest after one batch.
+const MAX_REST: Duration = Duration::from_secs(5);
+
+/// The backfill's duty cycle (share of the time spent in batches), steered
+/// like TCP's congestion window: halved when a commit is slow, raised a step
+/// when it is fast. A pause only until commits are fast again would flap:
+/// the next full-speed batch brings the slowness straight back.
+#[derive(Debug)]
+pub struct CommitPacer {
+    duty: f64,
+    last_probe: Option<Instant>,
+}
+
+impl Default for CommitPacer {
+    fn default() -> Self {
+        CommitPacer {
+            duty: 1.0,
+            last_probe: None,
+        }
+    }
+}
+
+impl CommitPacer {
+    pub fn duty(&self) -> f64 {
+        self.duty
+    }
+
+    /// Whether a probe is due; claims it, so parallel parts probe in turn.
+    pub fn probe_due(&mut self) -> bool {
+        let due = self.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+        if due {
+            self.last_probe = Some(Instant::now());
+        }
+        due
+    }
+
+    pub fn observe(&mut self, commit: Duration, limit: Duration) {
+        self.duty = if commit > limit {
+            (self.duty / 2.0).max(MIN_DUTY)
+        } else {
+            (self.duty + DUTY_STEP).min(1.0)
+        };
+    }
+
+    /// The rest after a batch of `took` that keeps the duty cycle.
+    pub fn rest(&self, took: Duration) -> Duration {
+        took.mul_f64(1.0 / self.duty - 1.0).min(MAX_REST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn slow_commits_halve_the_duty_cycle_and_fast_ones_win_it_back_in_steps() {
+        let mut p = CommitPacer::default();
+        assert_eq!(p.rest(Duration::from_millis(100)), Duration::ZERO);
+        p.observe(Duration::from_millis(45), LIMIT);
+        assert_eq!(p.duty(), 0.5);
+        assert_eq!(
+            p.rest(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
+        p.observe(Duration::from_millis(45), LIMIT);
+        assert_eq!(p.duty(), 0.25);
+        assert_eq!(
+            p.rest(Duration::from_millis(100)),
+            Duration::from_millis(300)
+        );
+        p.observe(Duration::from_millis(3), LIMIT);
+        assert!((p.duty() - 0.35).abs() < 1e-9);
+        for _ in 0..20 {
+            p.observe(Duration::from_millis(3), LIMIT);
+        }
+        assert_eq!(p.duty(), 1.0);
+    }
+
+    #[test]
+    fn the_backfill_never_stops_and_never_rests_long() {
+        let mut p = CommitPacer::default();
+        for _ in 0..20 {
+            p.observe(Duration::from_secs(1), LIMIT);
+        }
+        assert_eq!(p.duty(), MIN_DUTY);
+        assert_eq!(
+            p.rest(Duration::from_millis(100)),
+            Duration::from_millis(1900)
+        );
+        assert_eq!(p.rest(Duration::from_secs(2)), MAX_REST);
+    }
+
+    #[test]
+    fn probes_are_spaced_out() {
+        let mut p = CommitPacer::default();
+        assert!(p.probe_due());
+        assert!(!p.probe_due());
+    }
+}
