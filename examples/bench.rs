@@ -66,10 +66,12 @@ fn args() -> Result<Args, Error> {
             "--default-args" => {
                 a.default_args = value.split_whitespace().map(str::to_string).collect()
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args)"
             )
-            .into()),
+                .into())
+            }
         }
     }
     Ok(a)
