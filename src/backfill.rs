@@ -374,7 +374,12 @@ async fn run_part(
     let mut batch = settings.first_batch();
     let timeout_ms = settings.statement_timeout().as_millis();
     let mut last_event = Instant::now();
-    let mut wal_mark = (wal_position(client).await?, Instant::now());
+    // Where the WAL stood, and since when; read only under a WAL cap, so
+    // an uncapped batch costs no extra round trip.
+    let mut wal_mark = match settings.max_wal_per_second {
+        Some(_) => Some((wal_position(client).await?, Instant::now())),
+        None => None,
+    };
     loop {
         runner.throttle().await?;
         let started = Instant::now();
@@ -433,13 +438,14 @@ async fn run_part(
                     return Ok(());
                 }
                 lower = upper;
-                let wal_now = wal_position(client).await?;
-                let wal_rest = settings.wal_rest(wal_now - wal_mark.0, wal_mark.1.elapsed());
-                let pause = settings
+                let mut pause = settings
                     .pace(scanned, took)
-                    .max(runner.rest_after_batch(took, probe))
-                    .max(wal_rest);
-                wal_mark = (wal_now, Instant::now() + pause);
+                    .max(runner.rest_after_batch(took, probe));
+                if let Some((at, since)) = wal_mark {
+                    let now = wal_position(client).await?;
+                    pause = pause.max(settings.wal_rest(now - at, since.elapsed()));
+                    wal_mark = Some((now, Instant::now() + pause));
+                }
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }

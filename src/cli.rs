@@ -155,9 +155,10 @@ pub struct Tuning {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub max_replica_lag: Duration,
 
-    /// Pause the backfill while a commit takes longer than this (probed twice
-    /// a second with a one-xid transaction): the application's writes wait
-    /// as long, typically while a checkpoint writes out what the backfill
+    /// Slow the backfill down while a commit takes longer than this (a
+    /// one-record commit timed mid-batch, twice a second; each slow one
+    /// halves the backfill's duty cycle): the application's writes wait as
+    /// long, typically while a checkpoint writes out what the backfill
     /// dirtied. `0` turns the probe off.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
     pub max_commit_latency: Duration,
