@@ -48,8 +48,23 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
         .await
         .map_err(Error::db("could not read the server version"))?
         .get(0);
+    let row = client
+        .query_one(
+            "SELECT current_setting('full_page_writes')::bool,
+                    pg_size_bytes(current_setting('max_wal_size')),
+                    current_setting('checkpoint_completion_target')::float8",
+            &[],
+        )
+        .await
+        .map_err(Error::db("could not read the WAL settings"))?;
+    let wal = WalSettings {
+        full_page_writes: row.get(0),
+        max_wal_size_bytes: row.get(1),
+        checkpoint_completion_target: row.get(2),
+    };
     let mut catalog = Catalog {
         server_version,
+        wal,
         ..Catalog::default()
     };
     let mut queue: VecDeque<u32> = roots.iter().copied().collect();
@@ -81,7 +96,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     GREATEST(c.reltuples, 0)::int8,
                     pg_total_relation_size(c.oid),
                     COALESCE((SELECT split_part(o, '=', 2)::int FROM unnest(c.reloptions) o
-                              WHERE o LIKE 'fillfactor=%'), 100)
+                              WHERE o LIKE 'fillfactor=%'), 100),
+                    pg_relation_size(c.oid)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             &[&oid],
@@ -100,6 +116,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         estimated_rows: row.get(7),
         total_bytes: row.get(8),
         fillfactor: row.get(9),
+        heap_bytes: row.get(10),
         columns: Vec::new(),
         indexes: Vec::new(),
         constraints: Vec::new(),

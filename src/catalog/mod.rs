@@ -18,6 +18,31 @@ pub struct Catalog {
     pub views: Vec<View>,
     /// `server_version_num`, e.g. 150018.
     pub server_version: i32,
+    /// The settings that decide what the backfill's WAL costs.
+    #[serde(default)]
+    pub wal: WalSettings,
+}
+
+/// Server settings behind the WAL estimate of a plan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WalSettings {
+    /// With `full_page_writes`, the first change to a page after a checkpoint
+    /// logs the whole page: the backfill touches every page of the table.
+    pub full_page_writes: bool,
+    /// `max_wal_size` in bytes.
+    pub max_wal_size_bytes: i64,
+    pub checkpoint_completion_target: f64,
+}
+
+impl Default for WalSettings {
+    /// Postgres's defaults.
+    fn default() -> Self {
+        WalSettings {
+            full_page_writes: true,
+            max_wal_size_bytes: 1 << 30,
+            checkpoint_completion_target: 0.9,
+        }
+    }
 }
 
 impl Catalog {
@@ -48,6 +73,9 @@ pub struct Table {
     pub estimated_rows: i64,
     /// Heap + indexes + toast.
     pub total_bytes: i64,
+    /// The heap alone (main fork).
+    #[serde(default)]
+    pub heap_bytes: i64,
     /// `fillfactor` storage parameter (100 when unset).
     #[serde(default = "full")]
     pub fillfactor: i32,

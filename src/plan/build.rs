@@ -143,9 +143,15 @@ pub fn build(
         ));
     }
 
+    let sized: Vec<_> = tables
+        .iter()
+        .filter_map(|p| catalog.table(p.oid).map(|t| (t, p)))
+        .collect();
+    let wal = super::wal::estimate(&sized, &catalog.wal);
     Ok(Plan {
         migration: migration.to_string(),
         checksum: checksum.to_string(),
+        wal,
         tables,
         foreign_keys,
         views,

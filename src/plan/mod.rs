@@ -9,6 +9,7 @@
 mod build;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod wal;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Why pgshift cannot run this migration online; `apply` refuses when not empty.
     pub blockers: Vec<Blocker>,
+    /// The WAL the migration is expected to write.
+    #[serde(default)]
+    pub wal: wal::WalEstimate,
 }
 
 impl Plan {

@@ -31,6 +31,7 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         rules: vec![],
         estimated_rows: 1000,
         total_bytes: 1 << 20,
+        heap_bytes: 1 << 19,
         fillfactor: 100,
         columns,
         indexes: vec![],
@@ -127,6 +128,7 @@ pub(crate) fn incident() -> Catalog {
         tables: vec![scripts, runs, archived],
         views: vec![view],
         server_version: 150000,
+        wal: Default::default(),
     }
 }
 

@@ -9,9 +9,10 @@ use crate::output::Report;
 use crate::plan::Plan;
 use crate::state;
 
-/// Backfill speed assumed for estimates (rows/s), measured on the 2-core
-/// reference machine with the default batch size; see the benchmarks.
-const ESTIMATED_ROWS_PER_SEC: f64 = 60_000.0;
+/// Backfill speed assumed for estimates (rows/s): the slowest median of the
+/// benchmark with default settings under load on the 2-core reference
+/// machine (10M rows); see the README.
+const ESTIMATED_ROWS_PER_SEC: f64 = 150_000.0;
 
 pub struct PlanReport {
     pub plan: Plan,
@@ -33,6 +34,32 @@ impl PlanReport {
 
     fn estimate_secs(&self) -> f64 {
         self.plan.estimated_rows() as f64 / ESTIMATED_ROWS_PER_SEC
+    }
+
+    /// What the WAL volume means for replicas, the archive and checkpoints.
+    fn wal_line(&self) -> String {
+        let e = &self.plan.wal;
+        let pages = if e.full_page_bytes > 0 {
+            format!(", {} of it whole pages", super::bytes(e.full_page_bytes))
+        } else {
+            String::new()
+        };
+        let checkpoints = match e.checkpoints {
+            0 => format!(
+                "max_wal_size ({} MB) starts no checkpoint on its account",
+                e.max_wal_size_bytes >> 20
+            ),
+            n => format!(
+                "with max_wal_size {} MB it starts about {n} checkpoint{} during the migration, and the \
+                 application's commits slow down while one runs",
+                e.max_wal_size_bytes >> 20,
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        format!(
+            "about {}{pages}: every replica replays it and the WAL archive keeps it; {checkpoints}",
+            super::bytes(e.bytes)
+        )
     }
 
     fn column_lines(&self) -> Vec<String> {
@@ -94,6 +121,7 @@ impl Report for PlanReport {
             self.estimate_secs().ceil(),
             ESTIMATED_ROWS_PER_SEC
         )?;
+        writeln!(w, "WAL: {}", self.wal_line())?;
         writeln!(w)?;
         writeln!(w, "Steps:")?;
         for (i, s) in self.steps.iter().enumerate() {
@@ -148,6 +176,7 @@ impl Report for PlanReport {
         for line in self.column_lines() {
             writeln!(w, "- {line}")?;
         }
+        writeln!(w, "- WAL: {}", self.wal_line())?;
         writeln!(w)?;
         writeln!(w, "| # | phase | step | lock | blocks traffic |")?;
         writeln!(w, "| ---: | --- | --- | --- | --- |")?;
@@ -199,6 +228,10 @@ impl Report for PlanReport {
             })).collect::<Vec<_>>(),
             "views": p.views.iter().map(|v| format!("{}.{}", v.schema, v.name)).collect::<Vec<_>>(),
             "estimated_backfill_seconds": self.estimate_secs().ceil(),
+            "estimated_wal_bytes": p.wal.bytes,
+            "estimated_full_page_bytes": p.wal.full_page_bytes,
+            "estimated_checkpoints": p.wal.checkpoints,
+            "max_wal_size_bytes": p.wal.max_wal_size_bytes,
         })
     }
 }

@@ -745,3 +745,50 @@ async fn the_backfill_assigns_indexed_columns_to_themselves_only_where_harmless(
         .get(0);
     assert_eq!(wrong, 0);
 }
+
+/// `plan` estimates the WAL of the whole migration up to `ready` from the
+/// catalog (rows, heap, indexes, full_page_writes); checked against the WAL
+/// the server wrote, with full-page writes on and a checkpoint just before,
+/// as on a production server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_estimates_the_wal_the_migration_writes() {
+    let (cluster, client) = incident_primary(50_000).await;
+    let url = cluster.url("app");
+    client
+        .batch_execute("ALTER SYSTEM SET full_page_writes = on")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let (_dir, path) = migration(
+        "0001_keys",
+        "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n\
+         ALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;\n",
+    );
+    let run = pgshift(&url, &["plan", "--format", "json", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let estimate = plan["estimated_wal_bytes"].as_i64().unwrap();
+    assert!(plan["estimated_full_page_bytes"].as_i64().unwrap() > 0);
+
+    client.batch_execute("CHECKPOINT").await.unwrap();
+    let before = one_string(&client, "SELECT pg_current_wal_insert_lsn()::text").await;
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = one_string(&client, "SELECT pg_current_wal_insert_lsn()::text").await;
+    let written: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::float8",
+            &[&after, &before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let ratio = written / estimate as f64;
+    assert!(
+        (0.85..1.15).contains(&ratio),
+        "estimated {estimate} bytes of WAL, the server wrote {written} ({ratio:.2}×)"
+    );
+}
