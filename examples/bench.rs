@@ -38,6 +38,9 @@ struct Args {
     ways: Vec<String>,
     /// Extra `pgshift apply` flags for the default way, to measure a trade-off.
     default_args: Vec<String>,
+    /// Extra postgresql.conf lines for the primary (and its replica), e.g.
+    /// `max_wal_size = '8GB'`: the same server for every way of the run.
+    server_conf: Vec<String>,
 }
 
 fn args() -> Result<Args, Error> {
@@ -48,6 +51,7 @@ fn args() -> Result<Args, Error> {
         clients: 4,
         ways: WAYS.iter().map(|w| w.to_string()).collect(),
         default_args: Vec::new(),
+        server_conf: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,9 +70,10 @@ fn args() -> Result<Args, Error> {
             "--default-args" => {
                 a.default_args = value.split_whitespace().map(str::to_string).collect()
             }
+            "--server-conf" => a.server_conf.push(value),
             other => {
                 return Err(format!(
-                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args)"
+                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args, --server-conf)"
             )
                 .into())
             }
@@ -642,9 +647,15 @@ async fn main() -> Result<(), Error> {
             "shared_buffers = '512MB'".into(),
             "checkpoint_timeout = '15min'".into(),
             "log_checkpoints = on".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(args.server_conf.iter().cloned())
+        .collect(),
         ..ClusterOptions::default()
     };
+    for line in &args.server_conf {
+        eprintln!("bench: server runs with {line}");
+    }
     let primary = Cluster::start_with(options)?;
     let replica = primary.start_replica()?;
     primary.create_database("bench_template")?;
@@ -705,7 +716,7 @@ async fn main() -> Result<(), Error> {
     println!(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    for way in ways {
+    for &way in &ways {
         let opt = |f: &dyn Fn(&Way) -> Option<f64>| {
             let v: Vec<f64> = results
                 .iter()
@@ -719,9 +730,14 @@ async fn main() -> Result<(), Error> {
             }
         };
         println!(
-            "| {way} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} | {} | {:.0} | {} | {:.2} | {} | {:.0} |",
+            "| {way} | {:.1} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {:.0} | {} | {:.2} | {} | {:.0} |",
             med(way, &|r| r.seconds),
-            med(way, &|r| r.seconds) / blocking_s,
+            // Without a blocking run there is nothing to compare with.
+            if ways.contains(&"blocking") {
+                format!("{:.2}", med(way, &|r| r.seconds) / blocking_s)
+            } else {
+                "-".to_string()
+            },
             opt(&|r| r.backfill_rows_per_s),
             med(way, &|r| r.p50_ms),
             med(way, &|r| r.p99_ms),
