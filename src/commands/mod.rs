@@ -140,6 +140,7 @@ fn limits(t: &Tuning) -> Limits {
         min_free_connections: t.min_free_connections,
         max_replica_lag: t.max_replica_lag,
         max_commit_latency: Some(t.max_commit_latency).filter(|d| !d.is_zero()),
+        flush_wal_every: Some(t.flush_wal_every).filter(|d| !d.is_zero()),
     }
 }
 

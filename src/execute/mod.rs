@@ -124,11 +124,13 @@ impl Runner {
                     Phase::Backfilling
                 }
                 Phase::Backfilling => {
-                    self.run_steps(&widen_integer::backfill(&self.plan)).await?;
+                    let steps = widen_integer::backfill(&self.plan);
+                    self.keeping_wal_flushed(self.run_steps(&steps)).await?;
                     Phase::Validating
                 }
                 Phase::Validating => {
-                    self.run_steps(&widen_integer::validate(&self.plan)).await?;
+                    let steps = widen_integer::validate(&self.plan);
+                    self.keeping_wal_flushed(self.run_steps(&steps)).await?;
                     Phase::Ready
                 }
                 Phase::Ready if stop_at_ready => return Ok(Phase::Ready),
@@ -143,6 +145,38 @@ impl Runner {
             self.printer.note(format!("{}: {next}", self.name()));
             phase = next;
         }
+    }
+
+    /// Runs `work` while the lifeline flushes the WAL every
+    /// `--flush-wal-every`. The WAL writer flushes only every 200 ms
+    /// (`wal_writer_delay`); in between, our batches and index builds leave
+    /// megabytes unflushed, and the first application commit after them
+    /// waits for all of it. A flusher that fails stops; the work goes on
+    /// without it.
+    async fn keeping_wal_flushed(
+        &self,
+        work: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let Some(every) = self.limits.flush_wal_every else {
+            return work.await;
+        };
+        let flusher = async {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = guard::flush_wal(&self.lifeline).await {
+                    tracing::warn!("stopped flushing the WAL: {e}");
+                    return;
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => return done,
+            () = flusher => {}
+        }
+        work.await
     }
 
     /// The cutover transaction; it marks the phase itself, atomically.

@@ -32,6 +32,27 @@ pub async fn commit_latency(client: &Client) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Below this much unflushed WAL a flush is not worth a commit.
+const FLUSH_ABOVE_BYTES: i64 = 64 * 1024;
+
+/// Flushes the server's WAL when more than a little is waiting, with the
+/// same one-record commit as [`commit_latency`] (a commit that wrote WAL
+/// flushes everything before it). Returns whether it flushed.
+pub async fn flush_wal(client: &Client) -> Result<bool> {
+    let waiting: i64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())::int8",
+            &[],
+        )
+        .await
+        .map_err(Error::db("could not read the WAL positions"))?
+        .get(0);
+    if waiting < FLUSH_ABOVE_BYTES {
+        return Ok(false);
+    }
+    commit_latency(client).await.map(|_| true)
+}
+
 /// How often the pacer probes.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// The smallest duty cycle: even while commits are slow the backfill moves.

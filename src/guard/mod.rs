@@ -11,7 +11,7 @@ pub mod watch;
 
 pub use blockers::{cancel_autovacuum, long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};
-pub use commit::{commit_latency, CommitPacer};
+pub use commit::{commit_latency, flush_wal, CommitPacer};
 pub use lag::replica_lag;
 
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub struct Limits {
     pub max_replica_lag: Duration,
     /// Pause the backfill while a probe commit takes longer; None: never.
     pub max_commit_latency: Option<Duration>,
+    /// Flush the WAL this often during backfill and validation; None: never.
+    pub flush_wal_every: Option<Duration>,
 }
 
 impl Limits {

@@ -635,3 +635,60 @@ async fn the_wal_cap_holds_the_servers_wal_rate_during_the_backfill() {
         "{bytes} bytes of WAL in {seconds:.2} s ({rate:.0} B/s) under a 1 MB/s cap"
     );
 }
+
+/// Unflushed WAL sampled from outside every 5 ms while the backfill runs
+/// with 1 s batches: the 90th percentile of the samples, in bytes.
+async fn unflushed_wal_during_backfill(flush_every: &str) -> i64 {
+    let (cluster, client) = incident_primary(60_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0032_flush", SCRIPTS_ID);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
+        .args(["--batch-target", "1s", "--max-batch", "200000"])
+        .args([
+            "--max-commit-latency",
+            "0",
+            "--flush-wal-every",
+            flush_every,
+        ])
+        .env_remove("DATABASE_URL")
+        .spawn()
+        .unwrap();
+    let mut samples: Vec<i64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let row = client
+            .query_opt(
+                "SELECT phase, pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())::int8
+                 FROM pgshift.migrations WHERE name = '0032_flush'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten();
+        match row.as_ref().map(|r| r.get::<_, String>(0)) {
+            Some(p) if p == "backfilling" => samples.push(row.unwrap().get(1)),
+            Some(p) if p != "expanding" => break,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "apply failed");
+    assert!(samples.len() >= 20, "only {} samples", samples.len());
+    samples.sort_unstable();
+    samples[samples.len() * 9 / 10]
+}
+
+/// The WAL writer flushes only every 200 ms, so a long batch leaves
+/// megabytes of WAL unflushed that the next application commit waits for;
+/// the lifeline's flushes keep that backlog small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushing_the_wal_keeps_the_backlog_an_application_commit_waits_for_small() {
+    let without = unflushed_wal_during_backfill("0").await;
+    let with = unflushed_wal_during_backfill("10ms").await;
+    assert!(
+        with * 4 < without,
+        "90th percentile of unflushed WAL: {with} bytes flushing every 10 ms, {without} without"
+    );
+}
