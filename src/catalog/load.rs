@@ -43,24 +43,23 @@ pub async fn resolve_table(client: &Client, table: &TableName) -> Result<u32> {
 /// Loads `roots`, every table that references them by foreign key
 /// (transitively), and the views that depend on their columns.
 pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
-    let server_version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(Error::db("could not read the server version"))?
-        .get(0);
     let row = client
         .query_one(
-            "SELECT current_setting('full_page_writes')::bool,
+            "SELECT current_setting('server_version_num')::int,
+                    current_setting('full_page_writes')::bool,
                     pg_size_bytes(current_setting('max_wal_size')),
                     current_setting('checkpoint_completion_target')::float8",
             &[],
         )
         .await
-        .map_err(Error::db("could not read the WAL settings"))?;
+        .map_err(Error::db(
+            "could not read the server version and WAL settings",
+        ))?;
+    let server_version: i32 = row.get(0);
     let wal = WalSettings {
-        full_page_writes: row.get(0),
-        max_wal_size_bytes: row.get(1),
-        checkpoint_completion_target: row.get(2),
+        full_page_writes: row.get(1),
+        max_wal_size_bytes: row.get(2),
+        checkpoint_completion_target: row.get(3),
     };
     let mut catalog = Catalog {
         server_version,

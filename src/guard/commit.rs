@@ -21,34 +21,36 @@ use crate::error::{Error, Result};
 pub async fn commit_latency(client: &Client) -> Result<Duration> {
     let started = Instant::now();
     client
-        .batch_execute(
-            "SELECT set_config('synchronous_commit', 'local', true), \
-                    pg_logical_emit_message(true, 'pgshift', '')",
-        )
+        .batch_execute(FLUSHING_COMMIT)
         .await
         .map_err(Error::db("could not measure commit latency"))?;
     Ok(started.elapsed())
 }
+
+/// The one-record commit of [`commit_latency`] and [`flush_wal`].
+const FLUSHING_COMMIT: &str = "SELECT set_config('synchronous_commit', 'local', true), \
+     pg_logical_emit_message(true, 'pgshift', '')";
 
 /// Below this much unflushed WAL a flush is not worth a commit.
 const FLUSH_ABOVE_BYTES: i64 = 64 * 1024;
 
 /// Flushes the server's WAL when more than a little is waiting, with the
 /// same one-record commit as [`commit_latency`] (a commit that wrote WAL
-/// flushes everything before it). Returns whether it flushed.
+/// flushes everything before it). One round trip: below the threshold the
+/// WHERE keeps the message out, and a transaction that wrote nothing
+/// commits without a flush. Returns whether it flushed.
 pub async fn flush_wal(client: &Client) -> Result<bool> {
-    let waiting: i64 = client
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())::int8",
-            &[],
-        )
+    let sql = format!(
+        "{FLUSHING_COMMIT} WHERE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), \
+         pg_current_wal_flush_lsn()) >= {FLUSH_ABOVE_BYTES}"
+    );
+    let messages = client
+        .simple_query(&sql)
         .await
-        .map_err(Error::db("could not read the WAL positions"))?
-        .get(0);
-    if waiting < FLUSH_ABOVE_BYTES {
-        return Ok(false);
-    }
-    commit_latency(client).await.map(|_| true)
+        .map_err(Error::db("could not flush the WAL"))?;
+    Ok(messages
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))))
 }
 
 /// How often the pacer probes.

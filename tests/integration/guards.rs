@@ -586,6 +586,40 @@ async fn superuser_sessions_get_a_short_deadlock_timeout_and_others_keep_the_ser
     );
 }
 
+/// Runs `pgshift apply PATH --no-cutover EXTRA…` and samples `value` (an
+/// int8 expression) from outside every `every` while the migration `name`
+/// is in `backfilling`: (when, value) pairs.
+async fn sample_during_backfill(
+    url: &str,
+    client: &tokio_postgres::Client,
+    (name, path): (&str, &str),
+    extra: &[&str],
+    value: &str,
+    every: Duration,
+) -> Vec<(Instant, i64)> {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", url, "-q", "apply", path, "--no-cutover"])
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .spawn()
+        .unwrap();
+    let sql = format!("SELECT phase, ({value})::int8 FROM pgshift.migrations WHERE name = $1");
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let row = client.query_opt(&sql, &[&name]).await.ok().flatten();
+        match row.as_ref().map(|r| r.get::<_, String>(0)) {
+            Some(p) if p == "backfilling" => samples.push((Instant::now(), row.unwrap().get(1))),
+            Some(p) if p != "expanding" => break,
+            _ => {}
+        }
+        tokio::time::sleep(every).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "apply failed");
+    samples
+}
+
 /// `--max-wal-mb-per-second` holds the server's WAL rate while the backfill
 /// runs: polled from outside, the WAL written during `backfilling` grows no
 /// faster than the cap (uncapped, this backfill writes its megabytes in a
@@ -595,33 +629,15 @@ async fn the_wal_cap_holds_the_servers_wal_rate_during_the_backfill() {
     let (cluster, client) = incident_primary(3_000).await;
     let url = cluster.url("app");
     let (_dir, path) = migration("0031_wal_cap", SCRIPTS_ID);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
-        .args(["--max-wal-mb-per-second", "1", "--max-commit-latency", "0"])
-        .env_remove("DATABASE_URL")
-        .spawn()
-        .unwrap();
-    let mut window: Vec<(Instant, i64)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let row = client
-            .query_opt(
-                "SELECT phase, (pg_current_wal_insert_lsn() - '0/0')::int8
-                 FROM pgshift.migrations WHERE name = '0031_wal_cap'",
-                &[],
-            )
-            .await
-            .ok()
-            .flatten();
-        match row.as_ref().map(|r| r.get::<_, String>(0)) {
-            Some(p) if p == "backfilling" => window.push((Instant::now(), row.unwrap().get(1))),
-            Some(p) if p != "expanding" => break,
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "apply failed");
+    let window = sample_during_backfill(
+        &url,
+        &client,
+        ("0031_wal_cap", &path),
+        &["--max-wal-mb-per-second", "1", "--max-commit-latency", "0"],
+        "pg_current_wal_insert_lsn() - '0/0'",
+        Duration::from_millis(50),
+    )
+    .await;
     let (first, last) = (window.first().unwrap(), window.last().unwrap());
     let bytes = (last.1 - first.1) as f64;
     let seconds = last.0.duration_since(first.0).as_secs_f64();
@@ -642,39 +658,27 @@ async fn unflushed_wal_during_backfill(flush_every: &str) -> i64 {
     let (cluster, client) = incident_primary(60_000).await;
     let url = cluster.url("app");
     let (_dir, path) = migration("0032_flush", SCRIPTS_ID);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
-        .args(["--batch-target", "1s", "--max-batch", "200000"])
-        .args([
+    let mut samples: Vec<i64> = sample_during_backfill(
+        &url,
+        &client,
+        ("0032_flush", &path),
+        &[
+            "--batch-target",
+            "1s",
+            "--max-batch",
+            "200000",
             "--max-commit-latency",
             "0",
             "--flush-wal-every",
             flush_every,
-        ])
-        .env_remove("DATABASE_URL")
-        .spawn()
-        .unwrap();
-    let mut samples: Vec<i64> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let row = client
-            .query_opt(
-                "SELECT phase, pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())::int8
-                 FROM pgshift.migrations WHERE name = '0032_flush'",
-                &[],
-            )
-            .await
-            .ok()
-            .flatten();
-        match row.as_ref().map(|r| r.get::<_, String>(0)) {
-            Some(p) if p == "backfilling" => samples.push(row.unwrap().get(1)),
-            Some(p) if p != "expanding" => break,
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "apply failed");
+        ],
+        "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())",
+        Duration::from_millis(5),
+    )
+    .await
+    .into_iter()
+    .map(|(_, bytes)| bytes)
+    .collect();
     assert!(samples.len() >= 20, "only {} samples", samples.len());
     samples.sort_unstable();
     samples[samples.len() * 9 / 10]
