@@ -4,7 +4,7 @@
 
 pub mod retry;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,12 +125,14 @@ impl Runner {
                 }
                 Phase::Backfilling => {
                     let steps = widen_integer::backfill(&self.plan);
-                    self.keeping_wal_flushed(self.run_steps(&steps)).await?;
+                    self.keeping_wal_flushed(phase, self.run_steps(&steps))
+                        .await?;
                     Phase::Validating
                 }
                 Phase::Validating => {
                     let steps = widen_integer::validate(&self.plan);
-                    self.keeping_wal_flushed(self.run_steps(&steps)).await?;
+                    self.keeping_wal_flushed(phase, self.run_steps(&steps))
+                        .await?;
                     Phase::Ready
                 }
                 Phase::Ready if stop_at_ready => return Ok(Phase::Ready),
@@ -152,31 +154,48 @@ impl Runner {
     /// (`wal_writer_delay`); in between, our batches and index builds leave
     /// megabytes unflushed, and the first application commit after them
     /// waits for all of it. A flusher that fails stops; the work goes on
-    /// without it.
+    /// without it. The `wal_flushes` event says, once `work` is done, how
+    /// often the flusher looked and how often it flushed: how fast the disk
+    /// let it keep up shows there, not in pgshift's settings.
     async fn keeping_wal_flushed(
         &self,
+        phase: Phase,
         work: impl std::future::Future<Output = Result<()>>,
     ) -> Result<()> {
         let Some(every) = self.limits.flush_wal_every else {
             return work.await;
         };
+        let looked = AtomicU64::new(0);
+        let flushed = AtomicU64::new(0);
         let flusher = async {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = guard::flush_wal(&self.lifeline).await {
-                    tracing::warn!("stopped flushing the WAL: {e}");
-                    return;
+                match guard::flush_wal(&self.lifeline).await {
+                    Ok(did) => {
+                        looked.fetch_add(1, Ordering::Relaxed);
+                        flushed.fetch_add(u64::from(did), Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!("stopped flushing the WAL: {e}");
+                        return;
+                    }
                 }
             }
         };
         tokio::pin!(work);
-        tokio::select! {
-            done = &mut work => return done,
-            () = flusher => {}
-        }
-        work.await
+        let done = tokio::select! {
+            done = &mut work => done,
+            () = flusher => work.await,
+        };
+        self.events.emit(
+            "wal_flushes",
+            json!({"phase": phase.as_str(),
+                   "looked": looked.load(Ordering::Relaxed),
+                   "flushed": flushed.load(Ordering::Relaxed)}),
+        );
+        done
     }
 
     /// The cutover transaction; it marks the phase itself, atomically.

@@ -653,11 +653,12 @@ async fn the_wal_cap_holds_the_servers_wal_rate_during_the_backfill() {
 }
 
 /// Unflushed WAL sampled from outside every 5 ms while the backfill runs
-/// with 1 s batches: the 90th percentile of the samples, in bytes.
-async fn unflushed_wal_during_backfill(flush_every: &str) -> i64 {
+/// with 1 s batches: the median of the samples, in bytes, and the events.
+async fn unflushed_wal_during_backfill(flush_every: &str) -> (i64, Vec<serde_json::Value>) {
     let (cluster, client) = incident_primary(60_000).await;
     let url = cluster.url("app");
-    let (_dir, path) = migration("0032_flush", SCRIPTS_ID);
+    let (dir, path) = migration("0032_flush", SCRIPTS_ID);
+    let events = dir.path().join("events.jsonl");
     let mut samples: Vec<i64> = sample_during_backfill(
         &url,
         &client,
@@ -671,6 +672,8 @@ async fn unflushed_wal_during_backfill(flush_every: &str) -> i64 {
             "0",
             "--flush-wal-every",
             flush_every,
+            "--events",
+            events.to_str().unwrap(),
         ],
         "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())",
         Duration::from_millis(5),
@@ -681,18 +684,44 @@ async fn unflushed_wal_during_backfill(flush_every: &str) -> i64 {
     .collect();
     assert!(samples.len() >= 20, "only {} samples", samples.len());
     samples.sort_unstable();
-    samples[samples.len() * 9 / 10]
+    (samples[samples.len() / 2], read_events(&events))
+}
+
+/// The `wal_flushes` event of `phase`, as (looked, flushed).
+fn wal_flushes(events: &[serde_json::Value], phase: &str) -> Option<(u64, u64)> {
+    events
+        .iter()
+        .find(|e| e["event"] == "wal_flushes" && e["phase"] == phase)
+        .map(|e| {
+            (
+                e["looked"].as_u64().unwrap(),
+                e["flushed"].as_u64().unwrap(),
+            )
+        })
 }
 
 /// The WAL writer flushes only every 200 ms, so a long batch leaves
 /// megabytes of WAL unflushed that the next application commit waits for;
-/// the lifeline's flushes keep that backlog small.
+/// the lifeline's flushes keep that backlog small. How small depends on how
+/// fast the disk takes the writes: CI, under the whole suite's load, once
+/// saw the 90th percentile only 2.8 times lower (9 times on an idle
+/// machine), so the check is on the median and the flushes are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushing_the_wal_keeps_the_backlog_an_application_commit_waits_for_small() {
-    let without = unflushed_wal_during_backfill("0").await;
-    let with = unflushed_wal_during_backfill("10ms").await;
+    let (without, quiet) = unflushed_wal_during_backfill("0").await;
+    let (with, events) = unflushed_wal_during_backfill("10ms").await;
+    assert_eq!(
+        wal_flushes(&quiet, "backfilling"),
+        None,
+        "flushed when told not to"
+    );
+    let (looked, flushed) = wal_flushes(&events, "backfilling").expect("a wal_flushes event");
     assert!(
-        with * 4 < without,
-        "90th percentile of unflushed WAL: {with} bytes flushing every 10 ms, {without} without"
+        flushed >= 10 && flushed <= looked,
+        "the flusher looked {looked} times and flushed {flushed} during the backfill"
+    );
+    assert!(
+        with * 2 < without,
+        "median of unflushed WAL: {with} bytes flushing every 10 ms, {without} without"
     );
 }
