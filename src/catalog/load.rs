@@ -48,7 +48,8 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
             "SELECT current_setting('server_version_num')::int,
                     current_setting('full_page_writes')::bool,
                     pg_size_bytes(current_setting('max_wal_size')),
-                    current_setting('checkpoint_completion_target')::float8",
+                    current_setting('checkpoint_completion_target')::float8,
+                    (SELECT setting::int8 FROM pg_settings WHERE name = 'checkpoint_timeout')",
             &[],
         )
         .await
@@ -60,6 +61,7 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
         full_page_writes: row.get(1),
         max_wal_size_bytes: row.get(2),
         checkpoint_completion_target: row.get(3),
+        checkpoint_timeout_secs: row.get(4),
     };
     let mut catalog = Catalog {
         server_version,

@@ -32,6 +32,14 @@ pub struct WalSettings {
     /// `max_wal_size` in bytes.
     pub max_wal_size_bytes: i64,
     pub checkpoint_completion_target: f64,
+    /// `checkpoint_timeout` in seconds: a checkpoint starts this often
+    /// whatever the WAL volume.
+    #[serde(default = "default_checkpoint_timeout")]
+    pub checkpoint_timeout_secs: i64,
+}
+
+fn default_checkpoint_timeout() -> i64 {
+    300
 }
 
 impl Default for WalSettings {
@@ -41,6 +49,7 @@ impl Default for WalSettings {
             full_page_writes: true,
             max_wal_size_bytes: 1 << 30,
             checkpoint_completion_target: 0.9,
+            checkpoint_timeout_secs: default_checkpoint_timeout(),
         }
     }
 }

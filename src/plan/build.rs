@@ -9,7 +9,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
 use super::*;
-use crate::catalog::{Catalog, Table, View};
+use crate::catalog::{Catalog, Table, View, WalSettings};
 use crate::error::{Error, Result};
 use crate::names::{self, PREFIX};
 use crate::sqltext;
@@ -148,6 +148,7 @@ pub fn build(
         .filter_map(|p| catalog.table(p.oid).map(|t| (t, p)))
         .collect();
     let wal = super::wal::estimate(&sized, &catalog.wal);
+    warnings.extend(checkpoint_warning(&wal, &catalog.wal));
     Ok(Plan {
         migration: migration.to_string(),
         checksum: checksum.to_string(),
@@ -158,6 +159,49 @@ pub fn build(
         warnings,
         blockers,
     })
+}
+
+/// Checkpoints during the backfill are what most slows the application's
+/// commits (the benchmark: p99 37-68 ms with one, 8.4-14.3 ms without, at
+/// 1M rows): the checkpointer's writes and the whole pages logged after it
+/// share the disk with every commit's WAL flush. `max_wal_size` can be
+/// raised without a restart; `checkpoint_timeout` starts them anyway.
+fn checkpoint_warning(wal: &super::wal::WalEstimate, settings: &WalSettings) -> Option<String> {
+    let mut causes = Vec::new();
+    let mut remedies = Vec::new();
+    if wal.checkpoints > 0 {
+        let gb = wal.advised_max_wal_size_bytes >> 30;
+        causes.push(format!(
+            "with max_wal_size {} MB that starts about {} checkpoint{}",
+            settings.max_wal_size_bytes >> 20,
+            wal.checkpoints,
+            if wal.checkpoints == 1 { "" } else { "s" }
+        ));
+        remedies.push(format!(
+            "raise max_wal_size for the migration (no restart: `ALTER SYSTEM SET max_wal_size = '{gb}GB'; \
+             SELECT pg_reload_conf();`) if the disk of pg_wal has {gb} GB free, and set it back afterwards"
+        ));
+    }
+    if wal.timed_checkpoints > 0 {
+        causes.push(format!(
+            "checkpoint_timeout ({} s) starts about {} during the backfill",
+            settings.checkpoint_timeout_secs, wal.timed_checkpoints
+        ));
+        remedies.push(
+            "raising checkpoint_timeout the same way keeps those out too, at the cost of a longer crash recovery"
+                .to_string(),
+        );
+    }
+    if causes.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the migration writes about {} MB of WAL: {}. A checkpoint during the backfill slows the application's commits \
+         several times (its writes and the whole pages logged after it share the disk with every commit's flush): {}",
+        wal.bytes >> 20,
+        causes.join(", and "),
+        remedies.join("; ")
+    ))
 }
 
 fn table(catalog: &Catalog, oid: u32) -> Result<&Table> {

@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 pub use build::{build, Options, Request};
 
+/// Backfill speed assumed for estimates (rows/s): the slowest median of the
+/// benchmark with default settings under load on the 2-core reference
+/// machine (10M rows); see the README.
+pub const ESTIMATED_ROWS_PER_SEC: f64 = 150_000.0;
+
 /// The online plan of one migration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {

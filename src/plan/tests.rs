@@ -249,3 +249,50 @@ fn tables_without_a_primary_key_or_partitioned_are_blocked_and_bigint_is_a_no_op
         "column nope does not exist in table scripts"
     );
 }
+
+#[test]
+fn checkpoints_during_the_migration_are_a_warning_with_the_setting_to_raise() {
+    let mut catalog = incident();
+    for t in &mut catalog.tables {
+        t.estimated_rows = 5_000_000;
+        t.heap_bytes = 600_000_000;
+    }
+    catalog.wal.max_wal_size_bytes = 1 << 30;
+    let p = plan(&catalog, &[(1, "id")]);
+    assert!(p.wal.checkpoints >= 1);
+    let gb = p.wal.advised_max_wal_size_bytes >> 30;
+    let warning = p
+        .warnings
+        .iter()
+        .find(|w| w.contains("checkpoint"))
+        .expect("a checkpoint warning");
+    assert!(
+        warning.contains(&format!("ALTER SYSTEM SET max_wal_size = '{gb}GB'"))
+            && warning.contains("max_wal_size 1024 MB"),
+        "{warning}"
+    );
+    assert!(!warning.contains("checkpoint_timeout"), "{warning}");
+
+    // Room enough for the WAL, but the backfill outlasts checkpoint_timeout.
+    catalog.wal.max_wal_size_bytes = p.wal.advised_max_wal_size_bytes;
+    catalog.wal.checkpoint_timeout_secs = 30;
+    let p = plan(&catalog, &[(1, "id")]);
+    let warning = p
+        .warnings
+        .iter()
+        .find(|w| w.contains("checkpoint"))
+        .expect("a checkpoint warning");
+    assert!(
+        warning.contains("checkpoint_timeout (30 s)")
+            && !warning.contains("ALTER SYSTEM SET max_wal_size"),
+        "{warning}"
+    );
+
+    // Small tables: no warning.
+    let p = plan(&incident(), &[(1, "id")]);
+    assert!(
+        p.warnings.iter().all(|w| !w.contains("checkpoint")),
+        "{:?}",
+        p.warnings
+    );
+}

@@ -35,7 +35,20 @@ pub struct WalEstimate {
     pub checkpoints: i64,
     /// `max_wal_size` when the plan was made.
     pub max_wal_size_bytes: i64,
+    /// A `max_wal_size` under which the WAL volume starts no checkpoint
+    /// (0 when the current one already does not), in whole GiB.
+    #[serde(default)]
+    pub advised_max_wal_size_bytes: i64,
+    /// Checkpoints that `checkpoint_timeout` starts anyway during the
+    /// estimated backfill.
+    #[serde(default)]
+    pub timed_checkpoints: i64,
 }
+
+/// Headroom over the estimate in the advised `max_wal_size`: the estimate
+/// is within a few percent, and the WAL written since the last checkpoint
+/// counts too.
+const ADVICE_HEADROOM: f64 = 1.25;
 
 /// The estimate for `tables` (catalog entry and plan of each).
 pub fn estimate(tables: &[(&Table, &TablePlan)], settings: &WalSettings) -> WalEstimate {
@@ -61,13 +74,30 @@ pub fn estimate(tables: &[(&Table, &TablePlan)], settings: &WalSettings) -> WalE
     } else {
         0
     };
+    let advised_max_wal_size_bytes = if checkpoints > 0 {
+        let needed = bytes as f64 * (1.0 + settings.checkpoint_completion_target) * ADVICE_HEADROOM;
+        (needed / GIB).ceil() as i64 * GIB as i64
+    } else {
+        0
+    };
+    let rows: i64 = tables.iter().map(|(t, _)| t.estimated_rows.max(0)).sum();
+    let seconds = rows as f64 / super::ESTIMATED_ROWS_PER_SEC;
+    let timed_checkpoints = if settings.checkpoint_timeout_secs > 0 {
+        (seconds / settings.checkpoint_timeout_secs as f64).floor() as i64
+    } else {
+        0
+    };
     WalEstimate {
         bytes,
         full_page_bytes,
         checkpoints,
         max_wal_size_bytes: settings.max_wal_size_bytes,
+        advised_max_wal_size_bytes,
+        timed_checkpoints,
     }
 }
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 #[cfg(test)]
 mod tests {
@@ -143,6 +173,7 @@ mod tests {
             full_page_writes: true,
             max_wal_size_bytes: 1 << 30,
             checkpoint_completion_target: 0.9,
+            ..WalSettings::default()
         };
         let e = sized(settings.clone());
         let distance = (1u64 << 30) as f64 / 1.9;
@@ -161,5 +192,52 @@ mod tests {
             ..WalSettings::default()
         });
         assert_eq!(huge.checkpoints, 0);
+    }
+
+    #[test]
+    fn the_advised_max_wal_size_holds_the_whole_migration_with_headroom() {
+        let small = sized(WalSettings {
+            max_wal_size_bytes: 64 << 20,
+            ..WalSettings::default()
+        });
+        assert!(small.checkpoints >= 1);
+        let advised = small.advised_max_wal_size_bytes;
+        assert_eq!(advised % (1 << 30), 0, "whole GiB: {advised}");
+        // Under the advice, the same migration starts no checkpoint.
+        let under = sized(WalSettings {
+            max_wal_size_bytes: advised,
+            ..WalSettings::default()
+        });
+        assert_eq!(under.checkpoints, 0);
+        assert_eq!(
+            under.advised_max_wal_size_bytes, 0,
+            "no advice when none is needed"
+        );
+        // With headroom: the WAL since the last checkpoint counts as well.
+        let distance = advised as f64 / 1.9;
+        assert!(distance >= small.bytes as f64 * 1.25 - 1.0);
+    }
+
+    #[test]
+    fn checkpoint_timeout_counts_the_estimated_backfill() {
+        let mut catalog = incident();
+        for t in &mut catalog.tables {
+            t.estimated_rows = 1_000_000;
+        }
+        let every = |secs| {
+            let mut c = catalog.clone();
+            c.wal.checkpoint_timeout_secs = secs;
+            plan(&c, &[(1, "id")])
+        };
+        let p = every(10);
+        let seconds = p.estimated_rows() as f64 / crate::plan::ESTIMATED_ROWS_PER_SEC;
+        assert!(seconds >= 10.0, "{seconds} s");
+        assert_eq!(p.wal.timed_checkpoints, (seconds / 10.0) as i64);
+        assert_eq!(every(300).wal.timed_checkpoints, 0);
+        assert_eq!(
+            every(0).wal.timed_checkpoints,
+            0,
+            "a zero timeout is not a division"
+        );
     }
 }

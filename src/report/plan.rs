@@ -6,13 +6,8 @@ use serde_json::{json, Value};
 
 use crate::ops::{widen_integer, Step};
 use crate::output::Report;
-use crate::plan::Plan;
+use crate::plan::{Plan, ESTIMATED_ROWS_PER_SEC};
 use crate::state;
-
-/// Backfill speed assumed for estimates (rows/s): the slowest median of the
-/// benchmark with default settings under load on the 2-core reference
-/// machine (10M rows); see the README.
-const ESTIMATED_ROWS_PER_SEC: f64 = 150_000.0;
 
 pub struct PlanReport {
     pub plan: Plan,
@@ -232,6 +227,8 @@ impl Report for PlanReport {
             "estimated_full_page_bytes": p.wal.full_page_bytes,
             "estimated_checkpoints": p.wal.checkpoints,
             "max_wal_size_bytes": p.wal.max_wal_size_bytes,
+            "advised_max_wal_size_bytes": p.wal.advised_max_wal_size_bytes,
+            "estimated_timed_checkpoints": p.wal.timed_checkpoints,
         })
     }
 }
