@@ -151,8 +151,10 @@ pub struct Tuning {
     #[arg(long)]
     pub min_free_connections: Option<i64>,
 
-    /// Pause the backfill while a replica's replay lag exceeds this.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    /// Pause the backfill while a replica's replay lag exceeds this. Reads
+    /// from replicas see data this old while it lasts; 1 s is what
+    /// pt-online-schema-change and gh-ost (1.5 s) hold to by default.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub max_replica_lag: Duration,
 
     /// Slow the backfill down while a commit takes longer than this (a
