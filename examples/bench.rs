@@ -43,6 +43,20 @@ struct Args {
     server_conf: Vec<String>,
 }
 
+/// postgresql.conf lines of the bench's primary and replica: its own, then
+/// `--server-conf`'s (a later line wins).
+fn server_conf(args: &Args) -> Vec<String> {
+    [
+        "shared_buffers = '512MB'",
+        "checkpoint_timeout = '15min'",
+        "log_checkpoints = on",
+    ]
+    .iter()
+    .map(|l| l.to_string())
+    .chain(args.server_conf.iter().cloned())
+    .collect()
+}
+
 fn args() -> Result<Args, Error> {
     let mut a = Args {
         rows: 1_000_000,
@@ -643,14 +657,7 @@ async fn main() -> Result<(), Error> {
     }
     let options = ClusterOptions {
         fsync: true,
-        extra_conf: vec![
-            "shared_buffers = '512MB'".into(),
-            "checkpoint_timeout = '15min'".into(),
-            "log_checkpoints = on".into(),
-        ]
-        .into_iter()
-        .chain(args.server_conf.iter().cloned())
-        .collect(),
+        extra_conf: server_conf(&args),
         ..ClusterOptions::default()
     };
     for line in &args.server_conf {
@@ -710,6 +717,16 @@ async fn main() -> Result<(), Error> {
     let base_max = median(bases.iter().map(|b| b.max()).collect());
     let base_reads = median(bases.iter().map(|b| b.pct_of(false, 0.99)).collect());
     let base_writes = median(bases.iter().map(|b| b.pct_of(true, 0.99)).collect());
+    // A table is only comparable with one from the same server settings.
+    println!(
+        "Server (primary and replica): fsync on, {}. pgshift-default flags: {}.\n",
+        server_conf(&args).join(", "),
+        if args.default_args.is_empty() {
+            "none".to_string()
+        } else {
+            args.default_args.join(" ")
+        }
+    );
     println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration (median of one 10 s window per repetition): p50 {:.2} ms, p99 {:.2} ms (reads {:.2}, writes {:.2}), max {:.1} ms.\n",
         args.rate, args.clients, base_p50, base_p99, base_reads, base_writes, base_max);
     println!("| way | wall s | ratio to blocking | backfill rows/s | app p50 ms | app p99 ms | app max ms | app max around cutover ms | failed tx | cutover lock ms | peak replica lag s | pgshift peak RSS MB | WAL MB |");
@@ -795,6 +812,7 @@ async fn main() -> Result<(), Error> {
         }
     }
     let json = json!({"rows": args.rows, "reps": args.reps, "rate": args.rate,
+        "server_conf": server_conf(&args), "default_args": args.default_args,
         "baseline": {"p50_ms": base_p50, "p99_ms": base_p99, "max_ms": base_max,
                      "read_p99_ms": base_reads, "write_p99_ms": base_writes,
                      "p99_ms_each": bases.iter().map(|b| b.pct(0.99)).collect::<Vec<_>>()},
