@@ -29,6 +29,8 @@ pub struct Settings {
     pub target: Duration,
     pub min_batch: i64,
     pub max_batch: i64,
+    /// Key ranges of at least this many rows go in two passes (see [`Pass`]).
+    pub two_pass_above: i64,
     pub max_rows_per_second: Option<u64>,
     /// Cap on the server's WAL rate while a batch runs, in bytes per second.
     pub max_wal_per_second: Option<u64>,
@@ -222,10 +224,56 @@ pub async fn columns_to_assign(client: &Client, t: &TablePlan) -> Result<Vec<Str
 #[derive(Debug, Clone)]
 struct Part {
     part: i32,
+    /// Where the part begins (exclusive): the previous part's `upper`.
+    start: Option<Vec<String>>,
     /// Last key done (exclusive lower bound of what is left); None: from the start.
     cursor: Option<Vec<String>>,
     /// Last key of the part; None: to the end of the table.
     upper: Option<Vec<String>>,
+    pass: Pass,
+}
+
+/// Which pass over its key range a part is in, as checkpointed.
+///
+/// A backfill update on a full page puts the new version on another page:
+/// a lock record, a new entry in every index. In two passes, the first
+/// moves the rows with even keys away; once their old versions are
+/// prunable, the second pass's new versions fit in their place, HOT. The
+/// second pass is the full one (rows already copied are skipped), so a
+/// resume in it never needs to know what the first did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    EvenKeys,
+    Full,
+}
+
+impl Pass {
+    fn from_db(pass: i16) -> Pass {
+        if pass == 0 {
+            Pass::EvenKeys
+        } else {
+            Pass::Full
+        }
+    }
+
+    fn to_db(self) -> i16 {
+        match self {
+            Pass::EvenKeys => 0,
+            Pass::Full => 1,
+        }
+    }
+}
+
+/// Whether a key range of `rows` rows of `t` starts with the even-key pass:
+/// only a single integer key has a parity, and only a long first pass lets
+/// the horizon move past it (see `--two-pass-above`).
+fn first_pass(t: &TablePlan, rows: i64, settings: &Settings) -> Pass {
+    let integer_key = matches!(t.key.as_slice(), [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint"));
+    if integer_key && rows >= settings.two_pass_above {
+        Pass::EvenKeys
+    } else {
+        Pass::Full
+    }
 }
 
 /// A part smaller than this is not worth a connection.
@@ -283,7 +331,7 @@ async fn ensure_parts(
     let migration = runner.name();
     let existing = client
         .query(
-            "SELECT part, cursor, upper, done, rows_done, rows_total
+            "SELECT part, cursor, upper, done, rows_done, rows_total, pass
              FROM pgshift.backfill WHERE migration = $1 AND table_oid = $2 ORDER BY part",
             &[&migration, &t.oid],
         )
@@ -292,15 +340,22 @@ async fn ensure_parts(
     if !existing.is_empty() {
         let done = existing.iter().map(|r| r.get::<_, i64>(4)).sum();
         let total = existing.iter().map(|r| r.get::<_, i64>(5)).sum();
-        let parts = existing
-            .iter()
-            .filter(|r| !r.get::<_, bool>(3))
-            .map(|r| Part {
-                part: r.get(0),
-                cursor: r.get(1),
-                upper: r.get(2),
-            })
-            .collect();
+        // Parts are contiguous: each starts where the one before it ends.
+        let mut start = None;
+        let mut parts = Vec::new();
+        for r in &existing {
+            let upper: Option<Vec<String>> = r.get(2);
+            if !r.get::<_, bool>(3) {
+                parts.push(Part {
+                    part: r.get(0),
+                    start: start.clone(),
+                    cursor: r.get(1),
+                    upper: upper.clone(),
+                    pass: Pass::from_db(r.get(6)),
+                });
+            }
+            start = upper;
+        }
         return Ok((parts, done, total));
     }
     let estimate: i64 = client
@@ -333,6 +388,7 @@ async fn ensure_parts(
         }
     }
     let share = estimate / (bounds.len() as i64 + 1);
+    let pass = first_pass(t, share, &runner.backfill);
     let mut parts = Vec::new();
     let mut start: Option<Vec<String>> = None;
     for (i, end) in bounds
@@ -343,14 +399,16 @@ async fn ensure_parts(
     {
         let part = Part {
             part: i as i32,
+            start: start.clone(),
             cursor: start.clone(),
             upper: end.cloned(),
+            pass,
         };
         client
             .execute(
-                "INSERT INTO pgshift.backfill (migration, table_oid, part, cursor, upper, rows_total)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&migration, &t.oid, &part.part, &part.cursor, &part.upper, &share],
+                "INSERT INTO pgshift.backfill (migration, table_oid, part, cursor, upper, rows_total, pass)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[&migration, &t.oid, &part.part, &part.cursor, &part.upper, &share, &pass.to_db()],
             )
             .await
             .map_err(Error::db("could not create the backfill checkpoint"))?;
@@ -371,6 +429,7 @@ async fn run_part(
     let migration = runner.name();
     let settings = &runner.backfill;
     let mut lower = part.cursor.clone();
+    let mut pass = part.pass;
     let mut batch = settings.first_batch();
     let timeout_ms = settings.statement_timeout().as_millis();
     let mut last_event = Instant::now();
@@ -386,7 +445,24 @@ async fn run_part(
         let found = next_bound(client, t, lower.as_deref(), part.upper.as_deref(), batch).await?;
         let is_last = found.is_none();
         let upper = found.or_else(|| part.upper.clone());
-        let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign);
+        let mut sql = batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign);
+        if pass == Pass::EvenKeys {
+            sql.push_str(&format!(" AND {} % 2 = 0", quote(&t.key[0].name)));
+        }
+        // Each pass counts for half of the rows it walks over, so progress
+        // reaches the table's size once, at the end of the second.
+        let counted = |scanned: i64| match (part.pass, pass) {
+            (Pass::Full, _) => scanned,
+            (Pass::EvenKeys, Pass::EvenKeys) => scanned / 2,
+            (Pass::EvenKeys, Pass::Full) => scanned - scanned / 2,
+        };
+        // The end of the even-key pass starts the full pass from the
+        // part's beginning, in the same transaction as its last batch.
+        let (next_cursor, next_pass, finished) = match (is_last, pass) {
+            (true, Pass::EvenKeys) => (part.start.clone(), Pass::Full, false),
+            (true, Pass::Full) => (upper.clone(), Pass::Full, true),
+            (false, _) => (upper.clone(), pass, false),
+        };
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(lo) = &lower {
             args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));
@@ -403,13 +479,13 @@ async fn run_part(
                 ))
                 .await?;
             let updated = client.execute(&sql, &args).await?;
-            let scanned = if is_last { updated as i64 } else { batch };
+            let scanned = counted(if is_last { updated as i64 } else { batch });
             client
                 .execute(
                     "UPDATE pgshift.backfill SET cursor = $4, rows_done = rows_done + $5, done = $6,
-                         rows_total = GREATEST(rows_total, rows_done + $5)
+                         rows_total = GREATEST(rows_total, rows_done + $5), pass = $7
                      WHERE migration = $1 AND table_oid = $2 AND part = $3",
-                    &[&migration, &t.oid, &part.part, &upper, &scanned, &is_last],
+                    &[&migration, &t.oid, &part.part, &next_cursor, &scanned, &finished, &next_pass.to_db()],
                 )
                 .await?;
             client.batch_execute("COMMIT").await?;
@@ -434,10 +510,14 @@ async fn run_part(
                                            "rows_per_second": rate.round(), "batch": batch}),
                     );
                 }
-                if is_last {
+                if finished {
                     return Ok(());
                 }
-                lower = upper;
+                if next_pass != pass {
+                    tracing::debug!("{}: part {} starts its full pass", t.display(), part.part);
+                }
+                pass = next_pass;
+                lower = next_cursor;
                 let mut pause = settings
                     .pace(scanned, took)
                     .max(runner.rest_after_batch(took, probe));
@@ -528,6 +608,7 @@ mod tests {
             target: Duration::from_millis(100),
             min_batch: 100,
             max_batch: 50_000,
+            two_pass_above: 3_000_000,
             max_rows_per_second: None,
             max_wal_per_second: None,
         }

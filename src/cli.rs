@@ -131,6 +131,16 @@ pub struct Tuning {
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_batch: i64,
 
+    /// Backfill a worker's key range of at least this many rows in two
+    /// passes, even keys first, when the key is one integer column. On full
+    /// pages the second pass's new versions fit where the first pass's dead
+    /// ones were pruned: HOT updates, no new index entries. The first pass
+    /// must outlast the replicas' hot_standby_feedback delay (up to
+    /// wal_receiver_status_interval, 10 s) or nothing is prunable in time:
+    /// measured 12% faster at 10M rows, 7-15% slower at 1M.
+    #[arg(long, default_value_t = 3_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub two_pass_above: i64,
+
     /// Cap on backfill throughput.
     #[arg(long)]
     pub max_rows_per_second: Option<u64>,

@@ -97,7 +97,9 @@ CREATE TABLE IF NOT EXISTS pgshift.backfill (
     PRIMARY KEY (migration, table_oid, part)
 );
 ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS pause_requested boolean NOT NULL DEFAULT false;
-ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS request text;";
+ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS request text;
+-- 0: the first of two passes (even keys only); 1: the full pass.
+ALTER TABLE pgshift.backfill ADD COLUMN IF NOT EXISTS pass smallint NOT NULL DEFAULT 1;";
 
 /// Creates the state schema and tables if missing.
 pub async fn ensure_schema(client: &Client) -> Result<()> {

@@ -129,6 +129,7 @@ fn backfill_settings(t: &Tuning) -> backfill::Settings {
         target: t.batch_target,
         min_batch: t.min_batch,
         max_batch: t.max_batch,
+        two_pass_above: t.two_pass_above,
         max_rows_per_second: t.max_rows_per_second,
         max_wal_per_second: Some(t.max_wal_mb_per_second * 1_000_000).filter(|&b| b > 0),
     }

@@ -791,3 +791,129 @@ async fn the_plan_estimates_the_wal_the_migration_writes() {
         "estimated {estimate} bytes of WAL, the server wrote {written} ({ratio:.2}×)"
     );
 }
+
+/// Starts `command` (`apply`, `resume`) slowly enough to be killed
+/// mid-backfill, in two passes.
+fn slow_two_pass(command: &str, url: &str, path: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", url, "-q", command, path])
+        .args(["--batch-size", "100", "--max-connections", "3"])
+        .args(["--max-rows-per-second", "20000", "--two-pass-above", "1000"])
+        .spawn()
+        .unwrap()
+}
+
+/// A crash in either pass of a two-pass backfill, under application writes,
+/// resumes to the same rows: the even-key pass resumes where it stopped, and
+/// its end (which starts the full pass from the part's beginning) is
+/// checkpointed with its last batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_pass_backfill_killed_in_either_pass_resumes_correctly() {
+    let (cluster, client) = incident_primary(30_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0011_two_pass", SCRIPTS_ID);
+    let writer = Writer::start(&url).await;
+
+    let mut child = slow_two_pass("apply", &url, &path);
+    let in_first = wait_until(
+        &client,
+        "SELECT count(*) = 2 FROM pgshift.backfill WHERE pass = 0 AND rows_done >= 300",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        in_first,
+        "two parts never got under way in their even-key pass"
+    );
+    child.kill().await.unwrap();
+
+    let mut child = slow_two_pass("resume", &url, &path);
+    let in_second = wait_until(
+        &client,
+        "SELECT count(*) >= 1 FROM pgshift.backfill WHERE pass = 1 AND NOT done AND cursor IS NOT NULL",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(in_second, "no part got into its full pass");
+    child.kill().await.unwrap();
+    let passes = one_string(
+        &client,
+        "SELECT string_agg(DISTINCT pass::text, ',') FROM pgshift.backfill",
+    )
+    .await;
+    assert!(passes.contains('1'), "passes checkpointed: {passes}");
+
+    let resumed = pgshift(&url, &["resume", &path, "--max-connections", "3"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    // The verification's second backfill would hide rows the passes missed.
+    assert!(
+        !resumed.stderr.contains("differ after the backfill"),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(
+        one_string(&client, "SELECT phase FROM pgshift.migrations").await,
+        "cut_over"
+    );
+    assert_matches_control(&client).await;
+    let progress = one_string(
+        &client,
+        "SELECT (sum(rows_done) <= sum(rows_total) + 200)::text FROM pgshift.backfill",
+    )
+    .await;
+    assert_eq!(progress, "true", "each pass counts half of its rows");
+}
+
+/// Fillfactor 100: a one-pass backfill moves every row to another page;
+/// in two passes most of the second fits where the first pass's dead
+/// versions were pruned (no replica here holds the horizon back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_full_pages_the_second_backfill_pass_is_mostly_hot() {
+    let mut hot_updates = Vec::new();
+    for two_pass_above in ["1000", "1000000"] {
+        let (cluster, client) = primary().await;
+        client
+            .batch_execute(
+                "CREATE TABLE events (id int PRIMARY KEY, kind int NOT NULL, note text);
+                 CREATE INDEX ON events (kind);
+                 INSERT INTO events SELECT g, g % 7, 'event ' || g FROM generate_series(1, 40000) g;",
+            )
+            .await
+            .unwrap();
+        client.batch_execute("VACUUM ANALYZE events").await.unwrap();
+        let (_dir, path) = migration(
+            "0012_hot",
+            "ALTER TABLE events ALTER COLUMN id TYPE bigint;\n",
+        );
+        let run = pgshift(
+            &cluster.url("app"),
+            &[
+                "apply",
+                &path,
+                "--no-cutover",
+                "--two-pass-above",
+                two_pass_above,
+            ],
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let row = client
+            .query_one(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'events'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (updates, hot): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(updates, 40_000, "each row updated once");
+        hot_updates.push(hot);
+    }
+    let (two, one) = (hot_updates[0], hot_updates[1]);
+    assert!(
+        two >= 12_000 && one < 2_000,
+        "HOT backfill updates of 40,000: {two} in two passes, {one} in one"
+    );
+}
