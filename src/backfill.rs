@@ -29,7 +29,7 @@ pub struct Settings {
     pub target: Duration,
     pub min_batch: i64,
     pub max_batch: i64,
-    /// Key ranges of at least this many rows go in two passes (see [`Pass`]).
+    /// Key ranges of at least this many rows go in two passes (see [`Pass`]); 0: never.
     pub two_pass_above: i64,
     pub max_rows_per_second: Option<u64>,
     /// Cap on the server's WAL rate while a batch runs, in bytes per second.
@@ -269,7 +269,7 @@ impl Pass {
 /// the horizon move past it (see `--two-pass-above`).
 fn first_pass(t: &TablePlan, rows: i64, settings: &Settings) -> Pass {
     let integer_key = matches!(t.key.as_slice(), [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint"));
-    if integer_key && rows >= settings.two_pass_above {
+    if integer_key && settings.two_pass_above > 0 && rows >= settings.two_pass_above {
         Pass::EvenKeys
     } else {
         Pass::Full
@@ -678,5 +678,42 @@ mod tests {
             adaptive().wal_rest(8_000_000, Duration::ZERO),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn only_large_ranges_with_one_integer_key_go_in_two_passes() {
+        let catalog = crate::plan::tests::incident();
+        let p = crate::plan::tests::plan(&catalog, &[(1, "id")]);
+        let mut t = p.tables[0].clone();
+        assert_eq!(t.key.len(), 1, "{:?}", t.key);
+        let settings = Settings {
+            two_pass_above: 1_000,
+            ..adaptive()
+        };
+        for ty in ["smallint", "integer", "bigint"] {
+            t.key[0].type_name = ty.into();
+            assert_eq!(first_pass(&t, 1_000, &settings), Pass::EvenKeys, "{ty}");
+            assert_eq!(first_pass(&t, 999, &settings), Pass::Full, "{ty}");
+        }
+        let never = Settings {
+            two_pass_above: 0,
+            ..adaptive()
+        };
+        assert_eq!(first_pass(&t, i64::MAX, &never), Pass::Full);
+        // No parity to split on.
+        t.key[0].type_name = "uuid".into();
+        assert_eq!(first_pass(&t, 1_000_000, &settings), Pass::Full);
+        t.key[0].type_name = "integer".into();
+        t.key.push(t.key[0].clone());
+        assert_eq!(first_pass(&t, 1_000_000, &settings), Pass::Full);
+    }
+
+    #[test]
+    fn the_pass_survives_the_checkpoint_table() {
+        for pass in [Pass::EvenKeys, Pass::Full] {
+            assert_eq!(Pass::from_db(pass.to_db()), pass);
+        }
+        // Rows written before passes existed default to 1: the full pass.
+        assert_eq!(Pass::from_db(1), Pass::Full);
     }
 }
