@@ -250,6 +250,13 @@ fn tables_without_a_primary_key_or_partitioned_are_blocked_and_bigint_is_a_no_op
     );
 }
 
+fn checkpoint_warning(p: &Plan) -> &str {
+    p.warnings
+        .iter()
+        .find(|w| w.contains("checkpoint"))
+        .expect("a checkpoint warning")
+}
+
 #[test]
 fn checkpoints_during_the_migration_are_a_warning_with_the_setting_to_raise() {
     let mut catalog = incident();
@@ -261,11 +268,7 @@ fn checkpoints_during_the_migration_are_a_warning_with_the_setting_to_raise() {
     let p = plan(&catalog, &[(1, "id")]);
     assert!(p.wal.checkpoints >= 1);
     let gb = p.wal.advised_max_wal_size_bytes >> 30;
-    let warning = p
-        .warnings
-        .iter()
-        .find(|w| w.contains("checkpoint"))
-        .expect("a checkpoint warning");
+    let warning = checkpoint_warning(&p);
     assert!(
         warning.contains(&format!("ALTER SYSTEM SET max_wal_size = '{gb}GB'"))
             && warning.contains("max_wal_size 1024 MB"),
@@ -277,11 +280,7 @@ fn checkpoints_during_the_migration_are_a_warning_with_the_setting_to_raise() {
     catalog.wal.max_wal_size_bytes = p.wal.advised_max_wal_size_bytes;
     catalog.wal.checkpoint_timeout_secs = 30;
     let p = plan(&catalog, &[(1, "id")]);
-    let warning = p
-        .warnings
-        .iter()
-        .find(|w| w.contains("checkpoint"))
-        .expect("a checkpoint warning");
+    let warning = checkpoint_warning(&p);
     assert!(
         warning.contains("checkpoint_timeout (30 s)")
             && !warning.contains("ALTER SYSTEM SET max_wal_size"),
