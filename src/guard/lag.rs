@@ -6,7 +6,10 @@ use crate::error::{Error, Result};
 
 /// Seconds of replay lag: measured on the replica when one is given (time
 /// since the last replayed transaction, 0 when it has replayed everything
-/// it received), else the worst `replay_lag` the primary reports.
+/// it received), else the worst `replay_lag` the primary reports for a
+/// walsender that replays: `pg_receivewal` (a WAL archive such as Barman's)
+/// and `pg_basebackup` report no replay position, yet show a `replay_lag`
+/// of up to their status interval (10 s), and would hold the backfill.
 ///
 /// A standby that has not replayed any transaction since it started has no
 /// replay timestamp; with WAL pending, its start time bounds the lag.
@@ -19,7 +22,8 @@ pub async fn replica_lag(primary: &Client, replica: Option<&Client>) -> Result<f
         ),
         None => (
             primary,
-            "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication",
+            "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication
+             WHERE replay_lsn IS NOT NULL",
         ),
     };
     Ok(client

@@ -6,4 +6,4 @@
 mod cluster;
 pub mod incident;
 
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{postgres_bin_dir, Cluster, ClusterOptions};

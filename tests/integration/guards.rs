@@ -728,3 +728,86 @@ async fn flushing_the_wal_keeps_the_backlog_an_application_commit_waits_for_smal
         "median of unflushed WAL: {with} bytes flushing every 10 ms, {without} without"
     );
 }
+
+/// Without `--replica-url`, lag comes from `pg_stat_replication`. A WAL
+/// archiver (`pg_receivewal`, as Barman streams) replays nothing, yet shows
+/// a `replay_lag` of up to its status interval: it must not hold the
+/// backfill. A standby whose replay stops still must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_lag_counts_standbys_that_replay_and_not_wal_archivers() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute("CREATE TABLE junk (x int)")
+        .await
+        .unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let mut receiver = std::process::Command::new(
+        pgshift::testkit::postgres_bin_dir()
+            .unwrap()
+            .join("pg_receivewal"),
+    );
+    receiver
+        .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+        .args(["-U", "postgres", "-s", "2", "-D"])
+        .arg(archive.path());
+    let mut receiver = receiver.spawn().unwrap();
+
+    // Writes until the archiver's replay_lag reads over a second.
+    let mut seen: f64 = 0.0;
+    let mut guarded: f64 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen <= 1.0 && Instant::now() < deadline {
+        client
+            .batch_execute("INSERT INTO junk SELECT generate_series(1, 20000)")
+            .await
+            .unwrap();
+        let raw: f64 = client
+            .query_one(
+                "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        seen = seen.max(raw);
+        guarded = guarded.max(pgshift::guard::replica_lag(&client, None).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert!(
+        seen > 1.0,
+        "pg_receivewal's replay_lag never passed 1 s ({seen:.2} s)"
+    );
+    assert_eq!(guarded, 0.0, "the guard counted the WAL archiver");
+
+    // A standby that stops replaying is counted.
+    let replica = cluster.start_replica().unwrap();
+    let standby = connect(&replica.url("app")).await;
+    assert!(
+        wait_until(
+            &standby,
+            "SELECT count(*) >= 0 FROM junk",
+            Duration::from_secs(30)
+        )
+        .await
+    );
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let mut lag: f64 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag <= 1.0 && Instant::now() < deadline {
+        client
+            .batch_execute("INSERT INTO junk SELECT generate_series(1, 1000)")
+            .await
+            .unwrap();
+        lag = pgshift::guard::replica_lag(&client, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        lag > 1.0,
+        "a standby that stopped replaying showed {lag:.2} s of lag"
+    );
+}
