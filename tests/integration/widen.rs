@@ -901,6 +901,14 @@ async fn on_full_pages_the_second_backfill_pass_is_mostly_hot() {
         )
         .await;
         assert_eq!(run.code, 0, "{}", run.stderr);
+        // pgshift's sessions report their counts as they exit, which can
+        // come after pgshift itself has.
+        wait_until(
+            &client,
+            "SELECT n_tup_upd >= 40000 FROM pg_stat_user_tables WHERE relname = 'events'",
+            Duration::from_secs(10),
+        )
+        .await;
         let row = client
             .query_one(
                 "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'events'",
