@@ -243,16 +243,20 @@ struct Part {
 /// resume in it never needs to know what the first did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
+    /// The first of two passes: even keys only.
     EvenKeys,
+    /// The second of two passes: the whole range, even keys already done.
+    Rest,
+    /// The only pass.
     Full,
 }
 
 impl Pass {
     fn from_db(pass: i16) -> Pass {
-        if pass == 0 {
-            Pass::EvenKeys
-        } else {
-            Pass::Full
+        match pass {
+            0 => Pass::EvenKeys,
+            2 => Pass::Rest,
+            _ => Pass::Full,
         }
     }
 
@@ -260,6 +264,18 @@ impl Pass {
         match self {
             Pass::EvenKeys => 0,
             Pass::Full => 1,
+            Pass::Rest => 2,
+        }
+    }
+
+    /// The rows `scanned` rows of this pass count for: each of two passes
+    /// counts half, so progress reaches the range's size once, at the end
+    /// of the second.
+    fn counted(self, scanned: i64) -> i64 {
+        match self {
+            Pass::Full => scanned,
+            Pass::EvenKeys => scanned / 2,
+            Pass::Rest => scanned - scanned / 2,
         }
     }
 }
@@ -449,18 +465,11 @@ async fn run_part(
         if pass == Pass::EvenKeys {
             sql.push_str(&format!(" AND {} % 2 = 0", quote(&t.key[0].name)));
         }
-        // Each pass counts for half of the rows it walks over, so progress
-        // reaches the table's size once, at the end of the second.
-        let counted = |scanned: i64| match (part.pass, pass) {
-            (Pass::Full, _) => scanned,
-            (Pass::EvenKeys, Pass::EvenKeys) => scanned / 2,
-            (Pass::EvenKeys, Pass::Full) => scanned - scanned / 2,
-        };
-        // The end of the even-key pass starts the full pass from the
-        // part's beginning, in the same transaction as its last batch.
+        // The end of the even-key pass starts the rest from the part's
+        // beginning, in the same transaction as its last batch.
         let (next_cursor, next_pass, finished) = match (is_last, pass) {
-            (true, Pass::EvenKeys) => (part.start.clone(), Pass::Full, false),
-            (true, Pass::Full) => (upper.clone(), Pass::Full, true),
+            (true, Pass::EvenKeys) => (part.start.clone(), Pass::Rest, false),
+            (true, _) => (upper.clone(), pass, true),
             (false, _) => (upper.clone(), pass, false),
         };
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -479,7 +488,7 @@ async fn run_part(
                 ))
                 .await?;
             let updated = client.execute(&sql, &args).await?;
-            let scanned = counted(if is_last { updated as i64 } else { batch });
+            let scanned = pass.counted(if is_last { updated as i64 } else { batch });
             client
                 .execute(
                     "UPDATE pgshift.backfill SET cursor = $4, rows_done = rows_done + $5, done = $6,
@@ -514,7 +523,7 @@ async fn run_part(
                     return Ok(());
                 }
                 if next_pass != pass {
-                    tracing::debug!("{}: part {} starts its full pass", t.display(), part.part);
+                    tracing::debug!("{}: part {} starts its second pass", t.display(), part.part);
                 }
                 pass = next_pass;
                 lower = next_cursor;
@@ -710,7 +719,7 @@ mod tests {
 
     #[test]
     fn the_pass_survives_the_checkpoint_table() {
-        for pass in [Pass::EvenKeys, Pass::Full] {
+        for pass in [Pass::EvenKeys, Pass::Rest, Pass::Full] {
             assert_eq!(Pass::from_db(pass.to_db()), pass);
         }
         // Rows written before passes existed default to 1: the full pass.

@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS pgshift.backfill (
 );
 ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS pause_requested boolean NOT NULL DEFAULT false;
 ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS request text;
--- 0: the first of two passes (even keys only); 1: the full pass.
+-- 0: the first of two passes (even keys only); 2: the second; 1: the only pass.
 ALTER TABLE pgshift.backfill ADD COLUMN IF NOT EXISTS pass smallint NOT NULL DEFAULT 1;";
 
 /// Creates the state schema and tables if missing.

@@ -839,8 +839,8 @@ async fn a_two_pass_backfill_killed_in_either_pass_resumes_correctly() {
     kill_two_pass_when(
         ("resume", &url, &path),
         &client,
-        "SELECT count(*) >= 1 FROM pgshift.backfill WHERE pass = 1 AND NOT done AND cursor IS NOT NULL",
-        "no part got into its full pass",
+        "SELECT count(*) >= 1 FROM pgshift.backfill WHERE pass = 2 AND NOT done AND cursor IS NOT NULL",
+        "no part got into its second pass",
     )
     .await;
 
