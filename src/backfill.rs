@@ -134,7 +134,7 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
 /// (At run time the batch also assigns some indexed columns to themselves:
 /// see [`columns_to_assign`].)
 pub fn batch_sql(t: &TablePlan, with_lower: bool) -> String {
-    batch_sql_bounded(t, with_lower, true, &[])
+    batch_sql_bounded(t, with_lower, true, &[], Pass::Full)
 }
 
 fn batch_sql_bounded(
@@ -142,6 +142,7 @@ fn batch_sql_bounded(
     with_lower: bool,
     with_upper: bool,
     assign: &[String],
+    pass: Pass,
 ) -> String {
     let sets: Vec<String> = t
         .columns
@@ -161,6 +162,9 @@ fn batch_sql_bounded(
     }
     if with_upper {
         conds.push(format!("{} <= {}", keys(t), params(t, next)));
+    }
+    if pass == Pass::EvenKeys {
+        conds.push(format!("{} % 2 = 0", quote(&t.key[0].name)));
     }
     conds.push(format!("({})", differs(t)));
     format!(
@@ -461,10 +465,7 @@ async fn run_part(
         let found = next_bound(client, t, lower.as_deref(), part.upper.as_deref(), batch).await?;
         let is_last = found.is_none();
         let upper = found.or_else(|| part.upper.clone());
-        let mut sql = batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign);
-        if pass == Pass::EvenKeys {
-            sql.push_str(&format!(" AND {} % 2 = 0", quote(&t.key[0].name)));
-        }
+        let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign, pass);
         // The end of the even-key pass starts the rest from the part's
         // beginning, in the same transaction as its last batch.
         let (next_cursor, next_pass, finished) = match (is_last, pass) {

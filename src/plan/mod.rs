@@ -20,6 +20,11 @@ pub use build::{build, Options, Request};
 /// machine (10M rows); see the README.
 pub const ESTIMATED_ROWS_PER_SEC: f64 = 150_000.0;
 
+/// Seconds the backfill of `rows` rows is estimated to take.
+pub fn estimated_backfill_secs(rows: i64) -> f64 {
+    rows.max(0) as f64 / ESTIMATED_ROWS_PER_SEC
+}
+
 /// The online plan of one migration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {

@@ -81,7 +81,7 @@ pub fn estimate(tables: &[(&Table, &TablePlan)], settings: &WalSettings) -> WalE
         0
     };
     let rows: i64 = tables.iter().map(|(t, _)| t.estimated_rows.max(0)).sum();
-    let seconds = rows as f64 / super::ESTIMATED_ROWS_PER_SEC;
+    let seconds = super::estimated_backfill_secs(rows);
     let timed_checkpoints = if settings.checkpoint_timeout_secs > 0 {
         (seconds / settings.checkpoint_timeout_secs as f64).floor() as i64
     } else {

@@ -28,7 +28,7 @@ impl PlanReport {
     }
 
     fn estimate_secs(&self) -> f64 {
-        self.plan.estimated_rows() as f64 / ESTIMATED_ROWS_PER_SEC
+        crate::plan::estimated_backfill_secs(self.plan.estimated_rows())
     }
 
     /// What the WAL volume means for replicas, the archive and checkpoints.
