@@ -228,25 +228,28 @@ async fn a_long_transaction_makes_cutover_give_up_naming_it_while_readers_never_
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
-    let (cluster, client) = incident_primary(20_000).await;
+/// A streaming replica of `cluster` that has caught up (`caught_up` holds
+/// on it), with its replay then paused.
+async fn standby_paused_after(
+    cluster: &pgshift::testkit::Cluster,
+    caught_up: &str,
+) -> (pgshift::testkit::Cluster, tokio_postgres::Client) {
     let replica = cluster.start_replica().unwrap();
-    let url = cluster.url("app");
     let standby = connect(&replica.url("app")).await;
-    // Let the replica catch up, then stop its replay.
-    assert!(
-        wait_until(
-            &standby,
-            "SELECT count(*) > 0 FROM scripts_control",
-            Duration::from_secs(30)
-        )
-        .await
-    );
+    assert!(wait_until(&standby, caught_up, Duration::from_secs(30)).await);
     standby
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
         .unwrap();
+    (replica, standby)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let (replica, standby) =
+        standby_paused_after(&cluster, "SELECT count(*) > 0 FROM scripts_control").await;
+    let url = cluster.url("app");
 
     let (_dir, path) = migration("0023_lag", SCRIPTS_ID);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
@@ -782,20 +785,8 @@ async fn replica_lag_counts_standbys_that_replay_and_not_wal_archivers() {
     assert_eq!(guarded, 0.0, "the guard counted the WAL archiver");
 
     // A standby that stops replaying is counted.
-    let replica = cluster.start_replica().unwrap();
-    let standby = connect(&replica.url("app")).await;
-    assert!(
-        wait_until(
-            &standby,
-            "SELECT count(*) >= 0 FROM junk",
-            Duration::from_secs(30)
-        )
-        .await
-    );
-    standby
-        .batch_execute("SELECT pg_wal_replay_pause()")
-        .await
-        .unwrap();
+    let (_replica, _standby) =
+        standby_paused_after(&cluster, "SELECT count(*) >= 0 FROM junk").await;
     let mut lag: f64 = 0.0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while lag <= 1.0 && Instant::now() < deadline {
