@@ -314,6 +314,7 @@ fn plan_table(
             from_type: c.type_name.clone(),
             not_null: c.not_null,
             not_null_check: names::shadow("nn", &format!("{}_{}", t.name, c.name)),
+            shadow_not_null: c.not_null,
             default: if c.is_identity() {
                 None
             } else {

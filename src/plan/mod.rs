@@ -111,8 +111,17 @@ pub struct ColumnPlan {
     /// `smallint` or `integer`.
     pub from_type: String,
     pub not_null: bool,
-    /// Name of the `CHECK (shadow IS NOT NULL)` that makes `SET NOT NULL` instant.
+    /// Name of the `CHECK (shadow IS NOT NULL)` that makes `SET NOT NULL`
+    /// instant, in plans whose shadow column is added nullable.
     pub not_null_check: String,
+    /// The shadow column of a NOT NULL column is added `NOT NULL DEFAULT 0`:
+    /// a catalog change like a nullable column (Postgres stores the default
+    /// once and neither rewrites nor scans), and its NOT NULL then needs no
+    /// check constraint, no validating scan and no lock to add one. The
+    /// backfill and the verification look for values that differ, which 0
+    /// does as much as NULL. False in plans made before (they use the check).
+    #[serde(default)]
+    pub shadow_not_null: bool,
     pub default: Option<String>,
     pub sequence: Option<SequencePlan>,
     /// Why it is widened: requested, or which key it references.

@@ -55,6 +55,22 @@ async fn apply_widens_the_key_and_everything_that_depends_on_it_under_writes() {
     assert_eq!(seq, "bigint 9223372036854775807");
     let owner = one_string(&client, "SELECT pg_get_serial_sequence('scripts', 'id')").await;
     assert_eq!(owner, "public.scripts_id_seq");
+    // NOT NULL and defaults as before: the shadow's placeholder default is gone.
+    let columns = one_string(&client, "SELECT string_agg(attrelid::regclass || '.' || attname || ' ' || attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), 'no default'), ', ' ORDER BY attrelid::regclass::text)
+        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE (attrelid, attname) IN (('scripts'::regclass, 'id'), ('script_runs'::regclass, 'script_id'))").await;
+    assert_eq!(
+        columns,
+        "script_runs.script_id true no default, scripts.id true nextval('scripts_id_seq'::regclass)"
+    );
+    let err = client
+        .execute("INSERT INTO script_runs (status) VALUES ('no script')", &[])
+        .await
+        .expect_err("a run without a script is refused as before");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::NOT_NULL_VIOLATION)
+    );
 
     // No write was lost or changed.
     assert_matches_control(&client).await;

@@ -55,12 +55,27 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         let adds: Vec<String> = t
             .columns
             .iter()
-            .map(|c| format!("ADD COLUMN IF NOT EXISTS {} bigint", quote(&c.shadow)))
+            .map(|c| {
+                format!(
+                    "ADD COLUMN IF NOT EXISTS {} bigint{}",
+                    quote(&c.shadow),
+                    if c.shadow_not_null {
+                        " NOT NULL DEFAULT 0"
+                    } else {
+                        ""
+                    }
+                )
+            })
             .collect();
+        let how = if t.columns.iter().any(|c| c.shadow_not_null) {
+            "NOT NULL with a constant default until cutover: a catalog change, no rewrite, no scan"
+        } else {
+            "no default: a catalog change, no rewrite"
+        };
         steps.push(step(
             "expanding",
             format!(
-                "add shadow column{} to {} (no default: a catalog change, no rewrite)",
+                "add shadow column{} to {} ({how})",
                 if t.columns.len() > 1 { "s" } else { "" },
                 t.display()
             ),
@@ -226,7 +241,11 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 ),
             ));
         }
-        for c in t.columns.iter().filter(|c| c.not_null) {
+        for c in t
+            .columns
+            .iter()
+            .filter(|c| c.not_null && !c.shadow_not_null)
+        {
             brief.push(step(
                 "validating",
                 format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
@@ -554,6 +573,9 @@ pub(super) fn swap_column(
         Direction::Forward => (&c.retired, &c.shadow, c.not_null_check.clone()),
         Direction::Back => (&c.shadow, &c.retired, revert::not_null_check(t, c)),
     };
+    // A shadow column added NOT NULL (with the placeholder default) comes in
+    // NOT NULL already.
+    let incoming_not_null = direction == Direction::Forward && c.shadow_not_null;
     let identity = c.sequence.as_ref().filter(|q| !q.identity.is_empty());
     if let Some(seq) = identity {
         detach_identity(s, &table, &c.name, seq, setting);
@@ -562,6 +584,12 @@ pub(super) fn swap_column(
         s.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT",
             quote(&c.name)
+        ));
+    }
+    if incoming_not_null {
+        s.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT",
+            quote(incoming)
         ));
     }
     s.push(format!(
@@ -582,14 +610,16 @@ pub(super) fn swap_column(
             "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
             quote(parked)
         ));
-        s.push(format!(
-            "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
-            quote(&c.name)
-        ));
-        s.push(format!(
-            "ALTER TABLE {table} DROP CONSTRAINT {}",
-            quote(&check)
-        ));
+        if !incoming_not_null {
+            s.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
+                quote(&c.name)
+            ));
+            s.push(format!(
+                "ALTER TABLE {table} DROP CONSTRAINT {}",
+                quote(&check)
+            ));
+        }
     }
     if let Some(default) = &c.default {
         s.push(format!(
@@ -749,7 +779,7 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
             .chain(
                 t.columns
                     .iter()
-                    .filter(|c| c.not_null)
+                    .filter(|c| c.not_null && !c.shadow_not_null)
                     .map(|c| c.not_null_check.clone()),
             )
             .collect();
@@ -806,4 +836,86 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
         ));
     }
     steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::{incident, plan};
+
+    fn sql_of(steps: &[Step]) -> String {
+        steps
+            .iter()
+            .map(|s| s.sql.as_str())
+            .collect::<Vec<_>>()
+            .join(";\n")
+    }
+
+    #[test]
+    fn not_null_shadow_columns_need_no_check_and_lose_their_placeholder_default_at_cutover() {
+        let p = plan(&incident(), &[(1, "id")]);
+        let expand = sql_of(&expand(&p));
+        assert!(
+            expand
+                .contains("ADD COLUMN IF NOT EXISTS \"pgshift_new_id\" bigint NOT NULL DEFAULT 0"),
+            "{expand}"
+        );
+        let validate = sql_of(&validate(&p));
+        assert!(!validate.contains("IS NOT NULL"), "{validate}");
+        assert!(!validate.contains("pgshift_nn_"), "{validate}");
+        let cutover = cutover(&p, "SELECT 1").sql;
+        assert!(
+            cutover.contains(
+                "ALTER TABLE \"public\".\"scripts\" ALTER COLUMN \"pgshift_new_id\" DROP DEFAULT"
+            ),
+            "{cutover}"
+        );
+        assert!(
+            cutover.contains("ALTER TABLE \"public\".\"script_runs\" ALTER COLUMN \"pgshift_new_script_id\" DROP DEFAULT"),
+            "{cutover}"
+        );
+        assert!(!cutover.contains("SET NOT NULL"), "{cutover}");
+        assert!(!cutover.contains("pgshift_nn_"), "{cutover}");
+        // The serial's own default comes back after the placeholder went.
+        let dropped = cutover.find("\"pgshift_new_id\" DROP DEFAULT").unwrap();
+        let set = cutover.find("SET DEFAULT nextval").unwrap();
+        assert!(dropped < set, "{cutover}");
+        assert!(!sql_of(&abort(&p)).contains("pgshift_nn_"));
+    }
+
+    #[test]
+    fn plans_made_with_nullable_shadow_columns_keep_their_not_null_check() {
+        let mut p = plan(&incident(), &[(1, "id")]);
+        for t in &mut p.tables {
+            for c in &mut t.columns {
+                c.shadow_not_null = false;
+            }
+        }
+        let expand = sql_of(&expand(&p));
+
+        assert!(!expand.contains("DEFAULT 0"), "{expand}");
+        let validate = sql_of(&validate(&p));
+        assert!(
+            validate.contains("CHECK (\"pgshift_new_id\" IS NOT NULL) NOT VALID"),
+            "{validate}"
+        );
+        assert!(
+            validate.contains("VALIDATE CONSTRAINT \"pgshift_nn_scripts_id\""),
+            "{validate}"
+        );
+        let cutover = cutover(&p, "SELECT 1").sql;
+        assert!(
+            cutover.contains("ALTER COLUMN \"id\" SET NOT NULL"),
+            "{cutover}"
+        );
+        assert!(
+            cutover.contains("DROP CONSTRAINT \"pgshift_nn_scripts_id\""),
+            "{cutover}"
+        );
+        assert!(
+            !cutover.contains("\"pgshift_new_id\" DROP DEFAULT"),
+            "{cutover}"
+        );
+        assert!(sql_of(&abort(&p)).contains("DROP CONSTRAINT IF EXISTS \"pgshift_nn_scripts_id\""));
+    }
 }
