@@ -170,6 +170,15 @@ pub struct Tuning {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub max_replica_lag: Duration,
 
+    /// Pause the backfill while a replication slot retains more than this
+    /// much WAL, in MB (`0`: never). A slot keeps every byte its consumer
+    /// has not confirmed, and the backfill writes several times its tables'
+    /// size: a slow subscriber or CDC consumer, or a slot whose consumer is
+    /// gone, would otherwise fill the disk of pg_wal, which stops the
+    /// server. `plan` names the slots without a consumer.
+    #[arg(long, default_value_t = 10_240)]
+    pub max_slot_wal_mb: u64,
+
     /// Slow the backfill down while a commit takes longer than this (a
     /// one-record commit timed mid-batch, twice a second; each slow one
     /// halves the backfill's duty cycle): the application's writes wait as

@@ -79,7 +79,36 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
         catalog.tables.push(table);
     }
     catalog.views = load_views(client, &seen).await?;
+    catalog.slots = replication_slots(client).await?;
     Ok(catalog)
+}
+
+/// The replication slots that retain WAL, most first. A slot whose WAL was
+/// already removed (`wal_status` lost) retains nothing and is left out.
+pub async fn replication_slots(client: &Client) -> Result<Vec<ReplicationSlot>> {
+    let rows = client
+        .query(
+            "SELECT slot_name::text, slot_type, active,
+                    GREATEST((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                                   ELSE pg_current_wal_lsn() END - restart_lsn)::int8, 0),
+                    safe_wal_size
+             FROM pg_replication_slots
+             WHERE restart_lsn IS NOT NULL
+             ORDER BY 4 DESC, 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("could not read the replication slots"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ReplicationSlot {
+            name: r.get(0),
+            kind: r.get(1),
+            active: r.get(2),
+            retained_bytes: r.get(3),
+            safe_wal_bytes: r.get(4),
+        })
+        .collect())
 }
 
 async fn load_table(client: &Client, oid: u32) -> Result<Table> {

@@ -8,7 +8,7 @@ mod load;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{load, resolve_table};
+pub use load::{load, replication_slots, resolve_table};
 
 /// Tables and views reachable from the migration's target tables.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,6 +21,25 @@ pub struct Catalog {
     /// The settings that decide what the backfill's WAL costs.
     #[serde(default)]
     pub wal: WalSettings,
+    /// Replication slots that hold WAL back.
+    #[serde(default)]
+    pub slots: Vec<ReplicationSlot>,
+}
+
+/// A replication slot and the WAL it keeps in pg_wal: everything from its
+/// consumer's restart position on, however much the migration writes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationSlot {
+    pub name: String,
+    /// `physical` (a standby, pg_receivewal) or `logical` (a subscriber, CDC).
+    pub kind: String,
+    /// Whether a consumer is connected.
+    pub active: bool,
+    /// WAL it retains now, in bytes.
+    pub retained_bytes: i64,
+    /// How much more WAL can be written before Postgres invalidates the slot
+    /// (`max_slot_wal_keep_size`); None when that is unlimited.
+    pub safe_wal_bytes: Option<i64>,
 }
 
 /// Server settings behind the WAL estimate of a plan.

@@ -28,6 +28,9 @@ pub struct Limits {
     pub max_commit_latency: Option<Duration>,
     /// Flush the WAL this often during backfill and validation; None: never.
     pub flush_wal_every: Option<Duration>,
+    /// Pause the backfill while a replication slot retains more WAL than
+    /// this, in bytes; None: never.
+    pub max_slot_wal_bytes: Option<i64>,
 }
 
 impl Limits {

@@ -9,9 +9,9 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
 use super::*;
-use crate::catalog::{Catalog, Table, View, WalSettings};
+use crate::catalog::{Catalog, ReplicationSlot, Table, View, WalSettings};
 use crate::error::{Error, Result};
-use crate::names::{self, PREFIX};
+use crate::names::{self, literal, quote, PREFIX};
 use crate::sqltext;
 
 /// One `ALTER COLUMN … TYPE bigint` of the migration, resolved to a table.
@@ -149,9 +149,11 @@ pub fn build(
         .collect();
     let wal = super::wal::estimate(&sized, &catalog.wal);
     warnings.extend(checkpoint_warning(&wal, &catalog.wal));
+    warnings.extend(slot_warnings(&catalog.slots, &wal));
     Ok(Plan {
         migration: migration.to_string(),
         checksum: checksum.to_string(),
+        replication_slots: catalog.slots.clone(),
         wal,
         tables,
         foreign_keys,
@@ -202,6 +204,51 @@ fn checkpoint_warning(wal: &super::wal::WalEstimate, settings: &WalSettings) -> 
         causes.join(", and "),
         remedies.join("; ")
     ))
+}
+
+/// A slot keeps every byte of WAL its consumer has not confirmed. The
+/// migration writes several times its tables' size in WAL: a slot without a
+/// consumer keeps all of it in pg_wal, and a full pg_wal disk stops the
+/// server. Under `max_slot_wal_keep_size` Postgres invalidates the slot
+/// instead, and its standby needs a new base backup, its subscriber a new
+/// initial copy.
+fn slot_warnings(slots: &[ReplicationSlot], wal: &super::wal::WalEstimate) -> Vec<String> {
+    let mb = |b: i64| b >> 20;
+    let mut out = Vec::new();
+    for s in slots {
+        let invalidated = s.safe_wal_bytes.filter(|&safe| safe < wal.bytes).map(|safe| {
+            format!(
+                "max_slot_wal_keep_size lets it fall only {} MB further behind, less than the migration's WAL,                  so Postgres would invalidate it ({})",
+                mb(safe.max(0)),
+                if s.kind == "logical" {
+                    "its subscriber would need a new initial copy"
+                } else {
+                    "its standby would need a new base backup"
+                }
+            )
+        });
+        if !s.active {
+            let mut w = format!(
+                "replication slot {} ({}, no consumer connected) retains {} MB of WAL and would keep all that the                  migration writes (about {} MB) in pg_wal until its consumer is back; the backfill pauses while a                  slot retains more than --max-slot-wal-mb. If its consumer is gone for good:                  SELECT pg_drop_replication_slot({});",
+                quote(&s.name),
+                s.kind,
+                mb(s.retained_bytes),
+                mb(wal.bytes),
+                literal(&s.name)
+            );
+            if let Some(i) = invalidated {
+                w.push_str(&format!(" And {i}."));
+            }
+            out.push(w);
+        } else if let Some(i) = invalidated {
+            out.push(format!(
+                "replication slot {} ({}): if its consumer cannot keep up with the backfill, {i};                  --max-replica-lag and --max-slot-wal-mb pause the backfill while a consumer falls behind",
+                quote(&s.name),
+                s.kind
+            ));
+        }
+    }
+    out
 }
 
 fn table(catalog: &Catalog, oid: u32) -> Result<&Table> {

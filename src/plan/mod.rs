@@ -42,6 +42,10 @@ pub struct Plan {
     /// The WAL the migration is expected to write.
     #[serde(default)]
     pub wal: wal::WalEstimate,
+    /// Replication slots when the plan was made: each keeps that WAL until
+    /// its consumer has it.
+    #[serde(default)]
+    pub replication_slots: Vec<crate::catalog::ReplicationSlot>,
 }
 
 impl Plan {

@@ -129,6 +129,7 @@ pub(crate) fn incident() -> Catalog {
         views: vec![view],
         server_version: 150000,
         wal: Default::default(),
+        slots: vec![],
     }
 }
 
@@ -294,4 +295,58 @@ fn checkpoints_during_the_migration_are_a_warning_with_the_setting_to_raise() {
         "{:?}",
         p.warnings
     );
+}
+
+#[test]
+fn slots_without_a_consumer_or_near_invalidation_are_warned_about() {
+    use crate::catalog::ReplicationSlot;
+    let slot = |name: &str, kind: &str, active: bool, safe: Option<i64>| ReplicationSlot {
+        name: name.into(),
+        kind: kind.into(),
+        active,
+        retained_bytes: 3 << 20,
+        safe_wal_bytes: safe,
+    };
+    let mut catalog = incident();
+    catalog.slots = vec![
+        slot("gone", "logical", false, None),
+        slot("standby", "physical", true, Some(1 << 20)),
+        slot("healthy", "physical", true, None),
+        slot("capped", "physical", false, Some(1 << 20)),
+    ];
+    let p = plan(&catalog, &[(1, "id")]);
+    let about = |name: &str| -> Vec<&String> {
+        p.warnings
+            .iter()
+            .filter(|w| w.contains(&format!("replication slot \"{name}\"")))
+            .collect()
+    };
+    let gone = about("gone");
+    assert_eq!(gone.len(), 1, "{:?}", p.warnings);
+    assert!(
+        gone[0].contains("(logical, no consumer connected) retains 3 MB"),
+        "{}",
+        gone[0]
+    );
+    assert!(
+        gone[0].contains("SELECT pg_drop_replication_slot('gone');"),
+        "{}",
+        gone[0]
+    );
+    assert!(!gone[0].contains("invalidate"), "{}", gone[0]);
+    let standby = about("standby");
+    assert_eq!(standby.len(), 1);
+    assert!(
+        standby[0].contains("would invalidate it (its standby would need a new base backup)"),
+        "{}",
+        standby[0]
+    );
+    assert!(about("healthy").is_empty(), "{:?}", p.warnings);
+    let capped = about("capped");
+    assert!(
+        capped[0].contains("no consumer connected") && capped[0].contains("invalidate"),
+        "{}",
+        capped[0]
+    );
+    assert_eq!(p.replication_slots.len(), 4);
 }

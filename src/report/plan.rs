@@ -229,6 +229,7 @@ impl Report for PlanReport {
             "max_wal_size_bytes": p.wal.max_wal_size_bytes,
             "advised_max_wal_size_bytes": p.wal.advised_max_wal_size_bytes,
             "estimated_timed_checkpoints": p.wal.timed_checkpoints,
+            "replication_slots": p.replication_slots,
         })
     }
 }

@@ -283,26 +283,27 @@ async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
         .await,
         "the backfill did not pause for replica lag"
     );
-    let done_while_paused: i64 = client
-        .query_one("SELECT sum(rows_done)::int8 FROM pgshift.backfill", &[])
-        .await
-        .unwrap()
-        .get(0);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let still: i64 = client
-        .query_one("SELECT sum(rows_done)::int8 FROM pgshift.backfill", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        done_while_paused, still,
-        "the backfill went on while the replica lagged"
-    );
+    backfill_holds_still(&client, "while the replica lagged").await;
 
     standby
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await
         .unwrap();
+    finishes_cut_over(child, &client).await;
+}
+
+/// Rows done by the backfill do not move for a while; returns how many.
+async fn backfill_holds_still(client: &tokio_postgres::Client, while_what: &str) -> i64 {
+    let done = "SELECT sum(rows_done)::int8 FROM pgshift.backfill";
+    let before: i64 = client.query_one(done, &[]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after: i64 = client.query_one(done, &[]).await.unwrap().get(0);
+    assert_eq!(before, after, "the backfill went on {while_what}");
+    before
+}
+
+/// `apply` exits 0 with the migration cut over.
+async fn finishes_cut_over(child: tokio::process::Child, client: &tokio_postgres::Client) {
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(
         out.status.code(),
@@ -310,14 +311,61 @@ async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        client
-            .query_one("SELECT phase FROM pgshift.migrations", &[])
-            .await
+    let phase: String = client
+        .query_one("SELECT phase FROM pgshift.migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phase, "cut_over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_slot_without_a_consumer_pauses_the_backfill_until_it_is_dropped() {
+    let (cluster, client) = incident_primary(20_000).await;
+    client
+        .batch_execute("SELECT pg_create_physical_replication_slot('stale_standby', true)")
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0025_slot", SCRIPTS_ID);
+
+    let plan = pgshift(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(json["replication_slots"][0]["name"], "stale_standby");
+    assert_eq!(json["replication_slots"][0]["active"], false);
+    let warned = json["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
             .unwrap()
-            .get::<_, String>(0),
-        "cut_over"
+            .contains("replication slot \"stale_standby\" (physical, no consumer connected)")
+    });
+    assert!(warned, "no warning about the slot: {}", json["warnings"]);
+
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "-q", "apply", &path])
+        .args(["--max-slot-wal-mb", "1", "--batch-size", "200"])
+        .args(["--max-rows-per-second", "4000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(
+            &client,
+            "SELECT coalesce(bool_or(paused AND pause_reason LIKE 'replication slot \"stale_standby\" (physical, no consumer connected) retains % MB of WAL, over 1 MB%'), false)
+             FROM pgshift.migrations",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the backfill did not pause for the slot"
     );
+    let done = backfill_holds_still(&client, "past the slot's limit").await;
+    assert!(done < 20_000, "it paused only at the end");
+
+    client
+        .batch_execute("SELECT pg_drop_replication_slot('stale_standby')")
+        .await
+        .unwrap();
+    finishes_cut_over(child, &client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
