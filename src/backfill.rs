@@ -453,6 +453,7 @@ async fn run_part(
     let mut batch = settings.first_batch();
     let timeout_ms = settings.statement_timeout().as_millis();
     let mut last_event = Instant::now();
+    let began = Instant::now();
     // Where the WAL stood, and since when; read only under a WAL cap, so
     // an uncapped batch costs no extra round trip.
     let mut wal_mark = match settings.max_wal_per_second {
@@ -521,6 +522,14 @@ async fn run_part(
                     );
                 }
                 if finished {
+                    // When each part ends shows how evenly the key ranges
+                    // split the work: a worker whose part is done waits
+                    // for the table's other parts.
+                    runner.events.emit(
+                        "part_done",
+                        serde_json::json!({"table": t.display(), "part": part.part,
+                                           "seconds": (began.elapsed().as_secs_f64() * 10.0).round() / 10.0}),
+                    );
                     return Ok(());
                 }
                 if next_pass != pass {

@@ -468,6 +468,30 @@ async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
             "no {kind} event in {logged:?}"
         );
     }
+    // One part_done per key range that was checkpointed.
+    let mut finished: Vec<(String, i64)> = read_events(&events)
+        .iter()
+        .filter(|e| e["event"] == "part_done")
+        .map(|e| {
+            assert!(e["seconds"].as_f64().unwrap() > 0.0, "{e}");
+            (
+                e["table"].as_str().unwrap().to_string(),
+                e["part"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    finished.sort();
+    let parts: Vec<(String, i64)> = client
+        .query(
+            "SELECT table_oid::regclass::text, part::int8 FROM pgshift.backfill ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(finished, parts);
     // The hook runs asynchronously: give the last ones a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let hooked = event_kinds(&hooked);
