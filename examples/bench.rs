@@ -357,7 +357,10 @@ async fn run_way(
         let events = std::env::temp_dir().join(format!("pgshift-bench-{db}.jsonl"));
         let _ = std::fs::remove_file(&events);
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["--database-url", &url, "-q", "apply", migration, "--events"])
+        // The replica the bench reports lag from, so the lag guard reads the
+        // same lag; the plan check before cutover is not what is timed here.
+        cmd.args(["--database-url", &url, "--replica-url", &replica.url(db)])
+            .args(["-q", "apply", migration, "--accept-plan-changes", "--events"])
             .arg(&events);
         if way == "pgshift-default" {
             cmd.args(&args.default_args);
