@@ -360,7 +360,13 @@ async fn run_way(
         // The replica the bench reports lag from, so the lag guard reads the
         // same lag; the plan check before cutover is not what is timed here.
         cmd.args(["--database-url", &url, "--replica-url", &replica.url(db)])
-            .args(["-q", "apply", migration, "--accept-plan-changes", "--events"])
+            .args([
+                "-q",
+                "apply",
+                migration,
+                "--accept-plan-changes",
+                "--events",
+            ])
             .arg(&events);
         if way == "pgshift-default" {
             cmd.args(&args.default_args);

@@ -403,7 +403,8 @@ impl Runner {
                         "waiting for its consumer to catch up".to_string()
                     } else {
                         format!(
-                            "waiting for its consumer to come back; if it is gone for good,                              SELECT pg_drop_replication_slot({});",
+                            "waiting for its consumer to come back; if it is gone for good, \
+                             SELECT pg_drop_replication_slot({});",
                             crate::names::literal(&s.name)
                         )
                     }

@@ -218,7 +218,8 @@ fn slot_warnings(slots: &[ReplicationSlot], wal: &super::wal::WalEstimate) -> Ve
     for s in slots {
         let invalidated = s.safe_wal_bytes.filter(|&safe| safe < wal.bytes).map(|safe| {
             format!(
-                "max_slot_wal_keep_size lets it fall only {} MB further behind, less than the migration's WAL,                  so Postgres would invalidate it ({})",
+                "max_slot_wal_keep_size lets it fall only {} MB further behind, less than the migration's WAL, \
+                 so Postgres would invalidate it ({})",
                 mb(safe.max(0)),
                 if s.kind == "logical" {
                     "its subscriber would need a new initial copy"
@@ -229,7 +230,10 @@ fn slot_warnings(slots: &[ReplicationSlot], wal: &super::wal::WalEstimate) -> Ve
         });
         if !s.active {
             let mut w = format!(
-                "replication slot {} ({}, no consumer connected) retains {} MB of WAL and would keep all that the                  migration writes (about {} MB) in pg_wal until its consumer is back; the backfill pauses while a                  slot retains more than --max-slot-wal-mb. If its consumer is gone for good:                  SELECT pg_drop_replication_slot({});",
+                "replication slot {} ({}, no consumer connected) retains {} MB of WAL and would keep all that the \
+                 migration writes (about {} MB) in pg_wal until its consumer is back; the backfill pauses while a \
+                 slot retains more than --max-slot-wal-mb. If its consumer is gone for good: \
+                 SELECT pg_drop_replication_slot({});",
                 quote(&s.name),
                 s.kind,
                 mb(s.retained_bytes),
@@ -242,7 +246,8 @@ fn slot_warnings(slots: &[ReplicationSlot], wal: &super::wal::WalEstimate) -> Ve
             out.push(w);
         } else if let Some(i) = invalidated {
             out.push(format!(
-                "replication slot {} ({}): if its consumer cannot keep up with the backfill, {i};                  --max-replica-lag and --max-slot-wal-mb pause the backfill while a consumer falls behind",
+                "replication slot {} ({}): if its consumer cannot keep up with the backfill, {i}; \
+                 --max-replica-lag and --max-slot-wal-mb pause the backfill while a consumer falls behind",
                 quote(&s.name),
                 s.kind
             ));

@@ -348,5 +348,8 @@ fn slots_without_a_consumer_or_near_invalidation_are_warned_about() {
         "{}",
         capped[0]
     );
+    for w in &p.warnings {
+        assert!(!w.contains("  "), "a gap in the text: {w}");
+    }
     assert_eq!(p.replication_slots.len(), 4);
 }

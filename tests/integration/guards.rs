@@ -351,7 +351,7 @@ async fn a_replication_slot_without_a_consumer_pauses_the_backfill_until_it_is_d
     assert!(
         wait_until(
             &client,
-            "SELECT coalesce(bool_or(paused AND pause_reason LIKE 'replication slot \"stale_standby\" (physical, no consumer connected) retains % MB of WAL, over 1 MB%'), false)
+            "SELECT coalesce(bool_or(paused AND pause_reason LIKE 'replication slot \"stale_standby\" (physical, no consumer connected) retains % MB of WAL, over 1 MB%SELECT pg_drop_replication_slot(''stale_standby'');' AND pause_reason NOT LIKE '%  %'), false)
              FROM pgshift.migrations",
             Duration::from_secs(30)
         )
