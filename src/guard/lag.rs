@@ -7,9 +7,14 @@ use crate::error::{Error, Result};
 /// Seconds of replay lag: measured on the replica when one is given (time
 /// since the last replayed transaction, 0 when it has replayed everything
 /// it received), else the worst `replay_lag` the primary reports for a
-/// walsender that replays: `pg_receivewal` (a WAL archive such as Barman's)
+/// standby that replays: `pg_receivewal` (a WAL archive such as Barman's)
 /// and `pg_basebackup` report no replay position, yet show a `replay_lag`
 /// of up to their status interval (10 s), and would hold the backfill.
+/// Logical consumers (subscribers, CDC) are left out too: they confirm
+/// when they choose (a CDC connector typically when it commits its
+/// offsets), so their `replay_lag` says little about staleness, and what a
+/// slow one costs is the WAL its slot retains, which the slot guard
+/// watches in bytes.
 ///
 /// A standby that has not replayed any transaction since it started has no
 /// replay timestamp; with WAL pending, its start time bounds the lag.
@@ -22,8 +27,10 @@ pub async fn replica_lag(primary: &Client, replica: Option<&Client>) -> Result<f
         ),
         None => (
             primary,
-            "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication
-             WHERE replay_lsn IS NOT NULL",
+            "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication r
+             WHERE replay_lsn IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                               WHERE s.active_pid = r.pid AND s.slot_type = 'logical')",
         ),
     };
     Ok(client

@@ -874,3 +874,79 @@ async fn replica_lag_counts_standbys_that_replay_and_not_wal_archivers() {
         "a standby that stopped replaying showed {lag:.2} s of lag"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logical_subscriber_falling_behind_counts_as_retained_wal_not_as_replica_lag() {
+    let (publisher, client) = primary_with(ClusterOptions {
+        extra_conf: vec!["wal_level = logical".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (id int PRIMARY KEY, note text);
+             CREATE PUBLICATION events_pub FOR TABLE events;",
+        )
+        .await
+        .unwrap();
+    // The subscriber applies each row slowly, as a busy CDC consumer confirms late.
+    let (_subscriber, sub) = primary().await;
+    sub.batch_execute(
+        "CREATE TABLE events (id int PRIMARY KEY, note text);
+         CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END$$;
+         CREATE TRIGGER slow_apply BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION slow_apply();
+         ALTER TABLE events ENABLE ALWAYS TRIGGER slow_apply;",
+    )
+    .await
+    .unwrap();
+    sub.batch_execute(&format!(
+        "CREATE SUBSCRIPTION events_sub CONNECTION '{}' PUBLICATION events_pub",
+        publisher.url("app")
+    ))
+    .await
+    .unwrap();
+
+    let mut seen: f64 = 0.0;
+    let mut guarded: f64 = 0.0;
+    let mut id = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while seen <= 1.0 && Instant::now() < deadline {
+        id += 1;
+        client
+            .execute("INSERT INTO events VALUES ($1, 'e')", &[&id])
+            .await
+            .unwrap();
+        let raw: f64 = client
+            .query_one(
+                "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication
+                 WHERE application_name = 'events_sub'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        seen = seen.max(raw);
+        guarded = guarded.max(pgshift::guard::replica_lag(&client, None).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen > 1.0,
+        "the subscriber's replay_lag never passed 1 s ({seen:.2} s)"
+    );
+    assert_eq!(
+        guarded, 0.0,
+        "the time-lag guard counted the logical subscriber"
+    );
+    // What it holds back is watched in bytes instead.
+    let slots = pgshift::catalog::replication_slots(&client).await.unwrap();
+    let slot = slots
+        .iter()
+        .find(|s| s.name == "events_sub")
+        .expect("the subscription's slot");
+    assert_eq!((slot.kind.as_str(), slot.active), ("logical", true));
+    assert!(slot.retained_bytes > 0, "{slot:?}");
+    sub.batch_execute("ALTER SUBSCRIPTION events_sub DISABLE")
+        .await
+        .unwrap();
+}
