@@ -17,7 +17,7 @@ use crate::execute::Runner;
 use crate::names::quote;
 use crate::ops::widen_integer::differs;
 use crate::output::Progress;
-use crate::plan::TablePlan;
+use crate::plan::{BackfillShape, TablePlan, MIN_ROWS_PER_PART};
 
 /// Knobs of the backfill.
 #[derive(Debug, Clone)]
@@ -284,20 +284,19 @@ impl Pass {
     }
 }
 
-/// Whether a key range of `rows` rows of `t` starts with the even-key pass:
-/// only a single integer key has a parity, and only a long first pass lets
-/// the horizon move past it (see `--two-pass-above`).
+/// Whether a key range of `rows` rows of `t` starts with the even-key pass
+/// (see `--two-pass-above` and [`BackfillShape::two_passes`]).
 fn first_pass(t: &TablePlan, rows: i64, settings: &Settings) -> Pass {
-    let integer_key = matches!(t.key.as_slice(), [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint"));
-    if integer_key && settings.two_pass_above > 0 && rows >= settings.two_pass_above {
+    let shape = BackfillShape {
+        workers: 1,
+        two_pass_above: settings.two_pass_above,
+    };
+    if shape.two_passes(&t.key, rows) {
         Pass::EvenKeys
     } else {
         Pass::Full
     }
 }
-
-/// A part smaller than this is not worth a connection.
-const MIN_ROWS_PER_PART: i64 = 20_000;
 
 /// Fills the shadow columns of one table, resuming from its checkpoints;
 /// with more than one worker in the pool, disjoint key ranges in parallel.

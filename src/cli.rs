@@ -141,7 +141,7 @@ pub struct Tuning {
     /// with 5% more WAL; with defaults, the migration 3.5% faster with 14%
     /// more WAL (the second pass logs pages whole again after a
     /// checkpoint). `0`: never.
-    #[arg(long, default_value_t = 3_000_000, value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, default_value_t = crate::plan::DEFAULT_TWO_PASS_ABOVE, value_parser = clap::value_parser!(i64).range(0..))]
     pub two_pass_above: i64,
 
     /// Cap on backfill throughput.

@@ -82,6 +82,7 @@ pub(super) async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArg
             &file,
             plan::Options {
                 rebuild_matviews: true,
+                ..Default::default()
             },
         )
         .await?

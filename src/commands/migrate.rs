@@ -122,6 +122,10 @@ pub(super) async fn apply_file(
         &file,
         plan::Options {
             rebuild_matviews: args.rebuild_matviews,
+            backfill: plan::BackfillShape {
+                workers: args.tuning.max_connections as usize - 1,
+                two_pass_above: args.tuning.two_pass_above,
+            },
         },
     )
     .await?;

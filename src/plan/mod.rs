@@ -25,6 +25,52 @@ pub fn estimated_backfill_secs(rows: i64) -> f64 {
     rows.max(0) as f64 / ESTIMATED_ROWS_PER_SEC
 }
 
+/// Rows per worker's key range from which the backfill goes in two passes
+/// (`--two-pass-above`'s default).
+pub const DEFAULT_TWO_PASS_ABOVE: i64 = 3_000_000;
+
+/// A key range smaller than this is not worth a connection of its own.
+pub const MIN_ROWS_PER_PART: i64 = 20_000;
+
+/// How the backfill will split a table: `workers` key ranges, and two
+/// passes over a range of at least `two_pass_above` rows (0: never).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackfillShape {
+    pub workers: usize,
+    pub two_pass_above: i64,
+}
+
+impl Default for BackfillShape {
+    /// The command line's defaults: `--max-connections 2` leaves one worker.
+    fn default() -> Self {
+        BackfillShape {
+            workers: 1,
+            two_pass_above: DEFAULT_TWO_PASS_ABOVE,
+        }
+    }
+}
+
+impl BackfillShape {
+    /// About how many rows each worker's range of a table of `rows` holds.
+    pub fn rows_per_part(&self, rows: i64) -> i64 {
+        let workers = self.workers.max(1) as i64;
+        if workers > 1 && rows >= MIN_ROWS_PER_PART * workers {
+            rows / workers
+        } else {
+            rows
+        }
+    }
+
+    /// Whether a range of `rows` rows goes in two passes: only a single
+    /// integer key has the parity the first pass splits on, and only a long
+    /// first pass lets the replicas' horizon move past it.
+    pub fn two_passes(&self, key: &[KeyColumn], rows: i64) -> bool {
+        let integer_key =
+            matches!(key, [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint"));
+        integer_key && self.two_pass_above > 0 && rows >= self.two_pass_above
+    }
+}
+
 /// The online plan of one migration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
@@ -87,6 +133,15 @@ pub struct TablePlan {
     /// Reverse sync (new → old) from cutover to finalize, so rollback loses nothing.
     pub reverse_function: String,
     pub reverse_trigger: String,
+    /// Passes the backfill is expected to make over each key range (1 or 2),
+    /// from the plan's estimate; the backfill decides from the table's size
+    /// when it starts.
+    #[serde(default = "one_pass")]
+    pub backfill_passes: u8,
+}
+
+fn one_pass() -> u8 {
+    1
 }
 
 impl TablePlan {

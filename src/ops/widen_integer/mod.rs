@@ -167,10 +167,16 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
     plan.tables
         .iter()
         .map(|t| {
+            let passes = if t.backfill_passes == 2 {
+                ", in two passes over each worker's key range: even keys first, then the rest, \
+                 whose new versions mostly fit where the first pass's old ones were pruned (HOT)"
+            } else {
+                ""
+            };
             step(
                 "backfilling",
                 format!(
-                    "copy {} into the shadow column{} in keyset batches (about {} rows)",
+                    "copy {} into the shadow column{} in keyset batches (about {} rows){passes}",
                     t.columns
                         .iter()
                         .map(|c| c.name.as_str())
@@ -881,6 +887,26 @@ mod tests {
         let set = cutover.find("SET DEFAULT nextval").unwrap();
         assert!(dropped < set, "{cutover}");
         assert!(!sql_of(&abort(&p)).contains("pgshift_nn_"));
+    }
+
+    #[test]
+    fn the_backfill_step_says_when_it_goes_in_two_passes() {
+        let mut p = plan(&incident(), &[(1, "id")]);
+        p.tables[0].backfill_passes = 2;
+        let steps = backfill(&p);
+        assert!(
+            steps[0].description.ends_with(
+                "in two passes over each worker's key range: even keys first, then the rest, \
+                 whose new versions mostly fit where the first pass's old ones were pruned (HOT)"
+            ),
+            "{}",
+            steps[0].description
+        );
+        assert!(
+            !steps[1].description.contains("two passes"),
+            "{}",
+            steps[1].description
+        );
     }
 
     #[test]
