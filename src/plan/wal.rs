@@ -151,22 +151,22 @@ mod tests {
             t.estimated_rows = 4_000_000;
             t.heap_bytes = 500_000_000;
         }
-        let build = |catalog: &crate::catalog::Catalog, two_pass_above: i64| {
+        let build = |catalog: &crate::catalog::Catalog, workers: usize, two_pass_above: i64| {
             let requests = [crate::plan::Request {
                 table: 1,
                 column: "id".into(),
             }];
             let options = crate::plan::Options {
                 backfill: crate::plan::BackfillShape {
-                    workers: 1,
+                    workers,
                     two_pass_above,
                 },
                 ..Default::default()
             };
             crate::plan::build("m", "abc", &requests, catalog, options).unwrap()
         };
-        let two = build(&catalog, 3_000_000);
-        let one = build(&catalog, 0);
+        let two = build(&catalog, 1, 3_000_000);
+        let one = build(&catalog, 1, 0);
         assert!(two.tables.iter().all(|t| t.backfill_passes == 2));
         assert!(one.tables.iter().all(|t| t.backfill_passes == 1));
         // scripts and script_runs are widened: each heap once more.
@@ -175,26 +175,15 @@ mod tests {
             two.wal.full_page_bytes - one.wal.full_page_bytes,
             2 * 500_000_000
         );
+        // Two workers halve each range: under the threshold, one pass.
+        let halves = build(&catalog, 2, 3_000_000);
+        assert!(halves.tables.iter().all(|t| t.backfill_passes == 1));
         // Without a checkpoint during the migration, no page is logged twice.
         catalog.wal.max_wal_size_bytes = 1 << 40;
         assert_eq!(
-            build(&catalog, 3_000_000).wal.bytes,
-            build(&catalog, 0).wal.bytes
+            build(&catalog, 1, 3_000_000).wal.bytes,
+            build(&catalog, 1, 0).wal.bytes
         );
-        // Two workers halve each range: under the threshold, one pass.
-        let requests = [crate::plan::Request {
-            table: 1,
-            column: "id".into(),
-        }];
-        let halves = crate::plan::Options {
-            backfill: crate::plan::BackfillShape {
-                workers: 2,
-                two_pass_above: 3_000_000,
-            },
-            ..Default::default()
-        };
-        let p = crate::plan::build("m", "abc", &requests, &catalog, halves).unwrap();
-        assert!(p.tables.iter().all(|t| t.backfill_passes == 1));
     }
 
     #[test]
