@@ -102,6 +102,11 @@ pub struct PlanArgs {
     /// Recreate and refresh dependent materialized views inside the cutover.
     #[arg(long)]
     pub rebuild_matviews: bool,
+
+    /// The tuning flags of `apply`: the plan then shows the backfill that
+    /// `apply` would run with them (workers, two passes, their WAL).
+    #[command(flatten)]
+    pub tuning: Tuning,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -21,7 +21,7 @@ pub(super) async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs)
     let client = primary(global)?.connect(APP_NAME).await?;
     let options = plan::Options {
         rebuild_matviews: args.rebuild_matviews,
-        backfill: Default::default(),
+        backfill: backfill_shape(&args.tuning),
     };
     let plan = make_plan(&client, &file, options).await?;
     printer

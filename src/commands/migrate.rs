@@ -122,10 +122,7 @@ pub(super) async fn apply_file(
         &file,
         plan::Options {
             rebuild_matviews: args.rebuild_matviews,
-            backfill: plan::BackfillShape {
-                workers: args.tuning.max_connections as usize - 1,
-                two_pass_above: args.tuning.two_pass_above,
-            },
+            backfill: super::backfill_shape(&args.tuning),
         },
     )
     .await?;

@@ -135,6 +135,14 @@ fn backfill_settings(t: &Tuning) -> backfill::Settings {
     }
 }
 
+/// The backfill `t` asks for: one worker per connection past the lifeline.
+fn backfill_shape(t: &Tuning) -> plan::BackfillShape {
+    plan::BackfillShape {
+        workers: t.max_connections as usize - 1,
+        two_pass_above: t.two_pass_above,
+    }
+}
+
 fn limits(t: &Tuning) -> Limits {
     Limits {
         max_connections: t.max_connections,
