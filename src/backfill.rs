@@ -17,7 +17,7 @@ use crate::execute::Runner;
 use crate::names::quote;
 use crate::ops::widen_integer::differs;
 use crate::output::Progress;
-use crate::plan::{BackfillShape, TablePlan, MIN_ROWS_PER_PART};
+use crate::plan::{BackfillShape, TablePlan};
 
 /// Knobs of the backfill.
 #[derive(Debug, Clone)]
@@ -385,9 +385,13 @@ async fn ensure_parts(
         .await
         .map_err(Error::db("could not estimate the table size"))?
         .get(0);
+    let shape = BackfillShape {
+        workers,
+        two_pass_above: runner.backfill.two_pass_above,
+    };
     let workers = workers.max(1) as i64;
     let mut bounds: Vec<Vec<String>> = Vec::new();
-    if workers > 1 && estimate >= MIN_ROWS_PER_PART * workers {
+    if shape.splits(estimate) {
         let sql = bound_sql(t, false, false);
         for i in 1..workers {
             let offset = estimate * i / workers;

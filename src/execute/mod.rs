@@ -390,25 +390,8 @@ impl Runner {
             )));
         }
         if let Some(limit) = self.limits.max_slot_wal_bytes {
-            let slots = crate::catalog::replication_slots(&self.lifeline).await?;
-            if let Some(s) = slots.iter().find(|s| s.retained_bytes > limit) {
-                return Ok(Some(format!(
-                    "replication slot {} ({}, {}) retains {} MB of WAL, over {} MB (--max-slot-wal-mb): {}",
-                    crate::names::quote(&s.name),
-                    s.kind,
-                    if s.active { "consumer connected" } else { "no consumer connected" },
-                    s.retained_bytes >> 20,
-                    limit >> 20,
-                    if s.active {
-                        "waiting for its consumer to catch up".to_string()
-                    } else {
-                        format!(
-                            "waiting for its consumer to come back; if it is gone for good, \
-                             SELECT pg_drop_replication_slot({});",
-                            crate::names::literal(&s.name)
-                        )
-                    }
-                )));
+            if let Some(reason) = guard::slot_over(&self.lifeline, limit).await? {
+                return Ok(Some(reason));
             }
         }
         let lag = guard::replica_lag(&self.lifeline, self.replica.as_ref()).await?;

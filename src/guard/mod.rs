@@ -1,18 +1,20 @@
 //! Guards that keep pgshift from hurting the database: a connection budget
-//! it never exceeds, replica-lag and headroom checks that pause the
-//! backfill, and a look for what would hold up the cutover: long
+//! it never exceeds, replica-lag, replication-slot and headroom checks that
+//! pause the backfill, and a look for what would hold up the cutover: long
 //! transactions (named) and autovacuum (cancelled).
 
 mod blockers;
 mod budget;
 mod commit;
 mod lag;
+mod slots;
 pub mod watch;
 
 pub use blockers::{cancel_autovacuum, long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};
 pub use commit::{commit_latency, flush_wal, CommitPacer};
 pub use lag::replica_lag;
+pub use slots::slot_over;
 
 use std::time::Duration;
 

@@ -51,11 +51,16 @@ impl Default for BackfillShape {
 }
 
 impl BackfillShape {
+    /// Whether a table of `rows` rows is split into one key range per worker.
+    pub fn splits(&self, rows: i64) -> bool {
+        let workers = self.workers.max(1) as i64;
+        workers > 1 && rows >= MIN_ROWS_PER_PART * workers
+    }
+
     /// About how many rows each worker's range of a table of `rows` holds.
     pub fn rows_per_part(&self, rows: i64) -> i64 {
-        let workers = self.workers.max(1) as i64;
-        if workers > 1 && rows >= MIN_ROWS_PER_PART * workers {
-            rows / workers
+        if self.splits(rows) {
+            rows / self.workers as i64
         } else {
             rows
         }

@@ -836,16 +836,9 @@ async fn replica_lag_counts_standbys_that_replay_and_not_wal_archivers() {
             .batch_execute("INSERT INTO junk SELECT generate_series(1, 20000)")
             .await
             .unwrap();
-        let raw: f64 = client
-            .query_one(
-                "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let (raw, guard) = lag_readings(&client, "true").await;
         seen = seen.max(raw);
-        guarded = guarded.max(pgshift::guard::replica_lag(&client, None).await.unwrap());
+        guarded = guarded.max(guard);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = receiver.kill();
@@ -917,17 +910,9 @@ async fn a_logical_subscriber_falling_behind_counts_as_retained_wal_not_as_repli
             .execute("INSERT INTO events VALUES ($1, 'e')", &[&id])
             .await
             .unwrap();
-        let raw: f64 = client
-            .query_one(
-                "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication
-                 WHERE application_name = 'events_sub'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let (raw, guard) = lag_readings(&client, "application_name = 'events_sub'").await;
         seen = seen.max(raw);
-        guarded = guarded.max(pgshift::guard::replica_lag(&client, None).await.unwrap());
+        guarded = guarded.max(guard);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -949,4 +934,21 @@ async fn a_logical_subscriber_falling_behind_counts_as_retained_wal_not_as_repli
     sub.batch_execute("ALTER SUBSCRIPTION events_sub DISABLE")
         .await
         .unwrap();
+}
+
+/// The worst raw `replay_lag` of the walsenders `which` picks, and what the
+/// guard reads (without a replica connection).
+async fn lag_readings(client: &tokio_postgres::Client, which: &str) -> (f64, f64) {
+    let raw: f64 = client
+        .query_one(
+            &format!(
+                "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication WHERE {which}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let guarded = pgshift::guard::replica_lag(client, None).await.unwrap();
+    (raw, guarded)
 }

@@ -762,6 +762,38 @@ async fn the_backfill_assigns_indexed_columns_to_themselves_only_where_harmless(
     assert_eq!(wrong, 0);
 }
 
+/// For each backfill step of a plan (JSON), whether it goes in two passes.
+fn two_passes(plan: &serde_json::Value) -> Vec<bool> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["description"].as_str().unwrap())
+        .filter(|d| d.starts_with("copy "))
+        .map(|d| d.contains("in two passes"))
+        .collect()
+}
+
+/// `plan` as JSON with two backfill workers and `--two-pass-above above`.
+async fn two_pass_plan(url: &str, path: &str, above: &str) -> serde_json::Value {
+    let run = pgshift(
+        url,
+        &[
+            "plan",
+            "--format",
+            "json",
+            path,
+            "--max-connections",
+            "3",
+            "--two-pass-above",
+            above,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
 /// `plan` estimates the WAL of the whole migration up to `ready` from the
 /// catalog (rows, heap, indexes, full_page_writes); checked against the WAL
 /// the server wrote, with full-page writes on and a checkpoint just before,
@@ -789,51 +821,12 @@ async fn the_plan_estimates_the_wal_the_migration_writes() {
     let estimate = plan["estimated_wal_bytes"].as_i64().unwrap();
     assert!(plan["estimated_full_page_bytes"].as_i64().unwrap() > 0);
     // With apply's tuning flags, plan shows the backfill apply would run.
-    let two_passes = |plan: &serde_json::Value| -> Vec<bool> {
-        plan["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["description"].as_str().unwrap())
-            .filter(|d| d.starts_with("copy "))
-            .map(|d| d.contains("in two passes"))
-            .collect()
-    };
     assert_eq!(two_passes(&plan), [false, false, false]);
-    let tuned = pgshift(
-        &url,
-        &[
-            "plan",
-            "--format",
-            "json",
-            &path,
-            "--max-connections",
-            "3",
-            "--two-pass-above",
-            "20000",
-        ],
-    )
-    .await;
-    assert_eq!(tuned.code, 0, "{}", tuned.stderr);
-    let tuned: serde_json::Value = serde_json::from_str(&tuned.stdout).unwrap();
+    let tuned = two_pass_plan(&url, &path, "20000").await;
     // scripts: two ranges of 25,000 rows; archived_scripts: one of 25,000
     // (too small to split); script_runs: two of 50,000.
     assert_eq!(two_passes(&tuned), [true, true, true]);
-    let split = pgshift(
-        &url,
-        &[
-            "plan",
-            "--format",
-            "json",
-            &path,
-            "--max-connections",
-            "3",
-            "--two-pass-above",
-            "30000",
-        ],
-    )
-    .await;
-    let split: serde_json::Value = serde_json::from_str(&split.stdout).unwrap();
+    let split = two_pass_plan(&url, &path, "30000").await;
     assert_eq!(two_passes(&split), [false, false, true]);
 
     client.batch_execute("CHECKPOINT").await.unwrap();
