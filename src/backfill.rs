@@ -17,6 +17,7 @@ use crate::execute::Runner;
 use crate::names::quote;
 use crate::ops::widen_integer::differs;
 use crate::output::Progress;
+use crate::plan::copy::CopyTable;
 use crate::plan::{BackfillShape, TablePlan};
 
 /// Knobs of the backfill.
@@ -135,6 +136,36 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
 /// see [`columns_to_assign`].)
 pub fn batch_sql(t: &TablePlan, with_lower: bool) -> String {
     batch_sql_bounded(t, with_lower, true, &[], Pass::Full)
+}
+
+/// One batch of the copy engine: the rows in `(lower, upper]` inserted
+/// into the copy. A plain read: the application's writes to these rows
+/// neither wait for it nor are lost (the capture logs them).
+pub fn copy_sql(t: &TablePlan, c: &CopyTable, with_lower: bool) -> String {
+    copy_sql_bounded(t, c, with_lower, true)
+}
+
+fn copy_sql_bounded(t: &TablePlan, c: &CopyTable, with_lower: bool, with_upper: bool) -> String {
+    let mut conds = Vec::new();
+    let mut next = 1;
+    if with_lower {
+        conds.push(format!("{} > {}", keys(t), params(t, next)));
+        next += t.key.len();
+    }
+    if with_upper {
+        conds.push(format!("{} <= {}", keys(t), params(t, next)));
+    }
+    let cols = c.columns.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+    format!(
+        "INSERT INTO {} ({cols}) SELECT {cols} FROM ONLY {}{}",
+        c.qualified_new(),
+        t.qualified(),
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        }
+    )
 }
 
 fn batch_sql_bounded(
@@ -321,7 +352,15 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
     for _ in 1..parts.len() {
         extra.push(runner.extra_worker().await?);
     }
-    let assign = columns_to_assign(client, t).await?;
+    let copy = runner
+        .plan
+        .copy
+        .as_ref()
+        .and_then(|c| c.tables.iter().find(|c| c.oid == t.oid));
+    let assign = match copy {
+        Some(_) => Vec::new(),
+        None => columns_to_assign(client, t).await?,
+    };
     tracing::debug!(
         "{}: each batch also assigns [{}] to themselves (no bottom-up index deletion)",
         t.display(),
@@ -329,7 +368,7 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
     );
     let work = parts.iter().enumerate().map(|(i, part)| {
         let c: &Client = if i == 0 { client } else { &extra[i - 1] };
-        run_part(runner, c, t, part, &assign, &progress)
+        run_part(runner, c, t, copy, part, &assign, &progress)
     });
     let result = futures_util::future::try_join_all(work).await;
     if let Ok(p) = progress.into_inner() {
@@ -411,7 +450,11 @@ async fn ensure_parts(
         }
     }
     let share = estimate / (bounds.len() as i64 + 1);
-    let pass = first_pass(t, share, &runner.backfill);
+    // A copy has no dead versions to make room for: one pass.
+    let pass = match runner.plan.engine {
+        crate::plan::Engine::Copy => Pass::Full,
+        crate::plan::Engine::Update => first_pass(t, share, &runner.backfill),
+    };
     let mut parts = Vec::new();
     let mut start: Option<Vec<String>> = None;
     for (i, end) in bounds
@@ -445,6 +488,7 @@ async fn run_part(
     runner: &Runner,
     client: &Client,
     t: &TablePlan,
+    copy: Option<&CopyTable>,
     part: &Part,
     assign: &[String],
     progress: &Mutex<Progress>,
@@ -469,7 +513,10 @@ async fn run_part(
         let found = next_bound(client, t, lower.as_deref(), part.upper.as_deref(), batch).await?;
         let is_last = found.is_none();
         let upper = found.or_else(|| part.upper.clone());
-        let sql = batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign, pass);
+        let sql = match copy {
+            Some(c) => copy_sql_bounded(t, c, lower.is_some(), upper.is_some()),
+            None => batch_sql_bounded(t, lower.is_some(), upper.is_some(), assign, pass),
+        };
         // The end of the even-key pass starts the rest from the part's
         // beginning, in the same transaction as its last batch.
         let (next_cursor, next_pass, finished) = match (is_last, pass) {

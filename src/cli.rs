@@ -111,6 +111,15 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct Tuning {
+    /// How the rows move. `update`: bigint shadow columns filled by batched
+    /// UPDATEs in place (every kind of table). `copy`: a copy of each table
+    /// with the new types, changes captured by key and replayed, the copy
+    /// swapped in at cutover; less than half the WAL, and no row locks on
+    /// the application's rows, for tables without triggers, identity
+    /// columns or row security (plan names what it refuses).
+    #[arg(long, value_enum, default_value_t = crate::plan::Engine::Update)]
+    pub engine: crate::plan::Engine,
+
     /// lock_timeout of every DDL statement; lock waits longer than this are retried.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub lock_timeout: Duration,

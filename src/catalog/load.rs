@@ -127,7 +127,21 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     pg_total_relation_size(c.oid),
                     COALESCE((SELECT split_part(o, '=', 2)::int FROM unnest(c.reloptions) o
                               WHERE o LIKE 'fillfactor=%'), 100),
-                    pg_relation_size(c.oid)
+                    pg_relation_size(c.oid),
+                    pg_get_userbyid(c.relowner)::text,
+                    ARRAY(SELECT x.privilege_type || ' ' ||
+                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
+                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+                          FROM aclexplode(c.relacl) x WHERE x.grantee <> c.relowner),
+                    obj_description(c.oid, 'pg_class'),
+                    COALESCE(c.reloptions, '{}'),
+                    c.relrowsecurity,
+                    c.relreplident::text,
+                    ARRAY(SELECT format('%s %s', pg_describe_object(d.classid, d.objid, d.objsubid), d.deptype)
+                          FROM pg_depend d
+                          WHERE d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype
+                            AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.oid)
+                            AND NOT (d.classid = 'pg_type'::regclass))
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             &[&oid],
@@ -147,6 +161,13 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         total_bytes: row.get(8),
         fillfactor: row.get(9),
         heap_bytes: row.get(10),
+        owner: row.get(11),
+        grants: row.get(12),
+        comment: row.get(13),
+        reloptions: row.get(14),
+        row_security: row.get(15),
+        replica_identity: row.get(16),
+        rowtype_users: row.get(17),
         columns: Vec::new(),
         indexes: Vec::new(),
         constraints: Vec::new(),

@@ -107,6 +107,23 @@ pub struct Table {
     /// `fillfactor` storage parameter (100 when unset).
     #[serde(default = "full")]
     pub fillfactor: i32,
+    /// What a copy of the table needs to stand in for it: its owner, table
+    /// privileges (`PRIVILEGE grantee …`), comment, storage options, row
+    /// security, replica identity, and objects that use its row type.
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub grants: Vec<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub reloptions: Vec<String>,
+    #[serde(default)]
+    pub row_security: bool,
+    #[serde(default)]
+    pub replica_identity: String,
+    #[serde(default)]
+    pub rowtype_users: Vec<String>,
     pub columns: Vec<Column>,
     pub indexes: Vec<Index>,
     /// Constraints declared on this table.

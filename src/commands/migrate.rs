@@ -123,6 +123,7 @@ pub(super) async fn apply_file(
         plan::Options {
             rebuild_matviews: args.rebuild_matviews,
             backfill: super::backfill_shape(&args.tuning),
+            engine: args.tuning.engine,
         },
     )
     .await?;

@@ -17,7 +17,7 @@ use crate::backfill;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::guard::{self, Headroom, Limits};
-use crate::ops::{widen_integer, Action, Step};
+use crate::ops::{self, Action, Step};
 use crate::output::Printer;
 use crate::plan::Plan;
 use crate::state::{self, Phase};
@@ -120,17 +120,17 @@ impl Runner {
             self.check_interrupt()?;
             let next = match phase {
                 Phase::Expanding => {
-                    self.run_steps(&widen_integer::expand(&self.plan)).await?;
+                    self.run_steps(&ops::expand(&self.plan)).await?;
                     Phase::Backfilling
                 }
                 Phase::Backfilling => {
-                    let steps = widen_integer::backfill(&self.plan);
+                    let steps = ops::backfill(&self.plan);
                     self.keeping_wal_flushed(phase, self.run_steps(&steps))
                         .await?;
                     Phase::Validating
                 }
                 Phase::Validating => {
-                    let steps = widen_integer::validate(&self.plan);
+                    let steps = ops::validate(&self.plan);
                     self.keeping_wal_flushed(phase, self.run_steps(&steps))
                         .await?;
                     Phase::Ready
@@ -200,11 +200,21 @@ impl Runner {
 
     /// The cutover transaction; it marks the phase itself, atomically.
     pub async fn cutover(&self) -> Result<Duration> {
-        let step = widen_integer::cutover(&self.plan, &state::cutover_marker(self.name()));
+        let step = ops::cutover(&self.plan, &state::cutover_marker(self.name()));
         let Action::Transaction { statements } = &step.action else {
             unreachable!("cutover is a transaction")
         };
-        let tables = widen_integer::locked_tables(&self.plan);
+        let tables = ops::locked_tables(&self.plan);
+        // The copy engine replays under the cutover's lock what was written
+        // since the last replay: catch up first, so that is seconds' worth.
+        for t in self.plan.copy.iter().flat_map(|c| &c.tables) {
+            self.replay(
+                &self.worker,
+                &t.replay_forward,
+                &format!("replay the rows written in {} before cutover", t.display()),
+            )
+            .await?;
+        }
         // Waiting behind a long transaction would queue the application
         // behind our lock request: name those sessions before trying.
         let blockers =
@@ -242,6 +252,8 @@ impl Runner {
                     held.total.as_millis(),
                     held.statements.as_millis()
                 ));
+                // Outside the lock: what the cutover added NOT VALID.
+                self.run_steps(&ops::after_cutover(&self.plan)).await?;
                 Ok(held.total)
             }
             Err(Error::Refused(message)) => {
@@ -406,13 +418,13 @@ impl Runner {
 
     /// Drops the retired columns and the reverse sync; irreversible.
     pub async fn finalize(&self) -> Result<()> {
-        self.run_steps(&widen_integer::finalize(&self.plan)).await?;
+        self.run_steps(&ops::finalize(&self.plan)).await?;
         state::set_phase(&self.lifeline, self.name(), Phase::Finalized).await
     }
 
     /// Rollback before cutover: drop what pgshift created. Idempotent.
     pub async fn abort(&self) -> Result<()> {
-        self.run_steps(&widen_integer::abort(&self.plan)).await?;
+        self.run_steps(&ops::abort(&self.plan)).await?;
         state::set_phase(&self.lifeline, self.name(), Phase::RolledBack).await?;
         self.events
             .emit("rolled_back", json!({"from": "before_cutover"}));
@@ -423,7 +435,7 @@ impl Runner {
     /// type, prepare without blocking, swap back in one short transaction,
     /// then drop the bigint columns. Returns how long the swap held its locks.
     pub async fn revert(&self) -> Result<Duration> {
-        for (table, column, sql) in widen_integer::revert::misfits(&self.plan) {
+        for (table, column, sql) in ops::misfits(&self.plan) {
             let row = self
                 .worker
                 .query_one(sql.as_str(), &[])
@@ -442,16 +454,16 @@ impl Runner {
                 )));
             }
         }
-        self.run_steps(&widen_integer::revert::prepare(&self.plan))
+        self.run_steps(&ops::prepare_revert(&self.plan))
             .await?;
-        let swap = widen_integer::revert::swap_back(
+        let swap = ops::swap_back(
             &self.plan,
             &state::phase_marker(self.name(), Phase::RolledBack),
         );
         let Action::Transaction { statements } = &swap.action else {
             unreachable!("the swap back is a transaction")
         };
-        self.cancel_autovacuum(&self.worker, &widen_integer::locked_tables(&self.plan))
+        self.cancel_autovacuum(&self.worker, &ops::locked_tables(&self.plan))
             .await;
         let held = retry::transaction(
             &self.worker,
@@ -478,7 +490,7 @@ impl Runner {
 
     /// Drops what a swap-back left (idempotent; also finishes an interrupted rollback).
     pub async fn cleanup_after_revert(&self) -> Result<()> {
-        self.run_steps(&widen_integer::revert::cleanup(&self.plan))
+        self.run_steps(&ops::cleanup_after_revert(&self.plan))
             .await
     }
 
@@ -573,7 +585,7 @@ impl Runner {
     /// an application stall can be matched to the statement behind it.
     async fn run_step(&self, client: &Client, step: &Step) -> Result<()> {
         if step.blocking {
-            self.cancel_autovacuum(client, &widen_integer::locked_tables(&self.plan))
+            self.cancel_autovacuum(client, &ops::locked_tables(&self.plan))
                 .await;
         }
         let started = std::time::Instant::now();
@@ -625,6 +637,7 @@ impl Runner {
                 backfill::run(self, t).await
             }
             Action::Verify { table } => self.verify(client, *table, step).await,
+            Action::Replay { function } => self.replay(client, function, &step.description).await,
             Action::Transaction { statements } => retry::transaction(
                 &self.worker,
                 statements,
@@ -693,6 +706,29 @@ impl Runner {
         }
         self.concurrently(client, &step.sql, &step.description)
             .await
+    }
+
+    /// Replays a copy's log in rounds of [`ops::copy_swap::REPLAY_BATCH`]
+    /// keys, each its own transaction, until a round finds less than a
+    /// round's worth: what is left then is what the cutover replays.
+    async fn replay(&self, client: &Client, function: &str, description: &str) -> Result<()> {
+        let sql = format!("SELECT {function}($1)");
+        let mut keys = 0i64;
+        loop {
+            self.check_interrupt()?;
+            let taken: i64 = client
+                .query_one(sql.as_str(), &[&ops::copy_swap::REPLAY_BATCH])
+                .await
+                .map_err(Error::db(format!("`{description}` failed")))?
+                .get(0);
+            keys += taken;
+            if taken < ops::copy_swap::REPLAY_BATCH {
+                break;
+            }
+        }
+        self.events
+            .emit("replayed", json!({"step": description, "keys": keys}));
+        Ok(())
     }
 
     async fn verify(&self, client: &Client, table: u32, step: &Step) -> Result<()> {

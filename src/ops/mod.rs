@@ -1,9 +1,13 @@
 //! Online operations: each turns a plan into the ordered steps of every
 //! phase, forward and back, so the undo is designed with the do.
 
+pub mod copy_swap;
+pub mod views;
 pub mod widen_integer;
 
 use serde::Serialize;
+
+use crate::plan::{Engine, Plan};
 
 /// One step as `plan` shows it and the runner executes it.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +42,9 @@ pub enum Action {
     Backfill { table: u32 },
     /// Proves no row has `new IS DISTINCT FROM old`.
     Verify { table: u32 },
+    /// Calls a copy's replay `function(batch)` until a round takes fewer
+    /// keys than a batch.
+    Replay { function: String },
     /// One transaction of several statements under `lock_timeout`, retried whole.
     Transaction { statements: Vec<String> },
 }
@@ -47,3 +54,137 @@ pub const SHARE_ROW_EXCLUSIVE: &str = "SHARE ROW EXCLUSIVE";
 pub const SHARE_UPDATE_EXCLUSIVE: &str = "SHARE UPDATE EXCLUSIVE";
 pub const ROW_EXCLUSIVE: &str = "ROW EXCLUSIVE";
 pub const NONE: &str = "none";
+
+/// A step; those taking a lock that blocks the application are marked so.
+pub(crate) fn step(
+    phase: &'static str,
+    description: String,
+    sql: String,
+    lock: &'static str,
+    action: Action,
+) -> Step {
+    let blocking = matches!(lock, ACCESS_EXCLUSIVE | SHARE_ROW_EXCLUSIVE);
+    Step {
+        phase,
+        description,
+        sql,
+        lock,
+        blocking,
+        action,
+        lane: None,
+    }
+}
+
+/// The steps of each phase, from the engine the plan names.
+pub fn expand(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::expand(plan),
+        Engine::Copy => copy_swap::expand(plan),
+    }
+}
+
+pub fn backfill(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::backfill(plan),
+        Engine::Copy => copy_swap::backfill(plan),
+    }
+}
+
+pub fn validate(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::validate(plan),
+        Engine::Copy => copy_swap::validate(plan),
+    }
+}
+
+pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
+    match plan.engine {
+        Engine::Update => widen_integer::cutover(plan, mark_phase),
+        Engine::Copy => copy_swap::cutover(plan, mark_phase),
+    }
+}
+
+/// Steps right after cutover (the copy engine validates the foreign keys
+/// the cutover added NOT VALID); none for the update engine.
+pub fn after_cutover(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => Vec::new(),
+        Engine::Copy => copy_swap::after_swap(plan),
+    }
+}
+
+pub fn locked_tables(plan: &Plan) -> Vec<String> {
+    match plan.engine {
+        Engine::Update => widen_integer::locked_tables(plan),
+        Engine::Copy => copy_swap::locked_tables(plan),
+    }
+}
+
+pub fn finalize(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::finalize(plan),
+        Engine::Copy => copy_swap::finalize(plan),
+    }
+}
+
+pub fn abort(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::abort(plan),
+        Engine::Copy => copy_swap::abort(plan),
+    }
+}
+
+/// Non-blocking work before the swap back (none for the copy engine: its
+/// originals kept their indexes and constraints).
+pub fn prepare_revert(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::revert::prepare(plan),
+        Engine::Copy => Vec::new(),
+    }
+}
+
+pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
+    match plan.engine {
+        Engine::Update => widen_integer::revert::swap_back(plan, mark_phase),
+        Engine::Copy => copy_swap::swap_back(plan, mark_phase),
+    }
+}
+
+/// After the swap back: what is left goes (and, for the copy engine, the
+/// foreign keys re-added NOT VALID are validated first).
+pub fn cleanup_after_revert(plan: &Plan) -> Vec<Step> {
+    match plan.engine {
+        Engine::Update => widen_integer::revert::cleanup(plan),
+        Engine::Copy => {
+            let mut steps = copy_swap::after_swap(plan);
+            steps.extend(copy_swap::cleanup(plan));
+            steps
+        }
+    }
+}
+
+/// Per widened column: (table, column, query returning the count and the
+/// smallest of the values written since cutover that the old type cannot hold).
+pub fn misfits(plan: &Plan) -> Vec<(String, String, String)> {
+    match plan.engine {
+        Engine::Update => widen_integer::revert::misfits(plan),
+        Engine::Copy => plan
+            .tables
+            .iter()
+            .flat_map(|t| {
+                t.columns.iter().map(move |c| {
+                    let (lo, hi) = c.range();
+                    (
+                        t.display(),
+                        c.name.clone(),
+                        format!(
+                            "SELECT count(*), min({col})::text FROM {} WHERE {col} NOT BETWEEN {lo} AND {hi}",
+                            t.qualified(),
+                            col = crate::names::quote(&c.name)
+                        ),
+                    )
+                })
+            })
+            .collect(),
+    }
+}

@@ -32,6 +32,8 @@ pub struct Options {
     pub rebuild_matviews: bool,
     /// How the backfill will split the tables (for its description and the WAL estimate).
     pub backfill: BackfillShape,
+    /// Which engine moves the rows.
+    pub engine: super::Engine,
 }
 
 pub fn build(
@@ -124,8 +126,20 @@ pub fn build(
         };
         tables.push(p);
     }
-    let foreign_keys = plan_foreign_keys(catalog, &widen, &mut blockers);
-    let views = plan_views(catalog, &widen, &mut blockers, options);
+    let (foreign_keys, views, copy) = match options.engine {
+        super::Engine::Update => (
+            plan_foreign_keys(catalog, &widen, &mut blockers),
+            plan_views(catalog, &widen, &mut blockers, options),
+            None,
+        ),
+        // A copy replaces whole tables: every foreign key and every view
+        // over any of their columns moves to it.
+        super::Engine::Copy => {
+            let copy = super::copy::plan(migration, catalog, &tables, &mut blockers);
+            let every = super::copy::all_columns(catalog, &tables);
+            (Vec::new(), plan_views(catalog, &every, &mut blockers, options), Some(copy))
+        }
+    };
     let mut warnings = warnings(&tables, &views);
     for v in views.iter().filter(|v| v.materialized) {
         warnings.push(format!(
@@ -169,6 +183,8 @@ pub fn build(
         views,
         warnings,
         blockers,
+        engine: options.engine,
+        copy,
     })
 }
 

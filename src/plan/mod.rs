@@ -7,6 +7,7 @@
 //! migration starts and `resume` follows the stored plan, not a new one.
 
 mod build;
+pub mod copy;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod wal;
@@ -14,6 +15,7 @@ pub mod wal;
 use serde::{Deserialize, Serialize};
 
 pub use build::{build, Options, Request};
+pub use copy::Engine;
 
 /// Backfill speed assumed for estimates (rows/s): the slowest median of the
 /// benchmark with default settings under load on the 2-core reference
@@ -97,6 +99,12 @@ pub struct Plan {
     /// its consumer has it.
     #[serde(default)]
     pub replication_slots: Vec<crate::catalog::ReplicationSlot>,
+    /// How the rows move: shadow columns (`update`) or a copy of each table (`copy`).
+    #[serde(default)]
+    pub engine: Engine,
+    /// The copy engine's tables, foreign keys and names (`engine` = copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<copy::CopyPlan>,
 }
 
 impl Plan {

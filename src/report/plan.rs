@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use crate::ops::{widen_integer, Step};
+use crate::ops::{self, Step};
 use crate::output::Report;
 use crate::plan::{Plan, ESTIMATED_ROWS_PER_SEC};
 use crate::state;
@@ -16,14 +16,15 @@ pub struct PlanReport {
 
 impl PlanReport {
     pub fn new(plan: Plan) -> PlanReport {
-        let mut steps = widen_integer::expand(&plan);
-        steps.extend(widen_integer::backfill(&plan));
-        steps.extend(widen_integer::validate(&plan));
-        steps.push(widen_integer::cutover(
+        let mut steps = ops::expand(&plan);
+        steps.extend(ops::backfill(&plan));
+        steps.extend(ops::validate(&plan));
+        steps.push(ops::cutover(
             &plan,
             &state::cutover_marker(&plan.migration),
         ));
-        steps.extend(widen_integer::finalize(&plan));
+        steps.extend(ops::after_cutover(&plan));
+        steps.extend(ops::finalize(&plan));
         PlanReport { plan, steps }
     }
 

@@ -2,6 +2,7 @@
 
 mod audit;
 mod check;
+mod copy;
 mod cli;
 mod guards;
 mod harness;

@@ -10,6 +10,7 @@ pub mod revert;
 mod sync;
 
 use super::*;
+use crate::ops::views::{drop_views, push_views};
 use crate::names::{literal, qualified, quote};
 use crate::plan::{ColumnPlan, Plan, SequencePlan, TablePlan};
 
@@ -29,24 +30,6 @@ fn fk_exists(table: &str, name: &str) -> String {
     )
 }
 
-fn step(
-    phase: &'static str,
-    description: String,
-    sql: String,
-    lock: &'static str,
-    action: Action,
-) -> Step {
-    let blocking = matches!(lock, ACCESS_EXCLUSIVE | SHARE_ROW_EXCLUSIVE);
-    Step {
-        phase,
-        description,
-        sql,
-        lock,
-        blocking,
-        action,
-        lane: None,
-    }
-}
 
 /// expand: shadow columns and the triggers that keep them in sync.
 pub fn expand(plan: &Plan) -> Vec<Step> {
@@ -503,54 +486,6 @@ pub(super) fn detach(
             fk.table,
             quote(&fk.name)
         ));
-    }
-}
-
-/// Recreates the views, in dependency order, with options, owner, grants,
-/// comment; materialized views are refreshed (WITH DATA) and get their indexes.
-fn push_views(s: &mut Vec<String>, plan: &Plan) {
-    for v in &plan.views {
-        let with = if v.options.is_empty() {
-            String::new()
-        } else {
-            format!(" WITH ({})", v.options.join(", "))
-        };
-        let kind = if v.materialized {
-            "MATERIALIZED VIEW"
-        } else {
-            "VIEW"
-        };
-        s.push(format!(
-            "CREATE {kind} {}{with} AS {}",
-            v.qualified(),
-            v.definition
-        ));
-        s.extend(v.indexes.iter().cloned());
-        s.push(format!(
-            "ALTER {kind} {} OWNER TO {}",
-            v.qualified(),
-            quote(&v.owner)
-        ));
-        s.extend(v.grants.iter().cloned());
-        if let Some(comment) = &v.comment {
-            s.push(format!(
-                "COMMENT ON {kind} {} IS {}",
-                v.qualified(),
-                literal(comment)
-            ));
-        }
-    }
-}
-
-/// Drops the views, dependents first.
-fn drop_views(s: &mut Vec<String>, plan: &Plan) {
-    for v in plan.views.iter().rev() {
-        let kind = if v.materialized {
-            "MATERIALIZED VIEW"
-        } else {
-            "VIEW"
-        };
-        s.push(format!("DROP {kind} {}", v.qualified()));
     }
 }
 

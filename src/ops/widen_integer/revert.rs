@@ -7,6 +7,7 @@
 //! NOT VALID and validated), and one short transaction swaps back.
 
 use super::*;
+use crate::ops::views::push_views;
 use crate::names::shadow;
 
 /// Rewrites SQL that names shadow columns so it names the retired ones.

@@ -1,0 +1,387 @@
+//! The copy-and-swap engine: a copy of each table with bigint columns,
+//! filled without row locks while a trigger logs the keys the application
+//! changes; the log is replayed onto the copy, and the cutover replays the
+//! rest and swaps the tables' names in one short transaction. From cutover
+//! to finalize the same capture runs the other way, so a rollback replays
+//! every write made since onto the original and swaps back: nothing is lost.
+//!
+//! Ordering that correctness rests on:
+//! - The capture trigger exists before the copy's first snapshot. Creating
+//!   it waits for every transaction writing the table, and every later
+//!   write logs its key; so a row is either in the copy's snapshot with its
+//!   last change, or its key is in the log.
+//! - Nothing is replayed while the copy runs: a replayed row would be
+//!   copied a second time by a later batch. Replays start once the copy is
+//!   done and the primary key is built.
+//! - A replay deletes the log rows it takes and reads the source after
+//!   that, in a later statement: a write committed in between is read, and
+//!   its log row stays for the next round.
+//!
+//! Every step can run again after a crash (`IF NOT EXISTS`, `OR REPLACE`,
+//! `skip_if`), and each batch of the copy commits with its cursor.
+
+mod swap;
+
+pub use swap::{cutover, locked_tables, swap_back};
+
+use super::*;
+use crate::names::{literal, quote};
+use crate::plan::copy::CopyTable;
+use crate::plan::Plan;
+
+/// Keys one replay round takes from a log.
+pub const REPLAY_BATCH: i64 = 10_000;
+
+fn tables(plan: &Plan) -> &[CopyTable] {
+    plan.copy.as_ref().map_or(&[], |c| c.tables.as_slice())
+}
+
+fn exists(regclass: &str) -> String {
+    format!("SELECT to_regclass({}) IS NOT NULL", literal(regclass))
+}
+
+fn constraint_exists(table: &str, name: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({}) AND conname = {})",
+        literal(table),
+        literal(name)
+    )
+}
+
+fn columns(t: &CopyTable) -> String {
+    t.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+}
+
+/// The function a capture trigger runs: the key of every row written goes
+/// to `log` (both keys when an update changes it). SECURITY DEFINER: the
+/// application's roles have no rights on pgshift's schema.
+fn capture_function(t: &CopyTable, function: &str, log: &str) -> String {
+    let key = quote(&t.key);
+    format!(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
+         SET search_path = pg_catalog, pg_temp AS $pgshift$\nBEGIN\n  \
+         IF TG_OP <> 'INSERT' THEN INSERT INTO {log} (key) VALUES (OLD.{key}); END IF;\n  \
+         IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key}) THEN\n    \
+         INSERT INTO {log} (key) VALUES (NEW.{key});\n  END IF;\n  RETURN NULL;\nEND\n$pgshift$"
+    )
+}
+
+/// `replay(batch)`: takes up to `batch` keys from `log` (all when NULL),
+/// and makes `target`'s rows of those keys what `source`'s are now.
+/// Returns how many keys it took.
+fn replay_function(t: &CopyTable, function: &str, log: &str, source: &str, target: &str) -> String {
+    let key = quote(&t.key);
+    let cols = columns(t);
+    format!(
+        "CREATE OR REPLACE FUNCTION {function}(batch bigint) RETURNS bigint LANGUAGE plpgsql \
+         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n  keys bigint[];\nBEGIN\n  \
+         WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT batch) RETURNING key)\n  \
+         SELECT array_agg(DISTINCT key) INTO keys FROM taken;\n  \
+         IF keys IS NULL THEN RETURN 0; END IF;\n  \
+         DELETE FROM {target} WHERE {key} = ANY (keys);\n  \
+         INSERT INTO {target} ({cols}) SELECT {cols} FROM ONLY {source} WHERE {key} = ANY (keys);\n  \
+         RETURN cardinality(keys);\nEND\n$pgshift$"
+    )
+}
+
+/// The trigger that refuses TRUNCATE while a capture runs: it would empty
+/// one table and not the other, and the log cannot record it.
+fn refuse_truncate_function(plan: &Plan, t: &CopyTable) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$\nBEGIN\n  \
+         RAISE EXCEPTION 'pgshift migration % is copying %: TRUNCATE would not reach the copy', {}, TG_TABLE_NAME\n    \
+         USING HINT = {};\nEND\n$pgshift$",
+        t.refuse_truncate,
+        literal(&plan.migration),
+        literal(&format!(
+            "finish the migration, or roll it back with `pgshift rollback {}`",
+            plan.migration
+        ))
+    )
+}
+
+/// Statements that make the capture triggers on `table` (either direction).
+pub(super) fn attach_capture(t: &CopyTable, table: &str, function: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()",
+            quote(&t.trigger)
+        ),
+        format!(
+            "CREATE OR REPLACE TRIGGER {} BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+            quote(&t.truncate_trigger),
+            t.refuse_truncate
+        ),
+    ]
+}
+
+pub(super) fn detach_capture(t: &CopyTable, table: &str) -> Vec<String> {
+    [&t.trigger, &t.truncate_trigger]
+        .iter()
+        .map(|name| format!("DROP TRIGGER IF EXISTS {} ON {table}", quote(name)))
+        .collect()
+}
+
+/// expand: the empty copies, the logs, the capture triggers.
+pub fn expand(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in tables(plan) {
+        steps.push(step(
+            "expanding",
+            format!(
+                "create {} as an empty copy of {} with bigint columns, its owner, privileges, comments and storage options",
+                t.new_name,
+                t.display()
+            ),
+            t.create.join(";\n"),
+            NONE,
+            Action::Transaction {
+                statements: t.create.clone(),
+            },
+        ));
+        let mut s = Vec::new();
+        for log in [&t.log_forward, &t.log_back] {
+            s.push(format!(
+                "CREATE TABLE IF NOT EXISTS {log} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key bigint NOT NULL)"
+            ));
+        }
+        s.push(capture_function(t, &t.capture_forward, &t.log_forward));
+        s.push(capture_function(t, &t.capture_back, &t.log_back));
+        s.push(replay_function(
+            t,
+            &t.replay_forward,
+            &t.log_forward,
+            &t.qualified(),
+            &t.qualified_new(),
+        ));
+        s.push(replay_function(
+            t,
+            &t.replay_back,
+            &t.log_back,
+            &t.qualified(),
+            &t.qualified_old(),
+        ));
+        s.push(refuse_truncate_function(plan, t));
+        steps.push(step(
+            "expanding",
+            format!("create the change logs and the capture and replay functions of {}", t.display()),
+            s.join(";\n"),
+            NONE,
+            Action::Transaction { statements: s },
+        ));
+        let s = attach_capture(t, &t.qualified(), &t.capture_forward);
+        steps.push(step(
+            "expanding",
+            format!(
+                "capture the keys of rows written in {} from now on (a trigger; creating it waits for the transactions writing the table)",
+                t.display()
+            ),
+            s.join(";\n"),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Transaction { statements: s },
+        ));
+    }
+    steps
+}
+
+/// backfill: one step per table; the copy takes no row locks.
+pub fn backfill(plan: &Plan) -> Vec<Step> {
+    tables(plan)
+        .iter()
+        .filter_map(|t| plan.table(t.oid).map(|tp| (t, tp)))
+        .map(|(t, tp)| {
+            step(
+                "backfilling",
+                format!(
+                    "copy the rows of {} into {} in keyset batches (about {} rows), reading without row locks",
+                    t.display(),
+                    t.new_name,
+                    tp.estimated_rows
+                ),
+                crate::backfill::copy_sql(tp, t, true),
+                NONE,
+                Action::Backfill { table: t.oid },
+            )
+        })
+        .collect()
+}
+
+/// validate: the copies' indexes (plain builds: nobody else uses the
+/// copies), their key constraints, a replay of the log, statistics.
+pub fn validate(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in tables(plan) {
+        let lane = |mut s: Step| {
+            s.lane = Some(t.oid);
+            s
+        };
+        for ix in &t.indexes {
+            steps.push(lane(step(
+                "validating",
+                format!("build index {} on {} (for {})", ix.new_name, t.new_name, ix.name),
+                ix.create_sql.clone(),
+                NONE,
+                Action::Ddl { skip_if: None },
+            )));
+            if let Some(kind) = &ix.constraint {
+                steps.push(lane(step(
+                    "validating",
+                    format!(
+                        "make index {} the {} of {} (catalog change)",
+                        ix.new_name,
+                        if kind == "p" { "primary key" } else { "unique constraint" },
+                        t.new_name
+                    ),
+                    format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
+                        t.qualified_new(),
+                        quote(&ix.new_name),
+                        if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
+                        quote(&ix.new_name)
+                    ),
+                    NONE,
+                    Action::Ddl {
+                        skip_if: Some(constraint_exists(&t.qualified_new(), &ix.new_name)),
+                    },
+                )));
+            }
+        }
+        steps.push(lane(step(
+            "validating",
+            format!("replay the rows written in {} during the copy", t.display()),
+            format!("SELECT {}({REPLAY_BATCH})", t.replay_forward),
+            NONE,
+            Action::Replay {
+                function: t.replay_forward.clone(),
+            },
+        )));
+        steps.push(lane(step(
+            "validating",
+            format!("collect statistics on {}", t.new_name),
+            format!("ANALYZE {}", t.qualified_new()),
+            NONE,
+            Action::Ddl { skip_if: None },
+        )));
+    }
+    steps
+}
+
+/// After either swap: validate the foreign keys it added NOT VALID.
+pub fn after_swap(plan: &Plan) -> Vec<Step> {
+    let Some(copy) = &plan.copy else {
+        return Vec::new();
+    };
+    copy.foreign_keys
+        .iter()
+        .filter(|fk| fk.validated)
+        .map(|fk| {
+            step(
+                "validating",
+                format!("validate foreign key {} on {}", fk.name, fk.table),
+                format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    fk.table,
+                    quote(&fk.name)
+                ),
+                SHARE_UPDATE_EXCLUSIVE,
+                Action::Ddl {
+                    skip_if: Some(format!(
+                        "SELECT NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({}) AND conname = {} AND NOT convalidated)",
+                        literal(&fk.table),
+                        literal(&fk.name)
+                    )),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The logs and functions, once no trigger uses them.
+fn drop_machinery(t: &CopyTable) -> Vec<String> {
+    let mut s = Vec::new();
+    for f in [&t.capture_forward, &t.capture_back, &t.refuse_truncate] {
+        s.push(format!("DROP FUNCTION IF EXISTS {f}()"));
+    }
+    for f in [&t.replay_forward, &t.replay_back] {
+        s.push(format!("DROP FUNCTION IF EXISTS {f}(bigint)"));
+    }
+    for log in [&t.log_forward, &t.log_back] {
+        s.push(format!("DROP TABLE IF EXISTS {log}"));
+    }
+    s
+}
+
+/// finalize: the foreign keys validated, then the originals dropped.
+pub fn finalize(plan: &Plan) -> Vec<Step> {
+    let mut steps = after_swap(plan);
+    for t in tables(plan) {
+        let s = detach_capture(t, &t.qualified());
+        steps.push(step(
+            "finalize",
+            format!("stop capturing writes to {} for rollback", t.display()),
+            s.join(";\n"),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Transaction { statements: s },
+        ));
+    }
+    // No CASCADE: anything still attached to an original is a reason to stop.
+    for t in tables(plan) {
+        steps.push(step(
+            "finalize",
+            format!("drop the original of {}, now {}", t.display(), t.old_name),
+            format!("DROP TABLE IF EXISTS {}", t.qualified_old()),
+            ACCESS_EXCLUSIVE,
+            Action::Ddl { skip_if: None },
+        ));
+    }
+    for t in tables(plan) {
+        let s = drop_machinery(t);
+        steps.push(step(
+            "finalize",
+            format!("drop the change logs of {}", t.display()),
+            s.join(";\n"),
+            NONE,
+            Action::Transaction { statements: s },
+        ));
+    }
+    steps
+}
+
+/// rollback before cutover: the capture goes first, then the copies.
+pub fn abort(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in tables(plan) {
+        let s = detach_capture(t, &t.qualified());
+        steps.push(step(
+            "rollback",
+            format!("stop capturing writes to {}", t.display()),
+            s.join(";\n"),
+            SHARE_ROW_EXCLUSIVE,
+            Action::Transaction { statements: s },
+        ));
+    }
+    steps.extend(cleanup(plan));
+    steps
+}
+
+/// After a rollback (either kind): the copies, logs and functions go.
+pub fn cleanup(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in tables(plan) {
+        let mut s = vec![format!("DROP TABLE IF EXISTS {}", t.qualified_new())];
+        s.extend(drop_machinery(t));
+        steps.push(step(
+            "rollback",
+            format!("drop {} and the change logs of {}", t.new_name, t.display()),
+            s.join(";\n"),
+            ACCESS_EXCLUSIVE,
+            Action::Transaction { statements: s },
+        ));
+    }
+    steps
+}
+
+/// Whether each copy exists (for `status` and tests).
+pub fn copy_exists(t: &CopyTable) -> String {
+    exists(&t.qualified_new())
+}

@@ -1,0 +1,205 @@
+//! The two swaps of the copy engine, one transaction each: the cutover
+//! (the copies take the tables' names) and the rollback after it (the
+//! originals take them back). They are the same operation with the roles
+//! of the two tables exchanged, so they are written once.
+
+use super::*;
+use crate::names::qualified;
+use crate::ops::views::{drop_views, push_views};
+use crate::ops::widen_integer::attach_sequence;
+use crate::plan::copy::CopyIndex;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Cutover: original out, copy in.
+    Forward,
+    /// Rollback after cutover: copy out, original in.
+    Back,
+}
+
+/// Every relation a swap locks, in the order it locks them: views first
+/// (dependents first: a query on a view locks the view, then its tables),
+/// then the tables going out and coming in, then the tables declaring the
+/// foreign keys that move.
+fn relations(plan: &Plan, way: Way) -> Vec<String> {
+    let mut out: Vec<String> = plan
+        .views
+        .iter()
+        .rev()
+        .filter(|v| !v.materialized)
+        .map(|v| v.qualified())
+        .collect();
+    for t in tables(plan) {
+        out.push(t.qualified());
+        out.push(match way {
+            Way::Forward => t.qualified_new(),
+            Way::Back => t.qualified_old(),
+        });
+    }
+    for fk in plan.copy.iter().flat_map(|c| &c.foreign_keys) {
+        if !out.contains(&fk.table) {
+            out.push(fk.table.clone());
+        }
+    }
+    out
+}
+
+/// The tables a cutover locks (for the blocker check and autovacuum).
+pub fn locked_tables(plan: &Plan) -> Vec<String> {
+    let mut out: Vec<String> = tables(plan).iter().map(|t| t.qualified()).collect();
+    for fk in plan.copy.iter().flat_map(|c| &c.foreign_keys) {
+        if !out.contains(&fk.table) {
+            out.push(fk.table.clone());
+        }
+    }
+    out
+}
+
+fn rename_index(s: &mut Vec<String>, schema: &str, table: &str, ix: &CopyIndex, from: &str, to: &str) {
+    // A key constraint and its index share the name; renaming the
+    // constraint renames both.
+    if ix.constraint.is_some() {
+        s.push(format!(
+            "ALTER TABLE {table} RENAME CONSTRAINT {} TO {}",
+            quote(from),
+            quote(to)
+        ));
+    } else {
+        s.push(format!(
+            "ALTER INDEX {} RENAME TO {}",
+            qualified(schema, from),
+            quote(to)
+        ));
+    }
+}
+
+fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
+    let mut s = vec![format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        relations(plan, way).join(", ")
+    )];
+    // The last writes, under the lock: nobody can add more.
+    for t in tables(plan) {
+        let replay = match way {
+            Way::Forward => &t.replay_forward,
+            Way::Back => &t.replay_back,
+        };
+        s.push(format!("SELECT {replay}(NULL)"));
+    }
+    drop_views(&mut s, plan);
+    for t in tables(plan) {
+        s.extend(detach_capture(t, &t.qualified()));
+    }
+    let fks = plan.copy.iter().flat_map(|c| &c.foreign_keys);
+    for fk in fks.clone() {
+        s.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            fk.table,
+            quote(&fk.name)
+        ));
+    }
+    // Out first: its names must be free before the incoming table takes them.
+    for t in tables(plan) {
+        let (parked, parked_table): (fn(&CopyIndex) -> String, &String) = match way {
+            Way::Forward => (|ix| ix.old_name.clone(), &t.old_name),
+            Way::Back => (|ix| ix.new_name.clone(), &t.new_name),
+        };
+        for ix in &t.indexes {
+            rename_index(&mut s, &t.schema, &t.qualified(), ix, &ix.name, &parked(ix));
+        }
+        s.push(format!(
+            "ALTER TABLE {} RENAME TO {}",
+            t.qualified(),
+            quote(parked_table)
+        ));
+    }
+    for t in tables(plan) {
+        let (incoming_table, incoming): (String, fn(&CopyIndex) -> String) = match way {
+            Way::Forward => (t.qualified_new(), |ix| ix.new_name.clone()),
+            Way::Back => (t.qualified_old(), |ix| ix.old_name.clone()),
+        };
+        for ix in &t.indexes {
+            rename_index(&mut s, &t.schema, &incoming_table, ix, &incoming(ix), &ix.name);
+        }
+        s.push(format!(
+            "ALTER TABLE {incoming_table} RENAME TO {}",
+            quote(&t.name)
+        ));
+    }
+    // Sequences follow the table that now has the name; a widened serial
+    // changes type with its column.
+    for t in tables(plan) {
+        if let Some(tp) = plan.table(t.oid) {
+            for c in &tp.columns {
+                if let Some(seq) = &c.sequence {
+                    let (sequence_type, max) = match way {
+                        Way::Forward => ("bigint".to_string(), seq.max),
+                        Way::Back => (
+                            seq.data_type.clone(),
+                            if seq.max == i64::MAX { c.range().1 } else { seq.max },
+                        ),
+                    };
+                    attach_sequence(&mut s, &t.qualified(), &c.name, seq, &sequence_type, max, "");
+                }
+            }
+        }
+        for (column, seq) in &t.owned_sequences {
+            s.push(format!(
+                "ALTER SEQUENCE {} OWNED BY {}.{}",
+                seq.qualified(),
+                t.qualified(),
+                quote(column)
+            ));
+        }
+    }
+    for fk in fks {
+        s.push(format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+            fk.table,
+            quote(&fk.name),
+            fk.definition
+        ));
+    }
+    push_views(&mut s, plan);
+    if way == Way::Forward {
+        for t in tables(plan) {
+            s.extend(attach_capture(t, &t.qualified(), &t.capture_back));
+        }
+    }
+    s.push(mark_phase.to_string());
+    s
+}
+
+/// The cutover: the copies take the tables' names. The original tables
+/// stay (renamed) and follow every write through the reverse capture.
+pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
+    let s = swap(plan, Way::Forward, mark_phase);
+    step(
+        "cutover",
+        format!(
+            "one transaction: lock {}, replay the last writes, swap each table for its copy, move {} foreign key{}, sequences and {} view{}; \
+             the originals then follow every write, for rollback",
+            locked_tables(plan).join(", "),
+            plan.copy.as_ref().map_or(0, |c| c.foreign_keys.len()),
+            if plan.copy.as_ref().map_or(0, |c| c.foreign_keys.len()) == 1 { "" } else { "s" },
+            plan.views.len(),
+            if plan.views.len() == 1 { "" } else { "s" }
+        ),
+        s.join(";\n"),
+        ACCESS_EXCLUSIVE,
+        Action::Transaction { statements: s },
+    )
+}
+
+/// Rollback after cutover: the writes made since are replayed onto the
+/// originals, which take their names back.
+pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
+    let s = swap(plan, Way::Back, mark_phase);
+    step(
+        "rollback",
+        "one transaction: replay the writes made since cutover onto the original tables and swap them back".into(),
+        s.join(";\n"),
+        ACCESS_EXCLUSIVE,
+        Action::Transaction { statements: s },
+    )
+}

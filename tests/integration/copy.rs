@@ -1,0 +1,227 @@
+//! The copy-and-swap engine (`--engine copy`): the incident migration under
+//! live writes, rollback from either side of the cutover, and what it refuses.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const MIGRATION: &str = "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\nALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;\n";
+
+/// The schema with the widened columns' types written as before, so a dump
+/// after cutover can be compared with one from before.
+fn as_before(dump: &str) -> String {
+    dump.lines()
+        .filter(|l| !l.starts_with("function pgshift."))
+        .map(|l| {
+            l.replace("column scripts.id bigint", "column scripts.id integer")
+                .replace("column script_runs.script_id bigint", "column script_runs.script_id integer")
+                .replace("column archived_scripts.id bigint", "column archived_scripts.id integer")
+                .replace("column all_scripts.id bigint", "column all_scripts.id integer")
+                .replace("scripts_id_seq bigint max 9223372036854775807", "scripts_id_seq integer max 2147483647")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn user_schema(dump: &str) -> String {
+    dump.lines()
+        .filter(|l| !l.starts_with("function pgshift."))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
+    let (cluster, client) = incident_primary(40_000).await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "ALTER TABLE scripts SET (fillfactor = 90);
+             CREATE ROLE reporting; GRANT SELECT ON scripts TO reporting; GRANT SELECT (status) ON script_runs TO reporting;
+             COMMENT ON TABLE scripts IS 'the scripts';",
+        )
+        .await
+        .unwrap();
+    let before = schema_dump(&client).await;
+    let (dir, path) = migration("0100_copy", MIGRATION);
+    let events = dir.path().join("events.jsonl");
+
+    let writer = Writer::start(&url).await;
+    let run = pgshift(
+        &url,
+        &["apply", &path, "--engine", "copy", "--events", events.to_str().unwrap()],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ops = writer.ops.load(std::sync::atomic::Ordering::SeqCst);
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert!(ops > 50, "the writer wrote during the migration ({ops} writes)");
+    let kinds = event_kinds(&events);
+    assert!(kinds.contains(&"replayed".to_string()), "{kinds:?}");
+
+    // Every write made during the copy reached the new tables.
+    assert_matches_control(&client).await;
+    // The originals stay until finalize, following every write.
+    let retired: i64 = client
+        .query_one("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_old\\_%' AND relkind = 'r'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retired, 3);
+    let unvalidated: i64 = client
+        .query_one("SELECT count(*) FROM pg_constraint WHERE NOT convalidated", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unvalidated, 0, "apply validates the foreign key it moved");
+    let owner: String = client
+        .query_one(
+            "SELECT d.refobjid::regclass::text || '.' || a.attname FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE d.objid = 'scripts_id_seq'::regclass AND d.deptype = 'a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "scripts.id");
+    let carried: (Option<String>, Vec<String>, String, String) = {
+        let r = client
+            .query_one(
+                "SELECT obj_description('scripts'::regclass, 'pg_class'), (SELECT reloptions FROM pg_class WHERE oid = 'scripts'::regclass)::text[],
+                        has_table_privilege('reporting', 'scripts', 'SELECT')::text,
+                        has_column_privilege('reporting', 'script_runs', 'status', 'SELECT')::text",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(
+        carried,
+        (Some("the scripts".into()), vec!["fillfactor=90".into()], "true".into(), "true".into())
+    );
+    // Keys above 2^31 work through the table, the foreign key and the view.
+    client
+        .batch_execute("SELECT setval('scripts_id_seq', 2147483648)")
+        .await
+        .unwrap();
+    let id: i64 = client
+        .query_one("INSERT INTO scripts (account_id) VALUES (1) RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute("INSERT INTO script_runs (script_id) VALUES ($1)", &[&id])
+        .await
+        .unwrap();
+    let err = client
+        .execute("INSERT INTO script_runs (script_id) VALUES (-5)", &[])
+        .await
+        .expect_err("the foreign key holds on the copy");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
+    let via_view: i64 = client
+        .query_one("SELECT count(*) FROM all_scripts WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(via_view, 1);
+
+    let fin = pgshift(&url, &["finalize", "0100_copy", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+    // The same schema, with bigint keys: indexes, constraints (validated),
+    // the view, the sequence and its owner all moved to the copies.
+    assert_eq!(as_before(&schema_dump(&client).await), user_schema(&before));
+    let logs: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgshift'::regnamespace AND relname LIKE 'copy\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logs, 0, "finalize drops the change logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_rollback_after_cutover_replays_every_write_onto_the_originals() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration("0101_copy_rb", MIGRATION);
+
+    let writer = Writer::start(&url).await;
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Writes to the copies after cutover, then the rollback under writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rb = pgshift(&url, &["--format", "json", "rollback", "0101_copy_rb"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let errors = writer.stop().await;
+    assert_eq!(rb.code, 0, "{}\n{}", rb.stdout, rb.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    let json: serde_json::Value = serde_json::from_str(&rb.stdout).unwrap();
+    assert_eq!(json["phase"], "rolled_back");
+
+    assert_matches_control(&client).await;
+    assert_eq!(user_schema(&schema_dump(&client).await), user_schema(&before));
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_rollback_before_cutover_leaves_the_tables_as_they_were() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration("0102_copy_ready", MIGRATION);
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy", "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let copies: i64 = client
+        .query_one("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_new\\_%' AND relkind = 'r'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copies, 3, "one copy per table, ready for cutover");
+    let truncate = client
+        .batch_execute("TRUNCATE archived_scripts")
+        .await
+        .expect_err("a TRUNCATE during the copy is refused");
+    assert!(
+        truncate.to_string().contains("0102_copy_ready") || format!("{truncate:?}").contains("0102_copy_ready"),
+        "{truncate:?}"
+    );
+    let rb = pgshift(&url, &["rollback", "0102_copy_ready"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(user_schema(&schema_dump(&client).await), user_schema(&before));
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+    assert_matches_control(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
+    let (cluster, client) = incident_primary(100).await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+             CREATE TRIGGER audit BEFORE UPDATE ON archived_scripts FOR EACH ROW EXECUTE FUNCTION touch();",
+        )
+        .await
+        .unwrap();
+    let (_dir, path) = migration("0103_copy_refused", MIGRATION);
+    let plan = pgshift(&url, &["--format", "json", "plan", &path, "--engine", "copy"]).await;
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    let blockers = json["blockers"].as_array().unwrap();
+    assert!(
+        blockers.iter().any(|b| b["object"] == "trigger audit on archived_scripts"
+            && b["reason"].as_str().unwrap().contains("copy engine")),
+        "{blockers:?}"
+    );
+    assert_ne!(plan.code, 0);
+    // The update engine takes the same migration.
+    let plan = pgshift(&url, &["plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+}
