@@ -4,7 +4,8 @@
 //! (a) the blocking `ALTER TABLE … TYPE bigint` (in one transaction, with
 //!     the view dropped and recreated, as a hand-written runbook would);
 //! (b) `pgshift apply` with default settings, and (c) unthrottled
-//!     (`--batch-target 1s --max-batch 200000`).
+//!     (`--batch-target 1s --max-batch 200000`); (d) and (e) the same with
+//!     the copy-and-swap engine (`--engine copy`).
 //! Orders alternate across repetitions; medians are reported. Every way
 //! starts from a checkpoint with the replica caught up, and the baseline is
 //! measured before each repetition. pgshift's `step` events name the step
@@ -27,7 +28,13 @@ use tokio_postgres::{Client, NoTls};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const WAYS: [&str; 3] = ["blocking", "pgshift-default", "pgshift-unthrottled"];
+const WAYS: [&str; 5] = [
+    "blocking",
+    "pgshift-default",
+    "pgshift-unthrottled",
+    "copy-default",
+    "copy-unthrottled",
+];
 
 struct Args {
     rows: i64,
@@ -368,10 +375,13 @@ async fn run_way(
                 "--events",
             ])
             .arg(&events);
-        if way == "pgshift-default" {
+        if way.starts_with("copy-") {
+            cmd.args(["--engine", "copy"]);
+        }
+        if way.ends_with("-default") {
             cmd.args(&args.default_args);
         }
-        if way == "pgshift-unthrottled" {
+        if way.ends_with("-unthrottled") {
             // Two backfill workers (plus the lifeline), batches sized for throughput.
             cmd.args([
                 "--batch-target",

@@ -155,7 +155,12 @@ fn copy_sql_bounded(t: &TablePlan, c: &CopyTable, with_lower: bool, with_upper: 
     if with_upper {
         conds.push(format!("{} <= {}", keys(t), params(t, next)));
     }
-    let cols = c.columns.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+    let cols = c
+        .columns
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "INSERT INTO {} ({cols}) SELECT {cols} FROM ONLY {}{}",
         c.qualified_new(),

@@ -22,7 +22,7 @@ pub(super) async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs)
     let options = plan::Options {
         rebuild_matviews: args.rebuild_matviews,
         backfill: backfill_shape(&args.tuning),
-            engine: args.tuning.engine,
+        engine: args.tuning.engine,
     };
     let plan = make_plan(&client, &file, options).await?;
     printer

@@ -454,8 +454,7 @@ impl Runner {
                 )));
             }
         }
-        self.run_steps(&ops::prepare_revert(&self.plan))
-            .await?;
+        self.run_steps(&ops::prepare_revert(&self.plan)).await?;
         let swap = ops::swap_back(
             &self.plan,
             &state::phase_marker(self.name(), Phase::RolledBack),
@@ -490,8 +489,7 @@ impl Runner {
 
     /// Drops what a swap-back left (idempotent; also finishes an interrupted rollback).
     pub async fn cleanup_after_revert(&self) -> Result<()> {
-        self.run_steps(&ops::cleanup_after_revert(&self.plan))
-            .await
+        self.run_steps(&ops::cleanup_after_revert(&self.plan)).await
     }
 
     pub fn check_interrupt(&self) -> Result<()> {

@@ -52,4 +52,3 @@ pub fn drop_views(s: &mut Vec<String>, plan: &Plan) {
         s.push(format!("DROP {kind} {}", v.qualified()));
     }
 }
-

@@ -137,7 +137,11 @@ pub fn build(
         super::Engine::Copy => {
             let copy = super::copy::plan(migration, catalog, &tables, &mut blockers);
             let every = super::copy::all_columns(catalog, &tables);
-            (Vec::new(), plan_views(catalog, &every, &mut blockers, options), Some(copy))
+            (
+                Vec::new(),
+                plan_views(catalog, &every, &mut blockers, options),
+                Some(copy),
+            )
         }
     };
     let mut warnings = warnings(&tables, &views);

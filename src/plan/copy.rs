@@ -85,6 +85,8 @@ pub struct CopyTable {
     pub truncate_trigger: String,
     /// The function of `truncate_trigger`.
     pub refuse_truncate: String,
+    /// The copy is created with autovacuum off; the cutover turns it back on.
+    pub pause_autovacuum: bool,
 }
 
 impl CopyTable {
@@ -127,7 +129,10 @@ pub struct CopyForeignKey {
 
 /// Columns of the copied tables, every one of them: views over any column
 /// must be recreated on the copy.
-pub fn all_columns(catalog: &Catalog, tables: &[TablePlan]) -> BTreeMap<u32, BTreeMap<i16, String>> {
+pub fn all_columns(
+    catalog: &Catalog,
+    tables: &[TablePlan],
+) -> BTreeMap<u32, BTreeMap<i16, String>> {
     tables
         .iter()
         .filter_map(|t| catalog.table(t.oid))
@@ -211,7 +216,11 @@ fn plan_table(
     let key = match tp.key.as_slice() {
         [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint") => k.name.clone(),
         _ => {
-            block(object.clone(), "the copy engine needs a primary key of one integer column", use_update);
+            block(
+                object.clone(),
+                "the copy engine needs a primary key of one integer column",
+                use_update,
+            );
             String::new()
         }
     };
@@ -222,7 +231,11 @@ fn plan_table(
             use_update,
         );
     }
-    for trg in t.triggers.iter().filter(|g| !g.internal && !g.name.starts_with(names::PREFIX)) {
+    for trg in t
+        .triggers
+        .iter()
+        .filter(|g| !g.internal && !g.name.starts_with(names::PREFIX))
+    {
         block(
             format!("trigger {} on {}", trg.name, t.display()),
             "the copy engine does not move triggers yet",
@@ -230,10 +243,18 @@ fn plan_table(
         );
     }
     if t.row_security {
-        block(object.clone(), "it has row-level security, whose policies the copy engine does not move yet", use_update);
+        block(
+            object.clone(),
+            "it has row-level security, whose policies the copy engine does not move yet",
+            use_update,
+        );
     }
     if !matches!(t.replica_identity.as_str(), "d" | "") {
-        block(object.clone(), "its replica identity is not the default", use_update);
+        block(
+            object.clone(),
+            "its replica identity is not the default",
+            use_update,
+        );
     }
     for user in &t.rowtype_users {
         block(
@@ -243,9 +264,17 @@ fn plan_table(
         );
     }
     for c in t.constraints.iter().filter(|c| c.kind == "x") {
-        block(format!("constraint {} on {}", c.name, t.display()), "the copy engine does not rebuild exclusion constraints yet", use_update);
+        block(
+            format!("constraint {} on {}", c.name, t.display()),
+            "the copy engine does not rebuild exclusion constraints yet",
+            use_update,
+        );
     }
-    for c in t.constraints.iter().filter(|c| c.kind == "c" && !c.validated) {
+    for c in t
+        .constraints
+        .iter()
+        .filter(|c| c.kind == "c" && !c.validated)
+    {
         block(
             format!("constraint {} on {}", c.name, t.display()),
             "it is NOT VALID, and the copy would enforce it on every row",
@@ -292,15 +321,22 @@ fn plan_table(
     // The primary key first: the replays look rows up by it.
     indexes.sort_by_key(|i| i.constraint.as_deref() != Some("p"));
 
+    // Autovacuum would vacuum the copy again and again while it grows (the
+    // insert threshold), competing with the copy: off until cutover,
+    // unless the table sets it itself.
+    let pause_autovacuum = !t
+        .reloptions
+        .iter()
+        .any(|o| o.starts_with("autovacuum_enabled="));
+    let mut options = t.reloptions.clone();
+    if pause_autovacuum {
+        options.push("autovacuum_enabled = false".into());
+    }
     let mut create = vec![format!(
         "CREATE TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
-         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION INCLUDING STATISTICS){}",
+         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION INCLUDING STATISTICS) WITH ({})",
         t.qualified(),
-        if t.reloptions.is_empty() {
-            String::new()
-        } else {
-            format!(" WITH ({})", t.reloptions.join(", "))
-        }
+        options.join(", ")
     )];
     if !widened.is_empty() {
         let alters: Vec<String> = widened
@@ -310,7 +346,10 @@ fn plan_table(
         create.push(format!("ALTER TABLE {new_table} {}", alters.join(", ")));
     }
     if !t.owner.is_empty() {
-        create.push(format!("ALTER TABLE {new_table} OWNER TO {}", quote(&t.owner)));
+        create.push(format!(
+            "ALTER TABLE {new_table} OWNER TO {}",
+            quote(&t.owner)
+        ));
     }
     for g in &t.grants {
         let (privilege, grantee) = g.split_once(' ').unwrap_or((g.as_str(), "PUBLIC"));
@@ -333,7 +372,10 @@ fn plan_table(
         }
     }
     if let Some(comment) = &t.comment {
-        create.push(format!("COMMENT ON TABLE {new_table} IS {}", literal(comment)));
+        create.push(format!(
+            "COMMENT ON TABLE {new_table} IS {}",
+            literal(comment)
+        ));
     }
     let owned_sequences = t
         .columns
@@ -390,6 +432,7 @@ fn plan_table(
         trigger: names::shadow("capture", &base),
         truncate_trigger: names::shadow("no_truncate", &base),
         refuse_truncate: pg("no_truncate"),
+        pause_autovacuum,
     })
 }
 
@@ -397,12 +440,13 @@ fn plan_table(
 /// original's `pg_get_indexdef`, keeping everything from `USING` on.
 fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
     let tokens = sqltext::tokenize(definition).ok()?;
-    let is_word = |t: &sqltext::Spanned, k: Keyword| {
-        matches!(&t.token, Token::Word(w) if w.keyword == k && w.quote_style.is_none())
-    };
+    let is_word = |t: &sqltext::Spanned, k: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
     let on = tokens.iter().position(|t| is_word(t, Keyword::ON))?;
     let unique = tokens[..on].iter().any(|t| is_word(t, Keyword::UNIQUE));
-    let using = on + tokens[on..].iter().position(|t| is_word(t, Keyword::USING))?;
+    let using = on
+        + tokens[on..]
+            .iter()
+            .position(|t| is_word(t, Keyword::USING))?;
     Some(format!(
         "CREATE {}INDEX IF NOT EXISTS {} ON {table} {}",
         if unique { "UNIQUE " } else { "" },
@@ -434,6 +478,9 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(sql, "CREATE INDEX IF NOT EXISTS \"n\" ON t USING hash (name)");
+        assert_eq!(
+            sql,
+            "CREATE INDEX IF NOT EXISTS \"n\" ON t USING hash (name)"
+        );
     }
 }

@@ -360,3 +360,114 @@ fn slots_without_a_consumer_or_near_invalidation_are_warned_about() {
     }
     assert_eq!(p.replication_slots.len(), 4);
 }
+
+fn copy_plan(catalog: &Catalog, cols: &[(u32, &str)]) -> Plan {
+    let requests: Vec<Request> = cols
+        .iter()
+        .map(|(t, c)| Request {
+            table: *t,
+            column: c.to_string(),
+        })
+        .collect();
+    let options = Options {
+        engine: crate::plan::Engine::Copy,
+        ..Options::default()
+    };
+    build("m", "abc", &requests, catalog, options).unwrap()
+}
+
+#[test]
+fn the_copy_engine_moves_every_foreign_key_and_view_of_its_tables() {
+    let mut catalog = incident();
+    // A view over a column that is not widened still reads the old table.
+    catalog.views.push(View {
+        oid: 21,
+        name: "script_names".into(),
+        definition: " SELECT scripts.name FROM scripts;".into(),
+        table_columns: vec![(1, 2)],
+        ..catalog.views[0].clone()
+    });
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    assert_eq!(p.engine, crate::plan::Engine::Copy);
+    assert!(
+        p.foreign_keys.is_empty(),
+        "the update engine's rebuilds are not used"
+    );
+    let copy = p.copy.as_ref().unwrap();
+    let names: Vec<(&str, &str, &str)> = copy
+        .tables
+        .iter()
+        .map(|t| (t.name.as_str(), t.new_name.as_str(), t.old_name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("scripts", "pgshift_new_scripts", "pgshift_old_scripts"),
+            (
+                "script_runs",
+                "pgshift_new_script_runs",
+                "pgshift_old_script_runs"
+            ),
+        ]
+    );
+    // Declared by one copied table, pointing at another: listed once.
+    assert_eq!(copy.foreign_keys.len(), 1);
+    assert_eq!(copy.foreign_keys[0].table, "\"public\".\"script_runs\"");
+    assert_eq!(
+        copy.foreign_keys[0].definition,
+        "FOREIGN KEY (script_id) REFERENCES scripts(id) ON DELETE CASCADE"
+    );
+    let views: Vec<&str> = p.views.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(views, vec!["all_scripts", "script_names"]);
+    // The copy gets bigint columns, and its primary key is built first.
+    let scripts = &copy.tables[0];
+    assert!(
+        scripts.create[1].ends_with("ALTER COLUMN \"id\" TYPE bigint"),
+        "{:?}",
+        scripts.create
+    );
+    // Autovacuum waits for the cutover: it would vacuum the growing copy again and again.
+    assert!(
+        scripts.create[0].ends_with("WITH (autovacuum_enabled = false)"),
+        "{:?}",
+        scripts.create
+    );
+    assert!(scripts.pause_autovacuum);
+    assert_eq!(scripts.indexes[0].constraint.as_deref(), Some("p"));
+    assert_eq!(
+        scripts.indexes[0].create_sql,
+        "CREATE UNIQUE INDEX IF NOT EXISTS \"pgshift_new_scripts_pkey\" ON \"public\".\"pgshift_new_scripts\" USING btree (id)"
+    );
+}
+
+#[test]
+fn the_copy_engine_refuses_what_it_does_not_move_yet() {
+    let mut catalog = incident();
+    catalog.tables[0].triggers.push(Trigger {
+        name: "touch".into(),
+        internal: false,
+        columns: vec![],
+        function: "public.touch".into(),
+        function_source: "BEGIN RETURN NEW; END".into(),
+    });
+    catalog.tables[1].row_security = true;
+    catalog.tables[1].rowtype_users = vec!["function public.f(script_runs) n".into()];
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
+    assert_eq!(
+        objects,
+        vec![
+            "trigger touch on scripts",
+            "table script_runs",
+            "function public.f(script_runs) n (uses the row type of script_runs)"
+        ]
+    );
+    assert!(p
+        .blockers
+        .iter()
+        .all(|b| b.remedy.contains("--engine update")));
+    // The update engine takes the same tables.
+    let p = plan(&catalog, &[(1, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+}

@@ -19,10 +19,7 @@ impl PlanReport {
         let mut steps = ops::expand(&plan);
         steps.extend(ops::backfill(&plan));
         steps.extend(ops::validate(&plan));
-        steps.push(ops::cutover(
-            &plan,
-            &state::cutover_marker(&plan.migration),
-        ));
+        steps.push(ops::cutover(&plan, &state::cutover_marker(&plan.migration)));
         steps.extend(ops::after_cutover(&plan));
         steps.extend(ops::finalize(&plan));
         PlanReport { plan, steps }

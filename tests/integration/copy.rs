@@ -14,10 +14,22 @@ fn as_before(dump: &str) -> String {
         .filter(|l| !l.starts_with("function pgshift."))
         .map(|l| {
             l.replace("column scripts.id bigint", "column scripts.id integer")
-                .replace("column script_runs.script_id bigint", "column script_runs.script_id integer")
-                .replace("column archived_scripts.id bigint", "column archived_scripts.id integer")
-                .replace("column all_scripts.id bigint", "column all_scripts.id integer")
-                .replace("scripts_id_seq bigint max 9223372036854775807", "scripts_id_seq integer max 2147483647")
+                .replace(
+                    "column script_runs.script_id bigint",
+                    "column script_runs.script_id integer",
+                )
+                .replace(
+                    "column archived_scripts.id bigint",
+                    "column archived_scripts.id integer",
+                )
+                .replace(
+                    "column all_scripts.id bigint",
+                    "column all_scripts.id integer",
+                )
+                .replace(
+                    "scripts_id_seq bigint max 9223372036854775807",
+                    "scripts_id_seq integer max 2147483647",
+                )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -49,7 +61,14 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
     let writer = Writer::start(&url).await;
     let run = pgshift(
         &url,
-        &["apply", &path, "--engine", "copy", "--events", events.to_str().unwrap()],
+        &[
+            "apply",
+            &path,
+            "--engine",
+            "copy",
+            "--events",
+            events.to_str().unwrap(),
+        ],
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -57,7 +76,10 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
     let errors = writer.stop().await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(errors.is_empty(), "the application saw errors: {errors:?}");
-    assert!(ops > 50, "the writer wrote during the migration ({ops} writes)");
+    assert!(
+        ops > 50,
+        "the writer wrote during the migration ({ops} writes)"
+    );
     let kinds = event_kinds(&events);
     assert!(kinds.contains(&"replayed".to_string()), "{kinds:?}");
 
@@ -71,7 +93,10 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
         .get(0);
     assert_eq!(retired, 3);
     let unvalidated: i64 = client
-        .query_one("SELECT count(*) FROM pg_constraint WHERE NOT convalidated", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -101,7 +126,12 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
     };
     assert_eq!(
         carried,
-        (Some("the scripts".into()), vec!["fillfactor=90".into()], "true".into(), "true".into())
+        (
+            Some("the scripts".into()),
+            vec!["fillfactor=90".into()],
+            "true".into(),
+            "true".into()
+        )
     );
     // Keys above 2^31 work through the table, the foreign key and the view.
     client
@@ -109,7 +139,10 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
         .await
         .unwrap();
     let id: i64 = client
-        .query_one("INSERT INTO scripts (account_id) VALUES (1) RETURNING id", &[])
+        .query_one(
+            "INSERT INTO scripts (account_id) VALUES (1) RETURNING id",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -121,7 +154,10 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
         .execute("INSERT INTO script_runs (script_id) VALUES (-5)", &[])
         .await
         .expect_err("the foreign key holds on the copy");
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+    );
     let via_view: i64 = client
         .query_one("SELECT count(*) FROM all_scripts WHERE id = $1", &[&id])
         .await
@@ -167,7 +203,10 @@ async fn copy_engine_rollback_after_cutover_replays_every_write_onto_the_origina
     assert_eq!(json["phase"], "rolled_back");
 
     assert_matches_control(&client).await;
-    assert_eq!(user_schema(&schema_dump(&client).await), user_schema(&before));
+    assert_eq!(
+        user_schema(&schema_dump(&client).await),
+        user_schema(&before)
+    );
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
 }
 
@@ -190,12 +229,16 @@ async fn copy_engine_rollback_before_cutover_leaves_the_tables_as_they_were() {
         .await
         .expect_err("a TRUNCATE during the copy is refused");
     assert!(
-        truncate.to_string().contains("0102_copy_ready") || format!("{truncate:?}").contains("0102_copy_ready"),
+        truncate.to_string().contains("0102_copy_ready")
+            || format!("{truncate:?}").contains("0102_copy_ready"),
         "{truncate:?}"
     );
     let rb = pgshift(&url, &["rollback", "0102_copy_ready"]).await;
     assert_eq!(rb.code, 0, "{}", rb.stderr);
-    assert_eq!(user_schema(&schema_dump(&client).await), user_schema(&before));
+    assert_eq!(
+        user_schema(&schema_dump(&client).await),
+        user_schema(&before)
+    );
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
     assert_matches_control(&client).await;
 }
@@ -212,16 +255,88 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
         .await
         .unwrap();
     let (_dir, path) = migration("0103_copy_refused", MIGRATION);
-    let plan = pgshift(&url, &["--format", "json", "plan", &path, "--engine", "copy"]).await;
+    let plan = pgshift(
+        &url,
+        &["--format", "json", "plan", &path, "--engine", "copy"],
+    )
+    .await;
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
     let blockers = json["blockers"].as_array().unwrap();
     assert!(
-        blockers.iter().any(|b| b["object"] == "trigger audit on archived_scripts"
-            && b["reason"].as_str().unwrap().contains("copy engine")),
+        blockers
+            .iter()
+            .any(|b| b["object"] == "trigger audit on archived_scripts"
+                && b["reason"].as_str().unwrap().contains("copy engine")),
         "{blockers:?}"
     );
     assert_ne!(plan.code, 0);
     // The update engine takes the same migration.
     let plan = pgshift(&url, &["plan", &path]).await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_kill_nine_during_the_copy_then_resume_copies_each_row_once() {
+    let (cluster, client) = incident_primary(30_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0104_copy_kill", MIGRATION);
+    let writer = Writer::start(&url).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--engine",
+            "copy",
+            "--batch-size",
+            "100",
+            "--max-connections",
+            "3",
+        ])
+        .spawn()
+        .unwrap();
+    let reached = wait_until(
+        &client,
+        "SELECT count(*) = 2 FROM pgshift.backfill WHERE rows_done >= 500 AND NOT done",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(reached, "the parallel copy never got going");
+    child.kill().await.unwrap(); // SIGKILL: no cleanup at all
+    let phase: String = client
+        .query_one("SELECT phase FROM pgshift.migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phase, "backfilling");
+
+    let resumed = pgshift(
+        &url,
+        &[
+            "resume",
+            &path,
+            "--batch-size",
+            "2000",
+            "--max-connections",
+            "3",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    // A row copied twice would fail the primary key's build.
+    assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_matches_control(&client).await;
+    let t: String = client
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'script_runs'::regclass AND attname = 'script_id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, "bigint");
 }

@@ -2,8 +2,8 @@
 
 mod audit;
 mod check;
-mod copy;
 mod cli;
+mod copy;
 mod guards;
 mod harness;
 mod rollback;

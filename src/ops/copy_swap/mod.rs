@@ -49,7 +49,11 @@ fn constraint_exists(table: &str, name: &str) -> String {
 }
 
 fn columns(t: &CopyTable) -> String {
-    t.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+    t.columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The function a capture trigger runs: the key of every row written goes
@@ -164,7 +168,10 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         s.push(refuse_truncate_function(plan, t));
         steps.push(step(
             "expanding",
-            format!("create the change logs and the capture and replay functions of {}", t.display()),
+            format!(
+                "create the change logs and the capture and replay functions of {}",
+                t.display()
+            ),
             s.join(";\n"),
             NONE,
             Action::Transaction { statements: s },
@@ -218,7 +225,10 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
         for ix in &t.indexes {
             steps.push(lane(step(
                 "validating",
-                format!("build index {} on {} (for {})", ix.new_name, t.new_name, ix.name),
+                format!(
+                    "build index {} on {} (for {})",
+                    ix.new_name, t.new_name, ix.name
+                ),
                 ix.create_sql.clone(),
                 NONE,
                 Action::Ddl { skip_if: None },
@@ -229,7 +239,11 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                     format!(
                         "make index {} the {} of {} (catalog change)",
                         ix.new_name,
-                        if kind == "p" { "primary key" } else { "unique constraint" },
+                        if kind == "p" {
+                            "primary key"
+                        } else {
+                            "unique constraint"
+                        },
                         t.new_name
                     ),
                     format!(

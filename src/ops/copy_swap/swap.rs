@@ -55,7 +55,14 @@ pub fn locked_tables(plan: &Plan) -> Vec<String> {
     out
 }
 
-fn rename_index(s: &mut Vec<String>, schema: &str, table: &str, ix: &CopyIndex, from: &str, to: &str) {
+fn rename_index(
+    s: &mut Vec<String>,
+    schema: &str,
+    table: &str,
+    ix: &CopyIndex,
+    from: &str,
+    to: &str,
+) {
     // A key constraint and its index share the name; renaming the
     // constraint renames both.
     if ix.constraint.is_some() {
@@ -119,12 +126,25 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             Way::Back => (t.qualified_old(), |ix| ix.old_name.clone()),
         };
         for ix in &t.indexes {
-            rename_index(&mut s, &t.schema, &incoming_table, ix, &incoming(ix), &ix.name);
+            rename_index(
+                &mut s,
+                &t.schema,
+                &incoming_table,
+                ix,
+                &incoming(ix),
+                &ix.name,
+            );
         }
         s.push(format!(
             "ALTER TABLE {incoming_table} RENAME TO {}",
             quote(&t.name)
         ));
+        if way == Way::Forward && t.pause_autovacuum {
+            s.push(format!(
+                "ALTER TABLE {} RESET (autovacuum_enabled)",
+                t.qualified()
+            ));
+        }
     }
     // Sequences follow the table that now has the name; a widened serial
     // changes type with its column.
@@ -136,10 +156,22 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
                         Way::Forward => ("bigint".to_string(), seq.max),
                         Way::Back => (
                             seq.data_type.clone(),
-                            if seq.max == i64::MAX { c.range().1 } else { seq.max },
+                            if seq.max == i64::MAX {
+                                c.range().1
+                            } else {
+                                seq.max
+                            },
                         ),
                     };
-                    attach_sequence(&mut s, &t.qualified(), &c.name, seq, &sequence_type, max, "");
+                    attach_sequence(
+                        &mut s,
+                        &t.qualified(),
+                        &c.name,
+                        seq,
+                        &sequence_type,
+                        max,
+                        "",
+                    );
                 }
             }
         }

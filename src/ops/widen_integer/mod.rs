@@ -10,8 +10,8 @@ pub mod revert;
 mod sync;
 
 use super::*;
-use crate::ops::views::{drop_views, push_views};
 use crate::names::{literal, qualified, quote};
+use crate::ops::views::{drop_views, push_views};
 use crate::plan::{ColumnPlan, Plan, SequencePlan, TablePlan};
 
 fn constraint_exists(table: &TablePlan, name: &str) -> String {
@@ -29,7 +29,6 @@ fn fk_exists(table: &str, name: &str) -> String {
         literal(name)
     )
 }
-
 
 /// expand: shadow columns and the triggers that keep them in sync.
 pub fn expand(plan: &Plan) -> Vec<Step> {

@@ -7,8 +7,8 @@
 //! NOT VALID and validated), and one short transaction swaps back.
 
 use super::*;
-use crate::ops::views::push_views;
 use crate::names::shadow;
+use crate::ops::views::push_views;
 
 /// Rewrites SQL that names shadow columns so it names the retired ones.
 fn on_retired(plan: &Plan, sql: &str) -> String {
