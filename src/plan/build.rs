@@ -160,7 +160,7 @@ pub fn build(
         .filter(|t| t.fillfactor >= 100 && t.estimated_rows >= 1_000_000)
         .map(|t| t.display())
         .collect();
-    if !full.is_empty() {
+    if !full.is_empty() && options.engine == super::Engine::Update {
         warnings.push(format!(
             "{} {} fillfactor 100: the backfill's updates cannot be HOT, so each one adds an entry to every index and leaves a \
              dead row (the benchmark measured 0% HOT in one pass, 45% in two). For tables you expect to widen, set fillfactor = 90 ahead of time \
@@ -170,11 +170,19 @@ pub fn build(
         ));
     }
 
+    if options.engine == super::Engine::Copy {
+        let bytes: i64 = tables.iter().map(|t| t.total_bytes.max(0)).sum();
+        warnings.push(format!(
+            "the copies need about {} of free disk (the tables' size, indexes included) from the copy until finalize drops \
+             the originals, on top of the WAL below",
+            crate::report::bytes(bytes)
+        ));
+    }
     let sized: Vec<_> = tables
         .iter()
         .filter_map(|p| catalog.table(p.oid).map(|t| (t, p)))
         .collect();
-    let wal = super::wal::estimate(&sized, &catalog.wal);
+    let wal = super::wal::estimate(&sized, &catalog.wal, options.engine);
     warnings.extend(checkpoint_warning(&wal, &catalog.wal));
     warnings.extend(slot_warnings(&catalog.slots, &wal));
     Ok(Plan {

@@ -22,9 +22,23 @@ pub use copy::Engine;
 /// machine (10M rows); see the README.
 pub const ESTIMATED_ROWS_PER_SEC: f64 = 150_000.0;
 
+/// The copy engine's speed assumed for estimates (rows/s): its slowest
+/// median with default settings under load in the benchmark (see the README).
+pub const ESTIMATED_COPY_ROWS_PER_SEC: f64 = 500_000.0;
+
+impl Engine {
+    /// The backfill speed estimates assume.
+    pub fn estimated_rows_per_sec(self) -> f64 {
+        match self {
+            Engine::Update => ESTIMATED_ROWS_PER_SEC,
+            Engine::Copy => ESTIMATED_COPY_ROWS_PER_SEC,
+        }
+    }
+}
+
 /// Seconds the backfill of `rows` rows is estimated to take.
-pub fn estimated_backfill_secs(rows: i64) -> f64 {
-    rows.max(0) as f64 / ESTIMATED_ROWS_PER_SEC
+pub fn estimated_backfill_secs(rows: i64, engine: Engine) -> f64 {
+    rows.max(0) as f64 / engine.estimated_rows_per_sec()
 }
 
 /// Rows per worker's key range from which the backfill goes in two passes

@@ -471,3 +471,33 @@ fn the_copy_engine_refuses_what_it_does_not_move_yet() {
     let p = plan(&catalog, &[(1, "id")]);
     assert!(p.blockers.is_empty(), "{:?}", p.blockers);
 }
+
+#[test]
+fn the_copy_engine_estimates_the_rewrites_wal_and_asks_for_the_disk() {
+    let mut catalog = incident();
+    for t in &mut catalog.tables {
+        t.estimated_rows = 1_000_000;
+        t.heap_bytes = 60 << 20;
+        t.total_bytes = 90 << 20;
+    }
+    let update = plan(&catalog, &[(1, "id")]);
+    let copy = copy_plan(&catalog, &[(1, "id")]);
+    let size: i64 = copy.tables.iter().map(|t| t.total_bytes).sum();
+    // The copy writes each table about once (heap inserts, index pages
+    // logged whole by the builds); the update engine several times over.
+    assert_eq!(copy.wal.bytes, size);
+    assert!(
+        update.wal.bytes > 2 * copy.wal.bytes,
+        "{} vs {}",
+        update.wal.bytes,
+        copy.wal.bytes
+    );
+    assert!(
+        copy.warnings
+            .iter()
+            .any(|w| w.contains("free disk") && w.contains("188.7 MB")),
+        "{:?}",
+        copy.warnings
+    );
+    assert!(!update.warnings.iter().any(|w| w.contains("free disk")));
+}

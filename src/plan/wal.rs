@@ -56,11 +56,26 @@ pub struct WalEstimate {
 const ADVICE_HEADROOM: f64 = 1.25;
 
 /// The estimate for `tables` (catalog entry and plan of each).
-pub fn estimate(tables: &[(&Table, &TablePlan)], settings: &WalSettings) -> WalEstimate {
+pub fn estimate(
+    tables: &[(&Table, &TablePlan)],
+    settings: &WalSettings,
+    engine: super::Engine,
+) -> WalEstimate {
     let mut bytes = 0;
     let mut full_page_bytes = 0;
     let mut second_pass_pages = 0;
     for (table, plan) in tables {
+        if engine == super::Engine::Copy {
+            // The copy writes each heap page once (inserts into new pages)
+            // and its index builds log every index page whole: about the
+            // tables' size, what the blocking rewrite writes.
+            let total = table.total_bytes.max(0);
+            bytes += total;
+            if settings.full_page_writes {
+                full_page_bytes += total - table.heap_bytes.clamp(0, total);
+            }
+            continue;
+        }
         let rows = table.estimated_rows.max(0);
         let heap = table.heap_bytes.max(0);
         if settings.full_page_writes {
@@ -73,7 +88,9 @@ pub fn estimate(tables: &[(&Table, &TablePlan)], settings: &WalSettings) -> WalE
         let rebuilt: i64 = plan.indexes.iter().map(|i| i.bytes.max(0)).sum();
         bytes += heap + rows * ROW_BYTES + entries * INDEX_ENTRY_BYTES + rebuilt;
     }
-    bytes += full_page_bytes;
+    if engine == super::Engine::Update {
+        bytes += full_page_bytes;
+    }
     // Postgres starts a checkpoint once the WAL since the last one reaches
     // max_wal_size / (1 + checkpoint_completion_target).
     let distance =
@@ -94,7 +111,7 @@ pub fn estimate(tables: &[(&Table, &TablePlan)], settings: &WalSettings) -> WalE
         0
     };
     let rows: i64 = tables.iter().map(|(t, _)| t.estimated_rows.max(0)).sum();
-    let seconds = super::estimated_backfill_secs(rows);
+    let seconds = super::estimated_backfill_secs(rows, engine);
     let timed_checkpoints = if settings.checkpoint_timeout_secs > 0 {
         (seconds / settings.checkpoint_timeout_secs as f64).floor() as i64
     } else {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::ops::{self, Step};
 use crate::output::Report;
-use crate::plan::{Plan, ESTIMATED_ROWS_PER_SEC};
+use crate::plan::{Engine, Plan};
 use crate::state;
 
 pub struct PlanReport {
@@ -26,7 +26,7 @@ impl PlanReport {
     }
 
     fn estimate_secs(&self) -> f64 {
-        crate::plan::estimated_backfill_secs(self.plan.estimated_rows())
+        crate::plan::estimated_backfill_secs(self.plan.estimated_rows(), self.plan.engine)
     }
 
     /// What the WAL volume means for replicas, the archive and checkpoints.
@@ -92,6 +92,16 @@ impl Report for PlanReport {
     fn text(&self, w: &mut dyn Write) -> io::Result<()> {
         let p = &self.plan;
         writeln!(w, "Migration {} (online: int → bigint)", p.migration)?;
+        writeln!(
+            w,
+            "Engine: {}",
+            match p.engine {
+                Engine::Update =>
+                    "update (bigint shadow columns filled in place by batched UPDATEs)",
+                Engine::Copy =>
+                    "copy (a copy of each table with bigint columns, swapped in at cutover)",
+            }
+        )?;
         writeln!(w)?;
         writeln!(w, "Tables:")?;
         for t in &p.tables {
@@ -112,7 +122,7 @@ impl Report for PlanReport {
             "Backfill: ~{} rows, about {:.0} s at {:.0} rows/s",
             p.estimated_rows(),
             self.estimate_secs().ceil(),
-            ESTIMATED_ROWS_PER_SEC
+            p.engine.estimated_rows_per_sec()
         )?;
         writeln!(w, "WAL: {}", self.wal_line())?;
         writeln!(w)?;
