@@ -501,3 +501,23 @@ fn the_copy_engine_estimates_the_rewrites_wal_and_asks_for_the_disk() {
     );
     assert!(!update.warnings.iter().any(|w| w.contains("free disk")));
 }
+
+#[test]
+fn the_copy_engine_refuses_unique_indexes_other_than_the_key() {
+    let mut catalog = incident();
+    catalog.tables[0].indexes.push(Index {
+        oid: 12,
+        name: "scripts_name_key".into(),
+        definition: "CREATE UNIQUE INDEX scripts_name_key ON public.scripts USING btree (name)"
+            .into(),
+        is_primary: false,
+        is_unique: true,
+        is_valid: true,
+        constraint: None,
+        columns: vec![2],
+        bytes: 100,
+    });
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
+    assert_eq!(objects, vec!["index scripts_name_key on scripts"]);
+}

@@ -22,13 +22,23 @@ pub struct ShadowMap {
     tables: HashMap<String, HashMap<String, String>>,
     /// view name (unqualified) -> definition.
     views: HashMap<String, String>,
+    /// The copy engine: table name (unqualified) -> its copy, read in its
+    /// place under the table's name.
+    copies: HashMap<String, String>,
 }
 
 impl ShadowMap {
     pub fn from_plan(plan: &Plan) -> ShadowMap {
+        let copies: HashMap<String, String> = plan
+            .copy
+            .iter()
+            .flat_map(|c| &c.tables)
+            .map(|t| (t.name.clone(), t.new_name.clone()))
+            .collect();
         let tables = plan
             .tables
             .iter()
+            .filter(|t| !copies.contains_key(&t.name))
             .map(|t| {
                 (
                     t.name.clone(),
@@ -44,7 +54,11 @@ impl ShadowMap {
             .iter()
             .map(|v| (v.name.clone(), v.definition.clone()))
             .collect();
-        ShadowMap { tables, views }
+        ShadowMap {
+            tables,
+            views,
+            copies,
+        }
     }
 }
 
@@ -185,6 +199,18 @@ fn bind<'a>(
                     alias: Some(alias),
                     sample: None,
                 };
+            } else if let Some(copy) = map.copies.get(&table) {
+                if alias.is_none() {
+                    *alias = Some(TableAlias {
+                        explicit: true,
+                        name: Ident::new(table.clone()),
+                        columns: vec![],
+                        at: None,
+                    });
+                }
+                if let Some(ObjectNamePart::Identifier(last)) = name.0.last_mut() {
+                    *last = Ident::with_quote('"', copy.as_str());
+                }
             } else if let Some(cols) = map.tables.get(&table) {
                 let used = alias
                     .as_ref()
@@ -255,7 +281,35 @@ mod tests {
                 "all_scripts".to_string(),
                 "SELECT scripts.id, scripts.name FROM scripts UNION ALL SELECT archived_scripts.id, archived_scripts.name FROM archived_scripts".to_string(),
             )]),
+            copies: HashMap::new(),
         }
+    }
+
+    #[test]
+    fn the_copy_engine_reads_the_copies_under_the_tables_names() {
+        let copy = ShadowMap {
+            tables: HashMap::new(),
+            views: map().views,
+            copies: HashMap::from([
+                ("scripts".to_string(), "pgshift_new_scripts".to_string()),
+                (
+                    "archived_scripts".to_string(),
+                    "pgshift_new_archived_scripts".to_string(),
+                ),
+            ]),
+        };
+        let got = rewrite("SELECT s.name FROM public.scripts s WHERE s.id = $1", &copy).unwrap();
+        assert_eq!(
+            got,
+            "SELECT s.name FROM public.\"pgshift_new_scripts\" s WHERE s.id = $1"
+        );
+        let got = rewrite("SELECT name FROM all_scripts WHERE id = $1", &copy).unwrap();
+        assert_eq!(
+            got,
+            "SELECT name FROM (SELECT scripts.id, scripts.name FROM \"pgshift_new_scripts\" AS scripts UNION ALL \
+             SELECT archived_scripts.id, archived_scripts.name FROM \"pgshift_new_archived_scripts\" AS archived_scripts) AS all_scripts \
+             WHERE id = $1"
+        );
     }
 
     #[test]

@@ -340,3 +340,75 @@ async fn copy_engine_kill_nine_during_the_copy_then_resume_copies_each_row_once(
         .get(0);
     assert_eq!(t, "bigint");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_plan_gate_reads_the_copies_on_a_hot_standby() {
+    let (cluster, client) = incident_primary(100_000).await;
+    let replica = cluster.start_replica().unwrap();
+    let url = cluster.url("app");
+    let standby_url = replica.url("app");
+    let (dir, path) = migration(
+        "0105_copy_gate",
+        "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n",
+    );
+    let queries = dir.path().join("workload.sql");
+    std::fs::write(
+        &queries,
+        "SELECT name FROM all_scripts WHERE id = $1;\nSELECT name, body FROM scripts WHERE id = $1;\n",
+    )
+    .unwrap();
+    let q = queries.to_str().unwrap();
+    let run = pgshift(
+        &url,
+        &[
+            "--replica-url",
+            &standby_url,
+            "--format",
+            "json",
+            "apply",
+            &path,
+            "--engine",
+            "copy",
+            "--queries",
+            q,
+        ],
+    )
+    .await;
+    // The incident: the union view over a bigint copy and an int4 sibling
+    // loses its index scans, and the gate stops at ready.
+    assert_eq!(run.code, 1, "the gate stops the cutover: {}", run.stderr);
+    assert!(
+        run.stderr.contains("stopped at ready: 1 of 2 queries"),
+        "{}",
+        run.stderr
+    );
+    let phase: String = client
+        .query_one("SELECT phase FROM pgshift.migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phase, "ready");
+    let run = pgshift(
+        &url,
+        &[
+            "--replica-url",
+            &standby_url,
+            "--format",
+            "json",
+            "check",
+            "0105_copy_gate",
+            "--queries",
+            q,
+        ],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stderr);
+    let after = serde_json::to_string(&json["queries"][1]["after"]["plan"]).unwrap();
+    assert!(
+        after.contains("pgshift_new_scripts_pkey"),
+        "the lookup is explained on the copy, through its own index: {after}"
+    );
+    let rb = pgshift(&url, &["rollback", "0105_copy_gate"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}

@@ -36,10 +36,6 @@ fn tables(plan: &Plan) -> &[CopyTable] {
     plan.copy.as_ref().map_or(&[], |c| c.tables.as_slice())
 }
 
-fn exists(regclass: &str) -> String {
-    format!("SELECT to_regclass({}) IS NOT NULL", literal(regclass))
-}
-
 fn constraint_exists(table: &str, name: &str) -> String {
     format!(
         "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({}) AND conname = {})",
@@ -393,9 +389,4 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
         ));
     }
     steps
-}
-
-/// Whether each copy exists (for `status` and tests).
-pub fn copy_exists(t: &CopyTable) -> String {
-    exists(&t.qualified_new())
 }
