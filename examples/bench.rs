@@ -326,6 +326,11 @@ struct Way {
     peak_rss_mb: Option<f64>,
     /// Worst application latency within a second of the cutover.
     cutover_stall_ms: Option<f64>,
+    /// Worst latency of the transactions that overlapped the cutover's
+    /// lock, and of those that started in the second after it: the window
+    /// above also holds whatever ran just before (an index build's end).
+    cutover_overlap_ms: Option<f64>,
+    after_cutover_ms: Option<f64>,
     /// The pgshift phase during which the worst latency happened.
     worst_during: Option<String>,
     /// The ten slowest application transactions: what they did, and during which step.
@@ -495,6 +500,20 @@ async fn run_way(
             .map(|(_, ms)| *ms)
             .fold(0.0, f64::max)
     });
+    let lock = Duration::from_millis(from_log.cutover_lock_ms.unwrap_or(0.0) as u64);
+    let worst = |keep: &dyn Fn(std::time::SystemTime, f64) -> bool| {
+        latencies
+            .at
+            .iter()
+            .zip(&latencies.ms)
+            .filter(|(t, ms)| keep(**t, **ms))
+            .map(|(_, ms)| *ms)
+            .fold(0.0, f64::max)
+    };
+    let cutover_overlap_ms = cutover_at
+        .map(|c| worst(&|t, ms| t < c && t + Duration::from_secs_f64(ms / 1e3) > c - lock));
+    let after_cutover_ms =
+        cutover_at.map(|c| worst(&|t, _| t >= c && t < c + Duration::from_secs(1)));
     let during = |t: std::time::SystemTime| -> Option<String> {
         let phase = phases
             .iter()
@@ -537,6 +556,8 @@ async fn run_way(
         cutover_statements_ms: from_log.cutover_statements_ms,
         peak_rss_mb,
         cutover_stall_ms,
+        cutover_overlap_ms,
+        after_cutover_ms,
         worst_during,
         slowest,
         hot_update_pct,
@@ -809,8 +830,10 @@ async fn main() -> Result<(), Error> {
         }
         if let (Some(all), Some(before)) = (r.cutover_lock_ms, r.cutover_statements_ms) {
             println!(
-                "- {}: cutover transaction {all:.0} ms, of which {before:.0} ms before COMMIT",
-                r.way
+                "- {}: cutover transaction {all:.0} ms, of which {before:.0} ms before COMMIT; the transactions overlapping it waited at most {:.1} ms, those of the second after it at most {:.1} ms",
+                r.way,
+                r.cutover_overlap_ms.unwrap_or(0.0),
+                r.after_cutover_ms.unwrap_or(0.0)
             );
         }
         if let Some(w) = &r.worst_during {

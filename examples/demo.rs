@@ -20,6 +20,11 @@ async fn main() -> Result<(), Error> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(200_000);
+    // `--engine copy` shows the copy-and-swap engine instead.
+    let engine: String = std::env::args()
+        .skip_while(|a| a != "--engine")
+        .nth(1)
+        .unwrap_or_else(|| "update".into());
     let bin = std::env::var("PGSHIFT_BIN").unwrap_or_else(|_| "target/debug/pgshift".into());
     let migration = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -40,7 +45,7 @@ async fn main() -> Result<(), Error> {
     println!("scripts.id is integer; script_runs.script_id references it; all_scripts unions it with archived_scripts");
 
     section("3. The plan (pgshift plan)");
-    run(&bin, &url, &["plan", migration]).await?;
+    run(&bin, &url, &["plan", migration, "--engine", &engine]).await?;
 
     section("3b. Would the plans of the real queries regress? (pgshift check, rehearsed in a rolled-back transaction)");
     let dir = tempfile::tempdir()?;
@@ -87,7 +92,7 @@ async fn main() -> Result<(), Error> {
 
     section("5. Online migration (pgshift apply)");
     let started = Instant::now();
-    run(&bin, &url, &["apply", migration]).await?;
+    run(&bin, &url, &["apply", migration, "--engine", &engine]).await?;
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (reads, writes, errors) = load.stop().await;
@@ -150,7 +155,11 @@ async fn main() -> Result<(), Error> {
     }
     run(&bin, &url, &["status"]).await?;
 
-    section("7. Finalize (drops the old columns; irreversible)");
+    section(if engine == "copy" {
+        "7. Finalize (drops the original tables; irreversible)"
+    } else {
+        "7. Finalize (drops the old columns; irreversible)"
+    });
     run(&bin, &url, &["finalize", "0001_scripts_id_bigint", "--yes"]).await?;
     println!("\ndone; the clusters are removed on exit");
     Ok(())

@@ -170,6 +170,18 @@ pub fn build(
         ));
     }
 
+    if options.engine == super::Engine::Update && blockers.is_empty() {
+        let mut refused = Vec::new();
+        super::copy::plan(migration, catalog, &tables, &mut refused);
+        if refused.is_empty() {
+            warnings.push(
+                "--engine copy can take these tables: it copies each one without row locks and swaps the copy in, writing about \
+                 the tables' size in WAL instead of several times it (10M-row benchmark: 0.93× the blocking ALTER's time against \
+                 2.51× unthrottled, 5.3 GB of WAL against 17.5), and needs that much free disk until finalize"
+                    .into(),
+            );
+        }
+    }
     if options.engine == super::Engine::Copy {
         let bytes: i64 = tables.iter().map(|t| t.total_bytes.max(0)).sum();
         warnings.push(format!(

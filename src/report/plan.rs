@@ -217,6 +217,7 @@ impl Report for PlanReport {
         let p = &self.plan;
         json!({
             "migration": p.migration,
+            "engine": p.engine.as_str(),
             "steps": self.steps,
             "warnings": p.warnings,
             "blockers": p.blockers,

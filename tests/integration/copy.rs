@@ -261,6 +261,7 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
     )
     .await;
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    assert_eq!(json["engine"], "copy");
     let blockers = json["blockers"].as_array().unwrap();
     assert!(
         blockers

@@ -219,13 +219,20 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             s
         };
         for ix in &t.indexes {
+            // No parallel workers: a build with two of them on each lane
+            // takes every core from the application (the benchmark's
+            // slowest transactions, up to 346 ms at 10M, all fell in the
+            // index builds), and the lanes already build tables in parallel.
             steps.push(lane(step(
                 "validating",
                 format!(
                     "build index {} on {} (for {})",
                     ix.new_name, t.new_name, ix.name
                 ),
-                ix.create_sql.clone(),
+                format!(
+                    "SET LOCAL max_parallel_maintenance_workers = 0;\n{}",
+                    ix.create_sql
+                ),
                 NONE,
                 Action::Ddl { skip_if: None },
             )));
