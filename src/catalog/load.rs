@@ -141,7 +141,11 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                           FROM pg_depend d
                           WHERE d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype
                             AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.oid)
-                            AND NOT (d.classid = 'pg_type'::regclass))
+                            AND NOT (d.classid = 'pg_type'::regclass)),
+                    ARRAY(SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+                          FROM pg_depend d
+                          WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+                            AND d.classid = 'pg_proc'::regclass)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             &[&oid],
@@ -168,6 +172,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         row_security: row.get(15),
         replica_identity: row.get(16),
         rowtype_users: row.get(17),
+        function_users: row.get(18),
         columns: Vec::new(),
         indexes: Vec::new(),
         constraints: Vec::new(),

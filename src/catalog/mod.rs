@@ -124,6 +124,10 @@ pub struct Table {
     pub replica_identity: String,
     #[serde(default)]
     pub rowtype_users: Vec<String>,
+    /// Functions whose SQL-standard body (`BEGIN ATOMIC`) reads the table:
+    /// they are bound to it, not to its name.
+    #[serde(default)]
+    pub function_users: Vec<String>,
     pub columns: Vec<Column>,
     pub indexes: Vec<Index>,
     /// Constraints declared on this table.

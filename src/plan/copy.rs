@@ -263,6 +263,13 @@ fn plan_table(
             use_update,
         );
     }
+    for user in &t.function_users {
+        block(
+            format!("{user} (reads {})", t.display()),
+            "its body is bound to the original table, which it would go on reading after the swap",
+            "recreate it after cutover, or use --engine update",
+        );
+    }
     for c in t.constraints.iter().filter(|c| c.kind == "x") {
         block(
             format!("constraint {} on {}", c.name, t.display()),

@@ -40,6 +40,7 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         row_security: false,
         replica_identity: "d".into(),
         rowtype_users: vec![],
+        function_users: vec![],
         columns,
         indexes: vec![],
         constraints: vec![],
@@ -453,6 +454,7 @@ fn the_copy_engine_refuses_what_it_does_not_move_yet() {
     });
     catalog.tables[1].row_security = true;
     catalog.tables[1].rowtype_users = vec!["function public.f(script_runs) n".into()];
+    catalog.tables[1].function_users = vec!["function public.g()".into()];
     let p = copy_plan(&catalog, &[(1, "id")]);
     let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
     assert_eq!(
@@ -460,7 +462,8 @@ fn the_copy_engine_refuses_what_it_does_not_move_yet() {
         vec![
             "trigger touch on scripts",
             "table script_runs",
-            "function public.f(script_runs) n (uses the row type of script_runs)"
+            "function public.f(script_runs) n (uses the row type of script_runs)",
+            "function public.g() (reads script_runs)"
         ]
     );
     assert!(p

@@ -413,3 +413,60 @@ async fn copy_engine_plan_gate_reads_the_copies_on_a_hot_standby() {
     assert_eq!(rb.code, 0, "{}", rb.stderr);
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_captures_writes_of_sessions_in_replica_mode() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0106_copy_replica_role", MIGRATION);
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy", "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // What a logical replication apply worker does: ordinary triggers do
+    // not fire in this mode, the capture must.
+    client
+        .batch_execute(
+            "SET session_replication_role = replica;
+             UPDATE scripts SET name = 'from a subscription' WHERE id = 10;
+             UPDATE scripts_control SET name = 'from a subscription' WHERE id = 10;
+             DELETE FROM script_runs WHERE id = 20;
+             DELETE FROM runs_control WHERE id = 20;
+             RESET session_replication_role;",
+        )
+        .await
+        .unwrap();
+    let cut = pgshift(&url, &["cutover", "0106_copy_replica_role"]).await;
+    assert_eq!(cut.code, 0, "{}", cut.stderr);
+    assert_matches_control(&client).await;
+    let name: String = client
+        .query_one("SELECT name FROM scripts WHERE id = 10", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "from a subscription");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_refuses_a_function_bound_to_the_table() {
+    let (cluster, client) = incident_primary(100).await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "CREATE FUNCTION script_count() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM scripts; END;",
+        )
+        .await
+        .unwrap();
+    let (_dir, path) = migration("0107_copy_atomic", MIGRATION);
+    let plan = pgshift(
+        &url,
+        &["--format", "json", "plan", &path, "--engine", "copy"],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    let blockers = json["blockers"].as_array().unwrap();
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b["object"] == "function script_count() (reads scripts)"),
+        "{blockers:?}"
+    );
+}

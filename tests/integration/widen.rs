@@ -982,3 +982,25 @@ async fn on_full_pages_the_second_backfill_pass_is_mostly_hot() {
         "HOT backfill updates of 40,000: {two} in two passes, {one} in one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_sessions_in_replica_mode_reach_the_new_columns() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = apply_to_ready(&url, "0009_replica_role", SCRIPTS_ID).await;
+    // What a logical replication apply worker does: ordinary triggers do
+    // not fire in this mode; a new row would reach the cutover with the
+    // placeholder 0 in its new id.
+    client
+        .batch_execute(
+            "SET session_replication_role = replica;
+             WITH s AS (INSERT INTO scripts (account_id, name) VALUES (9, 'from a subscription') RETURNING id, account_id, name)
+             INSERT INTO scripts_control SELECT id, account_id, name FROM s;
+             RESET session_replication_role;",
+        )
+        .await
+        .unwrap();
+    let cut = pgshift(&url, &["cutover", &path]).await;
+    assert_eq!(cut.code, 0, "{}", cut.stderr);
+    assert_matches_control(&client).await;
+}

@@ -101,6 +101,11 @@ fn refuse_truncate_function(plan: &Plan, t: &CopyTable) -> String {
 }
 
 /// Statements that make the capture triggers on `table` (either direction).
+///
+/// `ENABLE ALWAYS`: an ordinary trigger does not fire for sessions with
+/// `session_replication_role = replica`, such as a logical replication
+/// apply worker or a restore with triggers disabled; their writes would be
+/// missing from the copy.
 pub(super) fn attach_capture(t: &CopyTable, table: &str, function: &str) -> Vec<String> {
     vec![
         format!(
@@ -108,9 +113,17 @@ pub(super) fn attach_capture(t: &CopyTable, table: &str, function: &str) -> Vec<
             quote(&t.trigger)
         ),
         format!(
+            "ALTER TABLE {table} ENABLE ALWAYS TRIGGER {}",
+            quote(&t.trigger)
+        ),
+        format!(
             "CREATE OR REPLACE TRIGGER {} BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
             quote(&t.truncate_trigger),
             t.refuse_truncate
+        ),
+        format!(
+            "ALTER TABLE {table} ENABLE ALWAYS TRIGGER {}",
+            quote(&t.truncate_trigger)
         ),
     ]
 }

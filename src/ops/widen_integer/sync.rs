@@ -104,6 +104,20 @@ pub(super) fn create(t: &TablePlan, function: &str, trigger: &str, copies: &[Cop
             changed.join(" OR "),
             func(&update_half(function))
         ),
+        // An ordinary trigger does not fire for sessions with
+        // `session_replication_role = replica` (a logical replication apply
+        // worker, a restore with triggers disabled): their rows would reach
+        // the cutover with the placeholder in the new column.
+        format!(
+            "ALTER TABLE {} ENABLE ALWAYS TRIGGER {}",
+            t.qualified(),
+            quote(trigger)
+        ),
+        format!(
+            "ALTER TABLE {} ENABLE ALWAYS TRIGGER {}",
+            t.qualified(),
+            quote(&update_half(trigger))
+        ),
     ]
 }
 
@@ -144,7 +158,10 @@ mod tests {
             range: None,
         }];
         let sql = create(t, &t.sync_function, &t.sync_trigger, &copies);
-        assert_eq!(sql.len(), 4);
+        assert_eq!(sql.len(), 6);
+        assert!(
+            sql[4].contains("ENABLE ALWAYS TRIGGER") && sql[5].contains("ENABLE ALWAYS TRIGGER")
+        );
         assert!(sql[2].contains("BEFORE INSERT ON"), "{}", sql[2]);
         assert!(!sql.iter().any(|s| s.contains("BEFORE INSERT OR UPDATE")));
         assert!(
