@@ -204,7 +204,11 @@ pub(super) async fn finish(
                     runner.plan.migration
                 ),
                 Phase::CutOver => format!(
-                    "cut over; the old columns are kept in sync for rollback until `pgshift finalize {}`",
+                    "cut over; the {} kept in sync for rollback until `pgshift finalize {}`",
+                    match runner.plan.engine {
+                        crate::plan::Engine::Update => "old columns are",
+                        crate::plan::Engine::Copy => "original tables are",
+                    },
                     runner.plan.migration
                 ),
                 other => format!("at phase {other}"),
@@ -462,16 +466,31 @@ pub(super) async fn finalize(
             )))
         }
     }
-    let columns: Vec<String> = m
-        .plan
-        .tables
-        .iter()
-        .flat_map(|t| {
-            t.columns
-                .iter()
-                .map(move |c| format!("{}.{}", t.display(), c.retired))
-        })
-        .collect();
+    // What finalize drops, named in the confirmation: the retired columns,
+    // or (copy engine) the original tables with all their rows.
+    let columns: Vec<String> = match &m.plan.copy {
+        Some(copy) => copy
+            .tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "table {} (the original of {})",
+                    crate::names::display(&t.schema, &t.old_name),
+                    t.display()
+                )
+            })
+            .collect(),
+        None => m
+            .plan
+            .tables
+            .iter()
+            .flat_map(|t| {
+                t.columns
+                    .iter()
+                    .map(move |c| format!("{}.{}", t.display(), c.retired))
+            })
+            .collect(),
+    };
     if !args.yes
         && !printer.confirm(&format!(
             "finalize {} drops {} and makes rollback impossible. Continue?",

@@ -165,6 +165,15 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
         .get(0);
     assert_eq!(via_view, 1);
 
+    let refused = pgshift(&url, &["finalize", "0100_copy"]).await;
+    assert_ne!(refused.code, 0, "finalize asks first");
+    assert!(
+        refused
+            .stderr
+            .contains("table pgshift_old_scripts (the original of scripts)"),
+        "{}",
+        refused.stderr
+    );
     let fin = pgshift(&url, &["finalize", "0100_copy", "--yes"]).await;
     assert_eq!(fin.code, 0, "{}", fin.stderr);
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
