@@ -479,3 +479,54 @@ async fn copy_engine_refuses_a_function_bound_to_the_table() {
         "{blockers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0108_copy_kill_validating", MIGRATION);
+    let writer = Writer::start(&url).await;
+    // The hook gets each event on stdin; its parent is pgshift. Killed right
+    // after the copy of scripts got its primary key, with other indexes
+    // built or building and no replay done.
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--engine",
+            "copy",
+            "--max-connections",
+            "3",
+            "--on-event",
+            "grep -q 'primary key of pgshift_new_scripts' && kill -9 $PPID",
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(!status.success(), "pgshift was killed");
+    let phase: String = client
+        .query_one("SELECT phase FROM pgshift.migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phase, "validating");
+
+    let resumed = pgshift(&url, &["resume", &path, "--max-connections", "3"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_matches_control(&client).await;
+    let unvalidated: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unvalidated, 0);
+}
