@@ -97,6 +97,22 @@ fn params(t: &TablePlan, first: usize) -> String {
     format!("({})", ps.join(", "))
 }
 
+/// `key > $n` and `key <= $m` for the bounds given, and the number of the
+/// next free parameter.
+fn key_range(t: &TablePlan, with_lower: bool, with_upper: bool) -> (Vec<String>, usize) {
+    let mut conds = Vec::new();
+    let mut next = 1;
+    if with_lower {
+        conds.push(format!("{} > {}", keys(t), params(t, next)));
+        next += t.key.len();
+    }
+    if with_upper {
+        conds.push(format!("{} <= {}", keys(t), params(t, next)));
+        next += t.key.len();
+    }
+    (conds, next)
+}
+
 /// The last key of the next batch: `OFFSET batch-1` on the primary key
 /// index, within `(lower, upper]` when they are given.
 pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
@@ -108,16 +124,7 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
         .map(|(i, k)| format!("{}::text AS pgshift_k{i}", quote(&k.name)))
         .collect();
     let order: Vec<String> = t.key.iter().map(|k| quote(&k.name)).collect();
-    let mut conds = Vec::new();
-    let mut next = 1;
-    if with_lower {
-        conds.push(format!("{} > {}", keys(t), params(t, next)));
-        next += t.key.len();
-    }
-    if with_upper {
-        conds.push(format!("{} <= {}", keys(t), params(t, next)));
-        next += t.key.len();
-    }
+    let (conds, next) = key_range(t, with_lower, with_upper);
     let filter = if conds.is_empty() {
         String::new()
     } else {
@@ -146,15 +153,7 @@ pub fn copy_sql(t: &TablePlan, c: &CopyTable, with_lower: bool) -> String {
 }
 
 fn copy_sql_bounded(t: &TablePlan, c: &CopyTable, with_lower: bool, with_upper: bool) -> String {
-    let mut conds = Vec::new();
-    let mut next = 1;
-    if with_lower {
-        conds.push(format!("{} > {}", keys(t), params(t, next)));
-        next += t.key.len();
-    }
-    if with_upper {
-        conds.push(format!("{} <= {}", keys(t), params(t, next)));
-    }
+    let (conds, _) = key_range(t, with_lower, with_upper);
     let cols = c
         .columns
         .iter()
@@ -190,15 +189,7 @@ fn batch_sql_bounded(
                 .map(|c| format!("{} = {}", quote(c), quote(c))),
         )
         .collect();
-    let mut conds = Vec::new();
-    let mut next = 1;
-    if with_lower {
-        conds.push(format!("{} > {}", keys(t), params(t, next)));
-        next += t.key.len();
-    }
-    if with_upper {
-        conds.push(format!("{} <= {}", keys(t), params(t, next)));
-    }
+    let (mut conds, _) = key_range(t, with_lower, with_upper);
     if pass == Pass::EvenKeys {
         conds.push(format!("{} % 2 = 0", quote(&t.key[0].name)));
     }

@@ -12,6 +12,20 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::names;
 
+/// `GRANT` from a catalog privilege entry (`PRIVILEGE grantee [WITH GRANT
+/// OPTION]`, as the catalog queries write them) on `table`, or on one of its
+/// columns.
+pub fn grant(entry: &str, column: Option<&str>, table: &str) -> String {
+    let (privilege, grantee) = entry.split_once(' ').unwrap_or((entry, "PUBLIC"));
+    match column {
+        Some(c) => format!(
+            "GRANT {privilege} ({}) ON {table} TO {grantee}",
+            crate::names::quote(c)
+        ),
+        None => format!("GRANT {privilege} ON {table} TO {grantee}"),
+    }
+}
+
 /// A token and the byte range of its source text.
 #[derive(Debug, Clone)]
 pub struct Spanned {

@@ -168,23 +168,6 @@ pub fn cleanup_after_revert(plan: &Plan) -> Vec<Step> {
 pub fn misfits(plan: &Plan) -> Vec<(String, String, String)> {
     match plan.engine {
         Engine::Update => widen_integer::revert::misfits(plan),
-        Engine::Copy => plan
-            .tables
-            .iter()
-            .flat_map(|t| {
-                t.columns.iter().map(move |c| {
-                    let (lo, hi) = c.range();
-                    (
-                        t.display(),
-                        c.name.clone(),
-                        format!(
-                            "SELECT count(*), min({col})::text FROM {} WHERE {col} NOT BETWEEN {lo} AND {hi}",
-                            t.qualified(),
-                            col = crate::names::quote(&c.name)
-                        ),
-                    )
-                })
-            })
-            .collect(),
+        Engine::Copy => copy_swap::misfits(plan),
     }
 }

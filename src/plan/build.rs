@@ -390,23 +390,12 @@ fn plan_table(
             } else {
                 i32::MAX as i64
             };
-            SequencePlan {
-                schema: s.schema.clone(),
-                name: s.name.clone(),
-                data_type: s.data_type.clone(),
-                identity: c.identity.clone(),
-                increment: s.increment,
-                min: s.min,
-                max: if s.max == old_type_max {
-                    i64::MAX
-                } else {
-                    s.max
-                },
-                start: s.start,
-                cache: s.cache,
-                cycle: s.cycle,
-                last_value: s.last_value,
-            }
+            let max = if s.max == old_type_max {
+                i64::MAX
+            } else {
+                s.max
+            };
+            SequencePlan::from_catalog(s, &c.identity, max)
         });
         columns.push(ColumnPlan {
             name: c.name.clone(),

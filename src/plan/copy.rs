@@ -371,16 +371,11 @@ fn plan_table(
         ));
     }
     for g in &t.grants {
-        let (privilege, grantee) = g.split_once(' ').unwrap_or((g.as_str(), "PUBLIC"));
-        create.push(format!("GRANT {privilege} ON {new_table} TO {grantee}"));
+        create.push(sqltext::grant(g, None, &new_table));
     }
     for c in &t.columns {
         for p in &c.privileges {
-            let (privilege, grantee) = p.split_once(' ').unwrap_or((p.as_str(), "PUBLIC"));
-            create.push(format!(
-                "GRANT {privilege} ({}) ON {new_table} TO {grantee}",
-                quote(&c.name)
-            ));
+            create.push(sqltext::grant(p, Some(&c.name), &new_table));
         }
         if c.statistics >= 0 {
             create.push(format!(
@@ -401,24 +396,9 @@ fn plan_table(
         .iter()
         .filter(|c| !widened.contains(&c.name.as_str()))
         .filter_map(|c| {
-            c.sequence.as_ref().map(|s| {
-                (
-                    c.name.clone(),
-                    SequencePlan {
-                        schema: s.schema.clone(),
-                        name: s.name.clone(),
-                        data_type: s.data_type.clone(),
-                        identity: String::new(),
-                        increment: s.increment,
-                        min: s.min,
-                        max: s.max,
-                        start: s.start,
-                        cache: s.cache,
-                        cycle: s.cycle,
-                        last_value: s.last_value,
-                    },
-                )
-            })
+            c.sequence
+                .as_ref()
+                .map(|s| (c.name.clone(), SequencePlan::from_catalog(s, "", s.max)))
         })
         .collect();
     if blockers.len() > before {

@@ -250,6 +250,24 @@ pub struct SequencePlan {
 }
 
 impl SequencePlan {
+    /// The plan of a catalog sequence: `identity` as the column has it,
+    /// `max` as the migration leaves it.
+    pub fn from_catalog(s: &crate::catalog::Sequence, identity: &str, max: i64) -> SequencePlan {
+        SequencePlan {
+            schema: s.schema.clone(),
+            name: s.name.clone(),
+            data_type: s.data_type.clone(),
+            identity: identity.to_string(),
+            increment: s.increment,
+            min: s.min,
+            max,
+            start: s.start,
+            cache: s.cache,
+            cycle: s.cycle,
+            last_value: s.last_value,
+        }
+    }
+
     pub fn qualified(&self) -> String {
         crate::names::qualified(&self.schema, &self.name)
     }

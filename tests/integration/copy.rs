@@ -86,31 +86,25 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
     // Every write made during the copy reached the new tables.
     assert_matches_control(&client).await;
     // The originals stay until finalize, following every write.
-    let retired: i64 = client
-        .query_one("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_old\\_%' AND relkind = 'r'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let retired: i64 = one(
+        &client,
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_old\\_%' AND relkind = 'r'",
+    )
+    .await;
     assert_eq!(retired, 3);
-    let unvalidated: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let unvalidated: i64 = one(
+        &client,
+        "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
+    )
+    .await;
     assert_eq!(unvalidated, 0, "apply validates the foreign key it moved");
-    let owner: String = client
-        .query_one(
-            "SELECT d.refobjid::regclass::text || '.' || a.attname FROM pg_depend d
+    let owner: String = one(
+        &client,
+        "SELECT d.refobjid::regclass::text || '.' || a.attname FROM pg_depend d
              JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
              WHERE d.objid = 'scripts_id_seq'::regclass AND d.deptype = 'a'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(owner, "scripts.id");
     let carried: (Option<String>, Vec<String>, String, String) = {
         let r = client
@@ -138,14 +132,11 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
         .batch_execute("SELECT setval('scripts_id_seq', 2147483648)")
         .await
         .unwrap();
-    let id: i64 = client
-        .query_one(
-            "INSERT INTO scripts (account_id) VALUES (1) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = one(
+        &client,
+        "INSERT INTO scripts (account_id) VALUES (1) RETURNING id",
+    )
+    .await;
     client
         .execute("INSERT INTO script_runs (script_id) VALUES ($1)", &[&id])
         .await
@@ -180,14 +171,7 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
     // The same schema, with bigint keys: indexes, constraints (validated),
     // the view, the sequence and its owner all moved to the copies.
     assert_eq!(as_before(&schema_dump(&client).await), user_schema(&before));
-    let logs: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgshift'::regnamespace AND relname LIKE 'copy\\_%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let logs: i64 = one(&client, "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgshift'::regnamespace AND relname LIKE 'copy\\_%'").await;
     assert_eq!(logs, 0, "finalize drops the change logs");
 }
 
@@ -227,11 +211,11 @@ async fn copy_engine_rollback_before_cutover_leaves_the_tables_as_they_were() {
     let (_dir, path) = migration("0102_copy_ready", MIGRATION);
     let run = pgshift(&url, &["apply", &path, "--engine", "copy", "--no-cutover"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let copies: i64 = client
-        .query_one("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_new\\_%' AND relkind = 'r'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let copies: i64 = one(
+        &client,
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_new\\_%' AND relkind = 'r'",
+    )
+    .await;
     assert_eq!(copies, 3, "one copy per table, ready for cutover");
     let truncate = client
         .batch_execute("TRUNCATE archived_scripts")
@@ -315,11 +299,7 @@ async fn copy_engine_kill_nine_during_the_copy_then_resume_copies_each_row_once(
     .await;
     assert!(reached, "the parallel copy never got going");
     child.kill().await.unwrap(); // SIGKILL: no cleanup at all
-    let phase: String = client
-        .query_one("SELECT phase FROM pgshift.migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
     assert_eq!(phase, "backfilling");
 
     let resumed = pgshift(
@@ -340,14 +320,7 @@ async fn copy_engine_kill_nine_during_the_copy_then_resume_copies_each_row_once(
     assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
     assert!(errors.is_empty(), "the application saw errors: {errors:?}");
     assert_matches_control(&client).await;
-    let t: String = client
-        .query_one(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'script_runs'::regclass AND attname = 'script_id'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let t: String = one(&client, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'script_runs'::regclass AND attname = 'script_id'").await;
     assert_eq!(t, "bigint");
 }
 
@@ -392,11 +365,7 @@ async fn copy_engine_plan_gate_reads_the_copies_on_a_hot_standby() {
         "{}",
         run.stderr
     );
-    let phase: String = client
-        .query_one("SELECT phase FROM pgshift.migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
     assert_eq!(phase, "ready");
     let run = pgshift(
         &url,
@@ -446,11 +415,7 @@ async fn copy_engine_captures_writes_of_sessions_in_replica_mode() {
     let cut = pgshift(&url, &["cutover", "0106_copy_replica_role"]).await;
     assert_eq!(cut.code, 0, "{}", cut.stderr);
     assert_matches_control(&client).await;
-    let name: String = client
-        .query_one("SELECT name FROM scripts WHERE id = 10", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name: String = one(&client, "SELECT name FROM scripts WHERE id = 10").await;
     assert_eq!(name, "from a subscription");
 }
 
@@ -507,11 +472,7 @@ async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly(
         .await
         .unwrap();
     assert!(!status.success(), "pgshift was killed");
-    let phase: String = client
-        .query_one("SELECT phase FROM pgshift.migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
     assert_eq!(phase, "validating");
 
     let resumed = pgshift(&url, &["resume", &path, "--max-connections", "3"]).await;
@@ -520,13 +481,10 @@ async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly(
     assert_eq!(resumed.code, 0, "resume failed: {}", resumed.stderr);
     assert!(errors.is_empty(), "the application saw errors: {errors:?}");
     assert_matches_control(&client).await;
-    let unvalidated: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let unvalidated: i64 = one(
+        &client,
+        "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
+    )
+    .await;
     assert_eq!(unvalidated, 0);
 }

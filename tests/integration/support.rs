@@ -274,3 +274,11 @@ pub async fn wait_until(client: &Client, sql: &str, timeout: Duration) -> bool {
     }
     false
 }
+
+/// The one value of a one-row, one-column query.
+pub async fn one<T>(client: &Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}

@@ -7,7 +7,7 @@ use crate::support::*;
 const SCRIPTS_ID: &str = "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n";
 
 async fn one_string(client: &tokio_postgres::Client, sql: &str) -> String {
-    client.query_one(sql, &[]).await.unwrap().get(0)
+    one(client, sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

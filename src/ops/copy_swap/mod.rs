@@ -44,6 +44,22 @@ fn constraint_exists(table: &str, name: &str) -> String {
     )
 }
 
+/// A step that runs `statements` in one transaction.
+fn transaction(
+    phase: &'static str,
+    description: String,
+    lock: &'static str,
+    statements: Vec<String>,
+) -> Step {
+    step(
+        phase,
+        description,
+        statements.join(";\n"),
+        lock,
+        Action::Transaction { statements },
+    )
+}
+
 fn columns(t: &CopyTable) -> String {
     t.columns
         .iter()
@@ -139,18 +155,15 @@ pub(super) fn detach_capture(t: &CopyTable, table: &str) -> Vec<String> {
 pub fn expand(plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
     for t in tables(plan) {
-        steps.push(step(
+        steps.push(transaction(
             "expanding",
             format!(
                 "create {} as an empty copy of {} with bigint columns, its owner, privileges, comments and storage options",
                 t.new_name,
                 t.display()
             ),
-            t.create.join(";\n"),
             NONE,
-            Action::Transaction {
-                statements: t.create.clone(),
-            },
+            t.create.clone(),
         ));
         let mut s = Vec::new();
         for log in [&t.log_forward, &t.log_back] {
@@ -175,26 +188,24 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
             &t.qualified_old(),
         ));
         s.push(refuse_truncate_function(plan, t));
-        steps.push(step(
+        steps.push(transaction(
             "expanding",
             format!(
                 "create the change logs and the capture and replay functions of {}",
                 t.display()
             ),
-            s.join(";\n"),
             NONE,
-            Action::Transaction { statements: s },
+            s,
         ));
         let s = attach_capture(t, &t.qualified(), &t.capture_forward);
-        steps.push(step(
+        steps.push(transaction(
             "expanding",
             format!(
                 "capture the keys of rows written in {} from now on (a trigger; creating it waits for the transactions writing the table)",
                 t.display()
             ),
-            s.join(";\n"),
             SHARE_ROW_EXCLUSIVE,
-            Action::Transaction { statements: s },
+            s,
         ));
     }
     steps
@@ -341,19 +352,25 @@ fn drop_machinery(t: &CopyTable) -> Vec<String> {
     s
 }
 
+/// The capture triggers come off the tables that hold the names.
+fn stop_capture(plan: &Plan, phase: &'static str) -> Vec<Step> {
+    tables(plan)
+        .iter()
+        .map(|t| {
+            transaction(
+                phase,
+                format!("stop capturing writes to {}", t.display()),
+                SHARE_ROW_EXCLUSIVE,
+                detach_capture(t, &t.qualified()),
+            )
+        })
+        .collect()
+}
+
 /// finalize: the foreign keys validated, then the originals dropped.
 pub fn finalize(plan: &Plan) -> Vec<Step> {
     let mut steps = after_swap(plan);
-    for t in tables(plan) {
-        let s = detach_capture(t, &t.qualified());
-        steps.push(step(
-            "finalize",
-            format!("stop capturing writes to {} for rollback", t.display()),
-            s.join(";\n"),
-            SHARE_ROW_EXCLUSIVE,
-            Action::Transaction { statements: s },
-        ));
-    }
+    steps.extend(stop_capture(plan, "finalize"));
     // No CASCADE: anything still attached to an original is a reason to stop.
     for t in tables(plan) {
         steps.push(step(
@@ -366,12 +383,11 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
     }
     for t in tables(plan) {
         let s = drop_machinery(t);
-        steps.push(step(
+        steps.push(transaction(
             "finalize",
             format!("drop the change logs of {}", t.display()),
-            s.join(";\n"),
             NONE,
-            Action::Transaction { statements: s },
+            s,
         ));
     }
     steps
@@ -379,17 +395,7 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
 
 /// rollback before cutover: the capture goes first, then the copies.
 pub fn abort(plan: &Plan) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for t in tables(plan) {
-        let s = detach_capture(t, &t.qualified());
-        steps.push(step(
-            "rollback",
-            format!("stop capturing writes to {}", t.display()),
-            s.join(";\n"),
-            SHARE_ROW_EXCLUSIVE,
-            Action::Transaction { statements: s },
-        ));
-    }
+    let mut steps = stop_capture(plan, "rollback");
     steps.extend(cleanup(plan));
     steps
 }
@@ -400,13 +406,35 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
     for t in tables(plan) {
         let mut s = vec![format!("DROP TABLE IF EXISTS {}", t.qualified_new())];
         s.extend(drop_machinery(t));
-        steps.push(step(
+        steps.push(transaction(
             "rollback",
             format!("drop {} and the change logs of {}", t.new_name, t.display()),
-            s.join(";\n"),
             ACCESS_EXCLUSIVE,
-            Action::Transaction { statements: s },
+            s,
         ));
     }
     steps
+}
+
+/// Per widened column: (table, column, query returning the count and the
+/// smallest of the values written since cutover that the old type cannot
+/// hold); the swap back would fail on them.
+pub fn misfits(plan: &Plan) -> Vec<(String, String, String)> {
+    plan.tables
+        .iter()
+        .flat_map(|t| {
+            t.columns.iter().map(move |c| {
+                let (lo, hi) = c.range();
+                (
+                    t.display(),
+                    c.name.clone(),
+                    format!(
+                        "SELECT count(*), min({col})::text FROM {} WHERE {col} NOT BETWEEN {lo} AND {hi}",
+                        t.qualified(),
+                        col = quote(&c.name)
+                    ),
+                )
+            })
+        })
+        .collect()
 }

@@ -36,17 +36,16 @@ fn relations(plan: &Plan, way: Way) -> Vec<String> {
             Way::Back => t.qualified_old(),
         });
     }
-    for fk in plan.copy.iter().flat_map(|c| &c.foreign_keys) {
-        if !out.contains(&fk.table) {
-            out.push(fk.table.clone());
-        }
-    }
-    out
+    with_declaring_tables(plan, out)
 }
 
 /// The tables a cutover locks (for the blocker check and autovacuum).
 pub fn locked_tables(plan: &Plan) -> Vec<String> {
-    let mut out: Vec<String> = tables(plan).iter().map(|t| t.qualified()).collect();
+    with_declaring_tables(plan, tables(plan).iter().map(|t| t.qualified()).collect())
+}
+
+/// `out` and then every table declaring a foreign key that moves.
+fn with_declaring_tables(plan: &Plan, mut out: Vec<String>) -> Vec<String> {
     for fk in plan.copy.iter().flat_map(|c| &c.foreign_keys) {
         if !out.contains(&fk.table) {
             out.push(fk.table.clone());
@@ -206,14 +205,15 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
 /// stay (renamed) and follow every write through the reverse capture.
 pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     let s = swap(plan, Way::Forward, mark_phase);
+    let fks = plan.copy.as_ref().map_or(0, |c| c.foreign_keys.len());
     step(
         "cutover",
         format!(
             "one transaction: lock {}, replay the last writes, swap each table for its copy, move {} foreign key{}, sequences and {} view{}; \
              the originals then follow every write, for rollback",
             locked_tables(plan).join(", "),
-            plan.copy.as_ref().map_or(0, |c| c.foreign_keys.len()),
-            if plan.copy.as_ref().map_or(0, |c| c.foreign_keys.len()) == 1 { "" } else { "s" },
+            fks,
+            if fks == 1 { "" } else { "s" },
             plan.views.len(),
             if plan.views.len() == 1 { "" } else { "s" }
         ),

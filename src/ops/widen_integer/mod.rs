@@ -70,12 +70,7 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         let mut carry = Vec::new();
         for c in &t.columns {
             for p in &c.privileges {
-                let (privilege, grantee) = p.split_once(' ').unwrap_or((p.as_str(), "PUBLIC"));
-                carry.push(format!(
-                    "GRANT {privilege} ({}) ON {} TO {grantee}",
-                    quote(&c.shadow),
-                    t.qualified()
-                ));
+                carry.push(crate::sqltext::grant(p, Some(&c.shadow), &t.qualified()));
             }
             if let Some(comment) = &c.comment {
                 carry.push(format!(
