@@ -239,7 +239,12 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                                 AND dep.refclassid = 'pg_class'::regclass
                                 AND dep.refobjid = i.indrelid AND dep.refobjsubid > 0) ks
                           WHERE k > 0 ORDER BY k),
-                    pg_relation_size(i.indexrelid)
+                    pg_relation_size(i.indexrelid),
+                    ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                          FROM generate_series(1, i.indnkeyatts::int) k ORDER BY k),
+                    pg_get_expr(i.indpred, i.indrelid, true),
+                    -- a column of Postgres 15 on: read by name, so older servers give false
+                    COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false)
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
              WHERE i.indrelid = $1
              ORDER BY ic.relname",
@@ -258,6 +263,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             constraint: row.get(6),
             columns: row.get(7),
             bytes: row.get(8),
+            keys: row.get(9),
+            predicate: row.get(10),
+            nulls_not_distinct: row.get(11),
         });
     }
 
@@ -265,7 +273,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         "SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid),
                 con.conrelid, COALESCE(con.conkey, '{}'), NULLIF(con.confrelid, 0),
                 COALESCE(con.confkey, '{}'), con.convalidated,
-                (SELECT relname::text FROM pg_class WHERE oid = NULLIF(con.conindid, 0))
+                (SELECT relname::text FROM pg_class WHERE oid = NULLIF(con.conindid, 0)),
+                con.condeferrable, con.condeferred
          FROM pg_constraint con WHERE ";
     for (filter, into_referenced) in [
         ("con.conrelid = $1 ORDER BY con.conname", false),
@@ -289,6 +298,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                 ref_columns: row.get(6),
                 validated: row.get(7),
                 index: row.get(8),
+                deferrable: row.get(9),
+                initially_deferred: row.get(10),
             };
             if into_referenced {
                 table.referenced_by.push(c);

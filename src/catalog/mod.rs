@@ -232,6 +232,15 @@ pub struct Index {
     /// Columns used as keys, in expressions or in the predicate.
     pub columns: Vec<i16>,
     pub bytes: i64,
+    /// Each key column or expression as written (`INCLUDE` columns left out).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The `WHERE` of a partial index.
+    #[serde(default)]
+    pub predicate: Option<String>,
+    /// `NULLS NOT DISTINCT` (Postgres 15).
+    #[serde(default)]
+    pub nulls_not_distinct: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +259,10 @@ pub struct Constraint {
     pub validated: bool,
     /// The index that backs a PK/UNIQUE constraint.
     pub index: Option<String>,
+    #[serde(default)]
+    pub deferrable: bool,
+    #[serde(default)]
+    pub initially_deferred: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

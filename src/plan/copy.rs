@@ -115,6 +115,71 @@ pub struct CopyIndex {
     pub create_sql: String,
     /// `p` or `u` when it backs that constraint (named like the index).
     pub constraint: Option<String>,
+    /// ` DEFERRABLE …` when that constraint is.
+    #[serde(default)]
+    pub deferrable: String,
+    /// A unique index other than the primary key.
+    #[serde(default)]
+    pub unique: Option<UniqueKey>,
+}
+
+/// What makes two rows collide in a unique index other than the primary key.
+///
+/// The copy takes each key range at its own snapshot, so a unique value that
+/// moves from one row to another between two batches can reach the copy
+/// twice: the row it left is copied before the move, the row it went to
+/// after. The one of the two that is out of date has its key in the log,
+/// since it changed after it was copied. So before the index is built every
+/// row of a duplicate value leaves the copy and its key goes to the log, and
+/// each replay evicts, and logs again, the rows its fresh rows collide with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UniqueKey {
+    /// Key columns and expressions, unqualified.
+    pub keys: Vec<String>,
+    /// A partial index's predicate, unqualified.
+    pub predicate: Option<String>,
+}
+
+impl UniqueKey {
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("({k})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Rows of the table in the `FROM` that hold a key some row of `other`
+    /// holds (rows whose keys have a NULL collide with none).
+    pub fn collides_with(&self, other: &str) -> String {
+        let keys = self.key_list();
+        let row = if self.keys.len() == 1 {
+            keys.clone()
+        } else {
+            format!("({keys})")
+        };
+        match &self.predicate {
+            Some(p) => format!("({p}) AND {row} IN (SELECT {keys} FROM {other} WHERE ({p}))"),
+            None => format!("{row} IN (SELECT {keys} FROM {other})"),
+        }
+    }
+
+    /// `key` of every row of `table` whose unique key another row holds too.
+    pub fn duplicates(&self, table: &str, key: &str) -> String {
+        let mut filter: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("({k}) IS NOT NULL"))
+            .collect();
+        if let Some(p) = &self.predicate {
+            filter.insert(0, format!("({p})"));
+        }
+        format!(
+            "SELECT unnest(array_agg({key})) FROM {table} WHERE {} GROUP BY {} HAVING count(*) > 1",
+            filter.join(" AND "),
+            self.key_list()
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -302,14 +367,20 @@ fn plan_table(
             );
             continue;
         }
-        // A unique value can move from one row to another between the
-        // snapshots of two batches, so the copy may hold it twice until the
-        // replay: a unique index other than the key would refuse that (only
-        // the key itself is safe: each key range is copied at one snapshot).
-        if ix.is_unique && !ix.is_primary {
+        // Comparing whole rows of keys with `IN` treats NULLs as distinct,
+        // which is what the copy's duplicate check and eviction rely on.
+        if ix.is_unique && !ix.is_primary && ix.nulls_not_distinct {
             block(
                 format!("index {} on {}", ix.name, t.display()),
-                "the copy engine keeps only the primary key unique while it copies and replays; other unique indexes are not supported yet",
+                "the copy engine does not check NULLS NOT DISTINCT unique indexes yet",
+                use_update,
+            );
+            continue;
+        }
+        if ix.is_unique && !ix.is_primary && ix.keys.is_empty() {
+            block(
+                format!("index {} on {}", ix.name, t.display()),
+                "its key columns could not be read",
                 use_update,
             );
             continue;
@@ -323,18 +394,27 @@ fn plan_table(
             );
             continue;
         };
-        let constraint = ix.constraint.as_ref().and_then(|name| {
+        let backs = ix.constraint.as_ref().and_then(|name| {
             t.constraints
                 .iter()
                 .find(|c| &c.name == name && matches!(c.kind.as_str(), "p" | "u"))
-                .map(|c| c.kind.clone())
         });
+        let deferrable = match backs {
+            Some(c) if c.initially_deferred => " DEFERRABLE INITIALLY DEFERRED",
+            Some(c) if c.deferrable => " DEFERRABLE",
+            _ => "",
+        };
         indexes.push(CopyIndex {
             name: ix.name.clone(),
             new_name: new_ix,
             old_name: names::shadow("old", &ix.name),
             create_sql,
-            constraint,
+            constraint: backs.map(|c| c.kind.clone()),
+            deferrable: deferrable.to_string(),
+            unique: (ix.is_unique && !ix.is_primary).then(|| UniqueKey {
+                keys: ix.keys.clone(),
+                predicate: ix.predicate.clone(),
+            }),
         });
     }
     // The primary key first: the replays look rows up by it.

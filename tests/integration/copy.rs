@@ -488,3 +488,144 @@ async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly(
     .await;
     assert_eq!(unvalidated, 0);
 }
+
+/// Accounts whose unique values move between rows: a deferrable unique
+/// constraint and a partial expression index, kept in step with a control.
+const ACCOUNTS: &str = "
+    CREATE TABLE accounts (id serial PRIMARY KEY, email text NOT NULL, handle text,
+                           CONSTRAINT accounts_email_key UNIQUE (email) DEFERRABLE);
+    CREATE UNIQUE INDEX accounts_handle_key ON accounts (lower(handle)) WHERE handle IS NOT NULL;
+    INSERT INTO accounts (email, handle)
+        SELECT 'user' || g || '@example.com', CASE WHEN g % 3 <> 0 THEN 'Handle' || g END
+        FROM generate_series(1, 20000) g;
+    CREATE TABLE accounts_control AS SELECT * FROM accounts;
+    -- Rows a and b trade their email and handle, in three updates.
+    CREATE FUNCTION swap_accounts(a int8, b int8) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE ea text; eb text; ha text; hb text;
+    BEGIN
+      SELECT email, handle INTO ea, ha FROM accounts WHERE id = a;
+      SELECT email, handle INTO eb, hb FROM accounts WHERE id = b;
+      UPDATE accounts SET email = 'moving' || a, handle = NULL WHERE id = a;
+      UPDATE accounts SET email = ea, handle = ha WHERE id = b;
+      UPDATE accounts SET email = eb, handle = hb WHERE id = a;
+      UPDATE accounts_control SET email = eb, handle = hb WHERE id = a;
+      UPDATE accounts_control SET email = ea, handle = ha WHERE id = b;
+    END $$;";
+
+/// Swaps between the first and the last quarter of the keys, and inserts.
+const ACCOUNT_WRITES: &[&str] = &[
+    "SELECT swap_accounts(1 + $1::int8 * 7919 % 5000, 15001 + $1::int8 * 104729 % 5000)",
+    "SELECT swap_accounts(1 + $1::int8 * 7919 % 5000, 15001 + $1::int8 * 104729 % 5000)",
+    "WITH n AS (INSERT INTO accounts (email, handle) SELECT u || '@example.com', 'New' || u FROM gen_random_uuid() u WHERE $1::int8 > 0 RETURNING *)
+     INSERT INTO accounts_control SELECT * FROM n",
+];
+
+async fn assert_accounts_match_control(client: &tokio_postgres::Client) {
+    let digest = |table: &str| {
+        format!("SELECT md5(string_agg(id || ':' || email || ':' || coalesce(handle, '-'), ',' ORDER BY id)) FROM {table}")
+    };
+    let accounts: String = one(client, &digest("accounts")).await;
+    let control: String = one(client, &digest("accounts_control")).await;
+    assert_eq!(accounts, control, "accounts differ from the control copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_keeps_unique_values_that_move_between_rows_during_the_copy_and_the_replays() {
+    let (cluster, client) = primary().await;
+    let url = cluster.url("app");
+    client.batch_execute(ACCOUNTS).await.unwrap();
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration(
+        "0109_copy_unique",
+        "ALTER TABLE accounts ALTER COLUMN id TYPE bigint;\n",
+    );
+    let writer = Writer::start_with(&url, ACCOUNT_WRITES).await;
+    let apply = {
+        let (url, path) = (url.clone(), path.clone());
+        tokio::spawn(async move {
+            pgshift(
+                &url,
+                &[
+                    "apply",
+                    &path,
+                    "--engine",
+                    "copy",
+                    "--no-cutover",
+                    "--batch-size",
+                    "200",
+                    "--max-rows-per-second",
+                    "8000",
+                ],
+            )
+            .await
+        })
+    };
+    // Row 1 is in the copy and row 20000 is at least 25 batches away: the
+    // value row 1 hands to row 20000 now reaches the copy a second time.
+    let in_window = wait_until(
+        &client,
+        "SELECT EXISTS (SELECT 1 FROM pgshift_new_accounts WHERE id = 1)
+            AND NOT EXISTS (SELECT 1 FROM pgshift_new_accounts WHERE id > 15000)",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(in_window, "the copy was never between rows 1 and 15000");
+    client
+        .batch_execute("SELECT swap_accounts(1, 20000)")
+        .await
+        .unwrap();
+    let copied_late: bool = one(
+        &client,
+        "SELECT NOT EXISTS (SELECT 1 FROM pgshift_new_accounts WHERE id > 15000)",
+    )
+    .await;
+    assert!(copied_late, "the swap came before row 20000 was copied");
+    let run = apply.await.unwrap();
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+
+    // Ready for cutover, no other writer, the log drained. Rows 2 and 19999 trade values: the
+    // log holds 2, 19999, 2. A round of one key brings row 2 to the copy with
+    // row 19999's old values, which the copy's row 19999 still holds.
+    let replay: String = one(
+        &client,
+        "SELECT 'pgshift.' || proname FROM pg_proc WHERE proname LIKE 'copy\\_replay\\_%' AND proname NOT LIKE '%back%'",
+    )
+    .await;
+    one::<i64>(&client, &format!("SELECT {replay}(NULL)")).await;
+    client
+        .batch_execute("SELECT swap_accounts(2, 19999)")
+        .await
+        .unwrap();
+    let taken: i64 = one(&client, &format!("SELECT {replay}(1)")).await;
+    assert_eq!(taken, 1);
+    let evicted: bool = one(
+        &client,
+        "SELECT NOT EXISTS (SELECT 1 FROM pgshift_new_accounts WHERE id = 19999)",
+    )
+    .await;
+    assert!(evicted, "row 19999 left the copy for the next round");
+
+    let writer = Writer::start_with(&url, ACCOUNT_WRITES).await;
+    let cut = pgshift(&url, &["cutover", "0109_copy_unique"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    assert_eq!(cut.code, 0, "{}", cut.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_accounts_match_control(&client).await;
+
+    let fin = pgshift(&url, &["finalize", "0109_copy_unique", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+    // The same constraint (still deferrable) and partial index, bigint keys.
+    let after = schema_dump(&client)
+        .await
+        .replace("column accounts.id bigint", "column accounts.id integer")
+        .replace(
+            "accounts_id_seq bigint max 9223372036854775807",
+            "accounts_id_seq integer max 2147483647",
+        );
+    assert_eq!(user_schema(&after), user_schema(&before));
+    assert!(before.contains("UNIQUE (email) DEFERRABLE"), "{before}");
+}

@@ -118,6 +118,23 @@ pub fn migration(name: &str, sql: &str) -> (tempfile::TempDir, String) {
     (dir, path)
 }
 
+/// The incident writer's statements, in turn (inserts of scripts twice as often).
+const INCIDENT_WRITES: &[&str] = &[
+    "WITH s AS (INSERT INTO scripts (account_id, name, body) VALUES (7, 'w' || $1::int8::text, 'b') RETURNING id, account_id, name)
+     INSERT INTO scripts_control SELECT id, account_id, name FROM s",
+    "WITH s AS (INSERT INTO scripts (account_id, name, body) VALUES (7, 'w' || $1::int8::text, 'b') RETURNING id, account_id, name)
+     INSERT INTO scripts_control SELECT id, account_id, name FROM s",
+    "WITH u AS (UPDATE scripts SET name = 'u' || $1::int8::text WHERE id = (SELECT max(id) FROM scripts) - ($1::int8 % 50) RETURNING id, name)
+     UPDATE scripts_control c SET name = u.name FROM u WHERE c.id = u.id",
+    "WITH r AS (INSERT INTO script_runs (script_id, status) SELECT id, 'ok' FROM scripts WHERE id = (SELECT max(id) FROM scripts) - ($1::int8 % 20) RETURNING id, script_id)
+     INSERT INTO runs_control SELECT id, script_id FROM r",
+    "WITH u AS (UPDATE script_runs SET script_id = (SELECT max(id) FROM scripts) - ($1::int8 % 30)
+     WHERE id = (SELECT max(id) FROM script_runs) - ($1::int8 % 10) RETURNING id, script_id)
+     UPDATE runs_control c SET script_id = u.script_id FROM u WHERE c.id = u.id",
+    "WITH d AS (DELETE FROM script_runs WHERE id = (SELECT min(id) FROM script_runs) + $1::int8 % 3 RETURNING id)
+     DELETE FROM runs_control c USING d WHERE c.id = d.id",
+];
+
 /// A concurrent application writer on the incident tables that mirrors every
 /// change into the control tables in the same statement.
 pub struct Writer {
@@ -129,6 +146,12 @@ pub struct Writer {
 
 impl Writer {
     pub async fn start(url: &str) -> Writer {
+        Writer::start_with(url, INCIDENT_WRITES).await
+    }
+
+    /// A writer that runs `writes` in turn, each given the iteration as `$1`
+    /// (an int8), and keeps whatever control tables they write in step.
+    pub async fn start_with(url: &str, writes: &'static [&'static str]) -> Writer {
         let client = connect(url).await;
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
@@ -138,19 +161,7 @@ impl Writer {
             let mut i: i64 = 0;
             while !s.load(Ordering::SeqCst) {
                 i += 1;
-                let sql = match i % 6 {
-                    0 | 1 => "WITH s AS (INSERT INTO scripts (account_id, name, body) VALUES (7, 'w' || $1::int8::text, 'b') RETURNING id, account_id, name)
-                              INSERT INTO scripts_control SELECT id, account_id, name FROM s",
-                    2 => "WITH u AS (UPDATE scripts SET name = 'u' || $1::int8::text WHERE id = (SELECT max(id) FROM scripts) - ($1::int8 % 50) RETURNING id, name)
-                          UPDATE scripts_control c SET name = u.name FROM u WHERE c.id = u.id",
-                    3 => "WITH r AS (INSERT INTO script_runs (script_id, status) SELECT id, 'ok' FROM scripts WHERE id = (SELECT max(id) FROM scripts) - ($1::int8 % 20) RETURNING id, script_id)
-                          INSERT INTO runs_control SELECT id, script_id FROM r",
-                    4 => "WITH u AS (UPDATE script_runs SET script_id = (SELECT max(id) FROM scripts) - ($1::int8 % 30)
-                                     WHERE id = (SELECT max(id) FROM script_runs) - ($1::int8 % 10) RETURNING id, script_id)
-                          UPDATE runs_control c SET script_id = u.script_id FROM u WHERE c.id = u.id",
-                    _ => "WITH d AS (DELETE FROM script_runs WHERE id = (SELECT min(id) FROM script_runs) + $1::int8 % 3 RETURNING id)
-                          DELETE FROM runs_control c USING d WHERE c.id = d.id",
-                };
+                let sql = writes[i as usize % writes.len()];
                 match client.execute(sql, &[&i]).await {
                     Ok(_) => {
                         o.fetch_add(1, Ordering::SeqCst);

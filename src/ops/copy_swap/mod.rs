@@ -16,6 +16,9 @@
 //! - A replay deletes the log rows it takes and reads the source after
 //!   that, in a later statement: a write committed in between is read, and
 //!   its log row stays for the next round.
+//! - A unique index other than the key is built after every row holding a
+//!   value twice left the copy for the log, and each replay evicts what its
+//!   fresh rows collide with (see `UniqueKey`).
 //!
 //! Every step can run again after a crash (`IF NOT EXISTS`, `OR REPLACE`,
 //! `skip_if`), and each batch of the copy commits with its cursor.
@@ -82,21 +85,50 @@ fn capture_function(t: &CopyTable, function: &str, log: &str) -> String {
     )
 }
 
-/// `replay(batch)`: takes up to `batch` keys from `log` (all when NULL),
-/// and makes `target`'s rows of those keys what `source`'s are now.
-/// Returns how many keys it took.
+/// `replay(batch)`: takes up to `batch` keys from `log`, and makes
+/// `target`'s rows of those keys what `source`'s are now; with NULL, takes
+/// every key until the log is empty (the swaps call it so, under their
+/// lock). Returns how many keys it took.
+///
+/// With unique indexes other than the key, the fresh rows evict the rows
+/// of other keys they collide with, whose keys go back to the log: such a
+/// row is out of date (the source holds the value once), and the next
+/// round brings it back as it is now (see `UniqueKey`).
 fn replay_function(t: &CopyTable, function: &str, log: &str, source: &str, target: &str) -> String {
     let key = quote(&t.key);
     let cols = columns(t);
+    let collisions: Vec<String> = t
+        .indexes
+        .iter()
+        .filter_map(|ix| ix.unique.as_ref())
+        .map(|u| format!("({})", u.collides_with("fresh")))
+        .collect();
+    let insert = if collisions.is_empty() {
+        format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM ONLY {source} WHERE {key} = ANY (keys);")
+    } else {
+        // One statement, so the evictions and the insert read the source at
+        // one snapshot; the insert's condition runs the eviction first.
+        format!(
+            "WITH fresh AS MATERIALIZED (SELECT * FROM ONLY {source} WHERE {key} = ANY (keys)),\n    \
+             evicted AS (DELETE FROM {target} WHERE {} RETURNING {key}),\n    \
+             relogged AS (INSERT INTO {log} (key) SELECT {key} FROM evicted RETURNING 1)\n  \
+             INSERT INTO {target} ({cols}) SELECT {cols} FROM fresh WHERE (SELECT count(*) FROM relogged) >= 0;",
+            collisions.join(" OR ")
+        )
+    };
     format!(
         "CREATE OR REPLACE FUNCTION {function}(batch bigint) RETURNS bigint LANGUAGE plpgsql \
-         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n  keys bigint[];\nBEGIN\n  \
+         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n  keys bigint[];\n  total bigint := 0;\nBEGIN\n  \
+         LOOP\n  \
          WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT batch) RETURNING key)\n  \
          SELECT array_agg(DISTINCT key) INTO keys FROM taken;\n  \
-         IF keys IS NULL THEN RETURN 0; END IF;\n  \
+         EXIT WHEN keys IS NULL;\n  \
          DELETE FROM {target} WHERE {key} = ANY (keys);\n  \
-         INSERT INTO {target} ({cols}) SELECT {cols} FROM ONLY {source} WHERE {key} = ANY (keys);\n  \
-         RETURN cardinality(keys);\nEND\n$pgshift$"
+         {insert}\n  \
+         total := total + cardinality(keys);\n  \
+         EXIT WHEN batch IS NOT NULL;\n  \
+         END LOOP;\n  \
+         RETURN total;\nEND\n$pgshift$"
     )
 }
 
@@ -247,19 +279,42 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             // takes every core from the application (the benchmark's
             // slowest transactions, up to 346 ms at 10M, all fell in the
             // index builds), and the lanes already build tables in parallel.
-            steps.push(lane(step(
-                "validating",
-                format!(
-                    "build index {} on {} (for {})",
-                    ix.new_name, t.new_name, ix.name
+            let serial = "SET LOCAL max_parallel_maintenance_workers = 0".to_string();
+            steps.push(lane(match &ix.unique {
+                None => step(
+                    "validating",
+                    format!(
+                        "build index {} on {} (for {})",
+                        ix.new_name, t.new_name, ix.name
+                    ),
+                    format!("{serial};\n{}", ix.create_sql),
+                    NONE,
+                    Action::Ddl { skip_if: None },
                 ),
-                format!(
-                    "SET LOCAL max_parallel_maintenance_workers = 0;\n{}",
-                    ix.create_sql
+                // Only this lane's replays write the copy, and they come
+                // after its last index: nothing brings a duplicate back
+                // between the two statements.
+                Some(u) => transaction(
+                    "validating",
+                    format!(
+                        "send the rows of values held twice in {} back to the log, then build unique index {} (for {})",
+                        t.new_name, ix.new_name, ix.name
+                    ),
+                    NONE,
+                    vec![
+                        serial,
+                        format!(
+                            "WITH duplicates AS (DELETE FROM {copy} WHERE {key} IN ({}) RETURNING {key}) \
+                             INSERT INTO {} (key) SELECT {key} FROM duplicates",
+                            u.duplicates(&t.qualified_new(), &quote(&t.key)),
+                            t.log_forward,
+                            copy = t.qualified_new(),
+                            key = quote(&t.key),
+                        ),
+                        ix.create_sql.clone(),
+                    ],
                 ),
-                NONE,
-                Action::Ddl { skip_if: None },
-            )));
+            }));
             if let Some(kind) = &ix.constraint {
                 steps.push(lane(step(
                     "validating",
@@ -274,11 +329,12 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                         t.new_name
                     ),
                     format!(
-                        "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
+                        "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}{}",
                         t.qualified_new(),
                         quote(&ix.new_name),
                         if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
-                        quote(&ix.new_name)
+                        quote(&ix.new_name),
+                        ix.deferrable
                     ),
                     NONE,
                     Action::Ddl {
