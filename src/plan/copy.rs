@@ -70,8 +70,9 @@ pub struct CopyTable {
     /// Statements that create the empty copy with everything the table has
     /// but its indexes, foreign keys and data.
     pub create: Vec<String>,
-    /// Sequences owned by columns that are not widened: their ownership
-    /// moves with the table, or finalize's DROP would take them along.
+    /// Sequences of columns that are not widened: a serial's ownership moves
+    /// with the table, or finalize's DROP would take it along; an identity
+    /// is made again on the table that takes the name.
     pub owned_sequences: Vec<(String, SequencePlan)>,
     /// Capture: keys changed in the table going out, replayed onto the one
     /// coming in. `forward` from expand to cutover, `back` after cutover.
@@ -289,13 +290,6 @@ fn plan_table(
             String::new()
         }
     };
-    for c in t.columns.iter().filter(|c| c.is_identity()) {
-        block(
-            format!("column {}.{}", t.display(), c.name),
-            "the copy engine does not move identity columns yet",
-            use_update,
-        );
-    }
     for trg in t
         .triggers
         .iter()
@@ -476,9 +470,12 @@ fn plan_table(
         .iter()
         .filter(|c| !widened.contains(&c.name.as_str()))
         .filter_map(|c| {
-            c.sequence
-                .as_ref()
-                .map(|s| (c.name.clone(), SequencePlan::from_catalog(s, "", s.max)))
+            c.sequence.as_ref().map(|s| {
+                (
+                    c.name.clone(),
+                    SequencePlan::from_catalog(s, &c.identity, s.max),
+                )
+            })
         })
         .collect();
     if blockers.len() > before {

@@ -6,7 +6,7 @@
 use super::*;
 use crate::names::qualified;
 use crate::ops::views::{drop_views, push_views};
-use crate::ops::widen_integer::attach_sequence;
+use crate::ops::widen_integer::{attach_sequence, detach_identity};
 use crate::plan::copy::CopyIndex;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -146,41 +146,49 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
         }
     }
     // Sequences follow the table that now has the name; a widened serial
-    // changes type with its column.
-    for t in tables(plan) {
-        if let Some(tp) = plan.table(t.oid) {
-            for c in &tp.columns {
-                if let Some(seq) = &c.sequence {
-                    let (sequence_type, max) = match way {
-                        Way::Forward => ("bigint".to_string(), seq.max),
-                        Way::Back => (
-                            seq.data_type.clone(),
-                            if seq.max == i64::MAX {
-                                c.range().1
-                            } else {
-                                seq.max
-                            },
-                        ),
-                    };
-                    attach_sequence(
-                        &mut s,
-                        &t.qualified(),
-                        &c.name,
-                        seq,
-                        &sequence_type,
-                        max,
-                        "",
-                    );
-                }
+    // changes type with its column. An identity leaves the table going out
+    // (DROP IDENTITY drops its sequence, so where it stood is kept in a
+    // setting) and is made again, same name and options, on the one coming in.
+    for (ti, t) in tables(plan).iter().enumerate() {
+        let outgoing = match way {
+            Way::Forward => t.qualified_old(),
+            Way::Back => t.qualified_new(),
+        };
+        let widened = plan.table(t.oid).into_iter().flat_map(|tp| {
+            tp.columns.iter().filter_map(move |c| {
+                let seq = c.sequence.as_ref()?;
+                let (sequence_type, max) = match way {
+                    Way::Forward => ("bigint".to_string(), seq.max),
+                    Way::Back => (
+                        seq.data_type.clone(),
+                        if seq.max == i64::MAX {
+                            c.range().1
+                        } else {
+                            seq.max
+                        },
+                    ),
+                };
+                Some((&c.name, seq, sequence_type, max))
+            })
+        });
+        let kept = t
+            .owned_sequences
+            .iter()
+            .map(|(column, seq)| (column, seq, seq.data_type.clone(), seq.max));
+        for (si, (column, seq, sequence_type, max)) in widened.chain(kept).enumerate() {
+            let setting = format!("pgshift.seq_{ti}_{si}");
+            if !seq.identity.is_empty() {
+                detach_identity(&mut s, &outgoing, column, seq, &setting);
             }
-        }
-        for (column, seq) in &t.owned_sequences {
-            s.push(format!(
-                "ALTER SEQUENCE {} OWNED BY {}.{}",
-                seq.qualified(),
-                t.qualified(),
-                quote(column)
-            ));
+            attach_sequence(
+                &mut s,
+                &t.qualified(),
+                column,
+                seq,
+                &sequence_type,
+                max,
+                &setting,
+            );
         }
     }
     for fk in fks {
