@@ -312,7 +312,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
     for row in client
         .query(
             "SELECT t.tgname::text, t.tgisinternal, t.tgattr::int2[],
-                    quote_ident(pn.nspname) || '.' || quote_ident(p.proname), COALESCE(p.prosrc, '')
+                    quote_ident(pn.nspname) || '.' || quote_ident(p.proname), COALESCE(p.prosrc, ''),
+                    pg_get_triggerdef(t.oid), t.tgenabled::text, t.tgconstraint <> 0
              FROM pg_trigger t
              JOIN pg_proc p ON p.oid = t.tgfoid
              JOIN pg_namespace pn ON pn.oid = p.pronamespace
@@ -328,6 +329,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             columns: row.get(2),
             function: row.get(3),
             function_source: row.get(4),
+            definition: row.get(5),
+            enabled: row.get(6),
+            constraint: row.get(7),
         });
     }
 

@@ -276,6 +276,15 @@ pub struct Trigger {
     pub function: String,
     /// The function's source, to find references to a column by name.
     pub function_source: String,
+    /// `pg_get_triggerdef`.
+    #[serde(default)]
+    pub definition: String,
+    /// `tgenabled`: `O` origin, `D` disabled, `R` replica, `A` always.
+    #[serde(default)]
+    pub enabled: String,
+    /// A constraint trigger (`CREATE CONSTRAINT TRIGGER`).
+    #[serde(default)]
+    pub constraint: bool,
 }
 
 /// Something in the catalog that depends on a column.

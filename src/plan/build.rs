@@ -117,7 +117,7 @@ pub fn build(
     let mut tables = Vec::new();
     for &oid in &order {
         let t = table(catalog, oid)?;
-        let mut p = plan_table(migration, t, &widen[&oid], &mut blockers);
+        let mut p = plan_table(migration, t, &widen[&oid], options.engine, &mut blockers);
         let range = options.backfill.rows_per_part(p.estimated_rows);
         p.backfill_passes = if options.backfill.two_passes(&p.key, range) {
             2
@@ -322,6 +322,7 @@ fn plan_table(
     migration: &str,
     t: &Table,
     cols: &BTreeMap<i16, String>,
+    engine: super::Engine,
     blockers: &mut Vec<Blocker>,
 ) -> TablePlan {
     let object = format!("table {}", t.display());
@@ -502,10 +503,14 @@ fn plan_table(
         .filter_map(|&a| t.column_by_num(a))
         .map(|c| c.name.as_str())
         .collect();
+    // The update engine's backfill fires the table's triggers on every row
+    // and hands them the shadow column; the copy engine moves them to the
+    // copy at cutover, where they see the bigint column and nothing else.
     for trg in t
         .triggers
         .iter()
         .filter(|g| !g.internal && !g.name.starts_with(PREFIX))
+        .filter(|_| engine == super::Engine::Update)
     {
         let by_column = touches(&trg.columns);
         let by_name = widened_names

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{Blocker, SequencePlan, TablePlan};
 use crate::catalog::{Catalog, Table};
 use crate::names::{self, literal, qualified, quote};
-use crate::sqltext;
+use crate::sqltext::{self, Spanned};
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
 
@@ -67,6 +67,11 @@ pub struct CopyTable {
     /// Columns the copy and the replays write (generated ones compute themselves).
     pub columns: Vec<String>,
     pub indexes: Vec<CopyIndex>,
+    /// The table's own triggers. They stay on whichever table has the name
+    /// and move at each swap, so they never fire for the copy's inserts or
+    /// the replays: only the application's writes run them, once.
+    #[serde(default)]
+    pub triggers: Vec<CopyTrigger>,
     /// Statements that create the empty copy with everything the table has
     /// but its indexes, foreign keys and data.
     pub create: Vec<String>,
@@ -184,6 +189,13 @@ impl UniqueKey {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyTrigger {
+    pub name: String,
+    /// `CREATE TRIGGER … ON <the table's name> …`, then its enabled state.
+    pub create: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyForeignKey {
     pub name: String,
     /// The declaring table, by its original name (which, at each end of a
@@ -290,16 +302,43 @@ fn plan_table(
             String::new()
         }
     };
+    let mut triggers = Vec::new();
     for trg in t
         .triggers
         .iter()
         .filter(|g| !g.internal && !g.name.starts_with(names::PREFIX))
     {
-        block(
-            format!("trigger {} on {}", trg.name, t.display()),
-            "the copy engine does not move triggers yet",
-            use_update,
-        );
+        let object = format!("trigger {} on {}", trg.name, t.display());
+        if trg.constraint {
+            block(
+                object,
+                "the copy engine does not move constraint triggers yet",
+                use_update,
+            );
+            continue;
+        }
+        let Some(create) = retarget_trigger(&trg.definition, &t.qualified()) else {
+            block(object, "its definition could not be read", use_update);
+            continue;
+        };
+        let enable = match trg.enabled.as_str() {
+            "D" => "DISABLE TRIGGER",
+            "R" => "ENABLE REPLICA TRIGGER",
+            "A" => "ENABLE ALWAYS TRIGGER",
+            _ => "",
+        };
+        let mut statements = vec![create];
+        if !enable.is_empty() {
+            statements.push(format!(
+                "ALTER TABLE {} {enable} {}",
+                t.qualified(),
+                quote(&trg.name)
+            ));
+        }
+        triggers.push(CopyTrigger {
+            name: trg.name.clone(),
+            create: statements,
+        });
     }
     if t.row_security {
         block(
@@ -497,6 +536,7 @@ fn plan_table(
             .map(|c| c.name.clone())
             .collect(),
         indexes,
+        triggers,
         create,
         owned_sequences,
         log_forward: pg("log"),
@@ -531,9 +571,67 @@ fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
     ))
 }
 
+/// `pg_get_triggerdef` with the table after `ON` written as `table`: the
+/// definition names it as the session's search_path sees it.
+fn retarget_trigger(definition: &str, table: &str) -> Option<String> {
+    let tokens = sqltext::tokenize(definition).ok()?;
+    let on = tokens.iter().position(
+        |t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::ON && w.quote_style.is_none()),
+    )?;
+    let mut rest = tokens[on + 1..]
+        .iter()
+        .skip_while(|t| matches!(t.token, Token::Whitespace(_)));
+    let mut end = match rest.next()? {
+        t @ Spanned {
+            token: Token::Word(_),
+            ..
+        } => t.end,
+        _ => return None,
+    };
+    // `schema.table`
+    let mut rest = rest.peekable();
+    if matches!(rest.peek().map(|t| &t.token), Some(Token::Period)) {
+        rest.next();
+        match rest.next()? {
+            t @ Spanned {
+                token: Token::Word(_),
+                ..
+            } => end = t.end,
+            _ => return None,
+        }
+    }
+    Some(format!(
+        "{}ON {table}{}",
+        &definition[..tokens[on].start],
+        &definition[end..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trigger_definitions_name_the_table_as_given() {
+        let t = "\"public\".\"scripts\"";
+        assert_eq!(
+            retarget_trigger(
+                "CREATE TRIGGER touch BEFORE UPDATE OF \"on\", name ON scripts FOR EACH ROW WHEN ((old.* IS DISTINCT FROM new.*)) EXECUTE FUNCTION touch()",
+                t
+            )
+            .unwrap(),
+            "CREATE TRIGGER touch BEFORE UPDATE OF \"on\", name ON \"public\".\"scripts\" FOR EACH ROW WHEN ((old.* IS DISTINCT FROM new.*)) EXECUTE FUNCTION touch()"
+        );
+        assert_eq!(
+            retarget_trigger(
+                "CREATE TRIGGER audit AFTER INSERT ON app.\"Scripts\" REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION app.audit()",
+                t
+            )
+            .unwrap(),
+            "CREATE TRIGGER audit AFTER INSERT ON \"public\".\"scripts\" REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION app.audit()"
+        );
+        assert_eq!(retarget_trigger("CREATE TRIGGER x", t), None);
+    }
 
     #[test]
     fn index_definitions_move_to_the_copy() {

@@ -229,11 +229,24 @@ fn a_trigger_that_uses_the_column_blocks_with_a_remedy() {
         columns: vec![],
         function: "public.audit_fn".into(),
         function_source: "BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END".into(),
+        definition:
+            "CREATE TRIGGER audit AFTER INSERT ON scripts FOR EACH ROW EXECUTE FUNCTION audit_fn()"
+                .into(),
+        enabled: "O".into(),
+        constraint: false,
     });
     let p = plan(&catalog, &[(1, "id")]);
     assert_eq!(p.blockers.len(), 1);
     assert_eq!(p.blockers[0].object, "trigger audit on scripts");
     assert!(!p.blockers[0].remedy.is_empty());
+    // The copy engine's copy and replays never fire it: it moves at cutover.
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    let moved = &p.copy.as_ref().unwrap().tables[0].triggers;
+    assert_eq!(
+        moved[0].create,
+        vec!["CREATE TRIGGER audit AFTER INSERT ON \"public\".\"scripts\" FOR EACH ROW EXECUTE FUNCTION audit_fn()"]
+    );
 }
 
 #[test]
@@ -458,6 +471,9 @@ fn the_copy_engine_refuses_what_it_does_not_move_yet() {
         columns: vec![],
         function: "public.touch".into(),
         function_source: "BEGIN RETURN NEW; END".into(),
+        definition: "CREATE CONSTRAINT TRIGGER touch AFTER UPDATE ON public.scripts NOT DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION touch()".into(),
+        enabled: "O".into(),
+        constraint: true,
     });
     catalog.tables[1].row_security = true;
     catalog.tables[1].rowtype_users = vec!["function public.f(script_runs) n".into()];

@@ -243,7 +243,7 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
     client
         .batch_execute(
             "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
-             CREATE TRIGGER audit BEFORE UPDATE ON archived_scripts FOR EACH ROW EXECUTE FUNCTION touch();",
+             CREATE CONSTRAINT TRIGGER audit AFTER UPDATE ON archived_scripts FOR EACH ROW EXECUTE FUNCTION touch();",
         )
         .await
         .unwrap();
@@ -744,4 +744,96 @@ async fn copy_engine_moves_identity_columns_there_and_back() {
             "tickets_id_seq integer max 2147483647",
         );
     assert_eq!(user_schema(&after), user_schema(&before));
+}
+
+/// The incident tables' own triggers: an audit row per insert, a stamp on
+/// update, one disabled, one that fires for replicas too.
+const TRIGGERS: &str = "
+    CREATE TABLE script_audit (script_id bigint NOT NULL);
+    CREATE FUNCTION audit_script() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO script_audit VALUES (NEW.id); RETURN NULL; END $$;
+    CREATE FUNCTION touch_script() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN NEW.body := 'touched ' || NEW.name; RETURN NEW; END $$;
+    CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'disabled trigger fired'; END $$;
+    CREATE TRIGGER audit_insert AFTER INSERT ON scripts FOR EACH ROW EXECUTE FUNCTION audit_script();
+    CREATE TRIGGER touch_update BEFORE UPDATE OF name ON scripts FOR EACH ROW EXECUTE FUNCTION touch_script();
+    CREATE TRIGGER dormant BEFORE DELETE ON script_runs FOR EACH ROW EXECUTE FUNCTION refuse();
+    ALTER TABLE script_runs DISABLE TRIGGER dormant;
+    CREATE TRIGGER always_audit AFTER INSERT ON archived_scripts FOR EACH ROW EXECUTE FUNCTION audit_script();
+    ALTER TABLE archived_scripts ENABLE ALWAYS TRIGGER always_audit;";
+
+/// Triggers fired once per application write (none for the copy's inserts
+/// and replays), stamps carried over, and each trigger where it was.
+async fn assert_triggers_fired_once(client: &tokio_postgres::Client, states: &str) {
+    let added: i64 = one(
+        client,
+        "SELECT (SELECT count(*) FROM scripts_control) - 20000",
+    )
+    .await;
+    let audited: (i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT script_id) FROM script_audit",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(added > 0);
+    assert_eq!(audited, (added, added), "one audit row per inserted script");
+    let unstamped: i64 = one(
+        client,
+        "SELECT count(*) FROM scripts WHERE name LIKE 'u%' AND body IS DISTINCT FROM 'touched ' || name",
+    )
+    .await;
+    assert_eq!(unstamped, 0);
+    assert_eq!(trigger_states(client).await, states);
+}
+
+async fn trigger_states(client: &tokio_postgres::Client) -> String {
+    one(
+        client,
+        "SELECT string_agg(tgrelid::regclass || '.' || tgname || ':' || tgenabled::text, ' ' ORDER BY tgname)
+         FROM pg_trigger WHERE NOT tgisinternal AND tgname NOT LIKE 'pgshift%'",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_moves_the_tables_triggers_and_fires_them_once_per_write() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    client.batch_execute(TRIGGERS).await.unwrap();
+    let before = schema_dump(&client).await;
+    let states = trigger_states(&client).await;
+    assert_eq!(
+        states,
+        "archived_scripts.always_audit:A scripts.audit_insert:O script_runs.dormant:D scripts.touch_update:O"
+    );
+    let (_dir, path) = migration("0112_copy_triggers", MIGRATION);
+
+    let writer = Writer::start(&url).await;
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_matches_control(&client).await;
+    assert_triggers_fired_once(&client, &states).await;
+
+    let writer = Writer::start(&url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rb = pgshift(&url, &["rollback", "0112_copy_triggers"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let errors = writer.stop().await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_matches_control(&client).await;
+    assert_triggers_fired_once(&client, &states).await;
+    assert_eq!(
+        user_schema(&schema_dump(&client).await),
+        user_schema(&before)
+    );
 }

@@ -95,6 +95,15 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
     drop_views(&mut s, plan);
     for t in tables(plan) {
         s.extend(detach_capture(t, &t.qualified()));
+        // The table's own triggers leave with the name and come back on the
+        // table that takes it, below.
+        for trg in &t.triggers {
+            s.push(format!(
+                "DROP TRIGGER {} ON {}",
+                quote(&trg.name),
+                t.qualified()
+            ));
+        }
     }
     let fks = plan.copy.iter().flat_map(|c| &c.foreign_keys);
     for fk in fks.clone() {
@@ -138,6 +147,9 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             "ALTER TABLE {incoming_table} RENAME TO {}",
             quote(&t.name)
         ));
+        for trg in &t.triggers {
+            s.extend(trg.create.iter().cloned());
+        }
         if way == Way::Forward && t.pause_autovacuum {
             s.push(format!(
                 "ALTER TABLE {} RESET (autovacuum_enabled)",
