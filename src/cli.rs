@@ -114,11 +114,12 @@ pub struct Tuning {
     /// How the rows move. `update`: bigint shadow columns filled by batched
     /// UPDATEs in place (every kind of table). `copy`: a copy of each table
     /// with the new types, changes captured by key and replayed, the copy
-    /// swapped in at cutover; less than half the WAL, and no row locks on
-    /// the application's rows, for tables without triggers, identity
-    /// columns or row security (plan names what it refuses).
-    #[arg(long, value_enum, default_value_t = crate::plan::Engine::Update)]
-    pub engine: crate::plan::Engine,
+    /// swapped in at cutover; about the rewrite's WAL and no row locks on
+    /// the application's rows, for tables keyed by one integer column
+    /// without row security (plan names what it refuses). `auto`: `copy`
+    /// when it takes every table, else `update`; the plan says which and why.
+    #[arg(long, value_enum, default_value_t = crate::plan::EngineChoice::Update)]
+    pub engine: crate::plan::EngineChoice,
 
     /// lock_timeout of every DDL statement; lock waits longer than this are retried.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]

@@ -33,7 +33,7 @@ pub struct Options {
     /// How the backfill will split the tables (for its description and the WAL estimate).
     pub backfill: BackfillShape,
     /// Which engine moves the rows.
-    pub engine: super::Engine,
+    pub engine: super::EngineChoice,
 }
 
 pub fn build(
@@ -42,6 +42,49 @@ pub fn build(
     requests: &[Request],
     catalog: &Catalog,
     options: Options,
+) -> Result<Plan> {
+    use super::{Engine, EngineChoice};
+    let with = |engine| build_with(migration, checksum, requests, catalog, options, engine);
+    match options.engine {
+        EngineChoice::Update => with(Engine::Update),
+        EngineChoice::Copy => with(Engine::Copy),
+        EngineChoice::Auto => {
+            let mut copy = with(Engine::Copy)?;
+            if copy.blockers.is_empty() {
+                copy.warnings.insert(
+                    0,
+                    "--engine auto chose the copy engine: it takes every table of this migration"
+                        .into(),
+                );
+                return Ok(copy);
+            }
+            let mut update = with(Engine::Update)?;
+            if update.blockers.is_empty() {
+                let why: Vec<String> = copy
+                    .blockers
+                    .iter()
+                    .map(|b| format!("{}: {}", b.object, b.reason))
+                    .collect();
+                update.warnings.insert(
+                    0,
+                    format!(
+                        "--engine auto chose the update engine, since the copy engine refuses {}",
+                        why.join("; ")
+                    ),
+                );
+            }
+            Ok(update)
+        }
+    }
+}
+
+fn build_with(
+    migration: &str,
+    checksum: &str,
+    requests: &[Request],
+    catalog: &Catalog,
+    options: Options,
+    engine: super::Engine,
 ) -> Result<Plan> {
     let mut blockers = Vec::new();
     let mut widen: BTreeMap<u32, BTreeMap<i16, String>> = BTreeMap::new();
@@ -117,7 +160,7 @@ pub fn build(
     let mut tables = Vec::new();
     for &oid in &order {
         let t = table(catalog, oid)?;
-        let mut p = plan_table(migration, t, &widen[&oid], options.engine, &mut blockers);
+        let mut p = plan_table(migration, t, &widen[&oid], engine, &mut blockers);
         let range = options.backfill.rows_per_part(p.estimated_rows);
         p.backfill_passes = if options.backfill.two_passes(&p.key, range) {
             2
@@ -126,7 +169,7 @@ pub fn build(
         };
         tables.push(p);
     }
-    let (foreign_keys, views, copy) = match options.engine {
+    let (foreign_keys, views, copy) = match engine {
         super::Engine::Update => (
             plan_foreign_keys(catalog, &widen, &mut blockers),
             plan_views(catalog, &widen, &mut blockers, options),
@@ -160,7 +203,7 @@ pub fn build(
         .filter(|t| t.fillfactor >= 100 && t.estimated_rows >= 1_000_000)
         .map(|t| t.display())
         .collect();
-    if !full.is_empty() && options.engine == super::Engine::Update {
+    if !full.is_empty() && engine == super::Engine::Update {
         warnings.push(format!(
             "{} {} fillfactor 100: the backfill's updates cannot be HOT, so each one adds an entry to every index and leaves a \
              dead row (the benchmark measured 0% HOT in one pass, 45% in two). For tables you expect to widen, set fillfactor = 90 ahead of time \
@@ -170,7 +213,7 @@ pub fn build(
         ));
     }
 
-    if options.engine == super::Engine::Update && blockers.is_empty() {
+    if engine == super::Engine::Update && blockers.is_empty() {
         let mut refused = Vec::new();
         super::copy::plan(migration, catalog, &tables, &mut refused);
         if refused.is_empty() {
@@ -182,7 +225,7 @@ pub fn build(
             );
         }
     }
-    if options.engine == super::Engine::Copy {
+    if engine == super::Engine::Copy {
         let bytes: i64 = tables.iter().map(|t| t.total_bytes.max(0)).sum();
         warnings.push(format!(
             "the copies need about {} of free disk (the tables' size, indexes included) from the copy until finalize drops \
@@ -194,7 +237,7 @@ pub fn build(
         .iter()
         .filter_map(|p| catalog.table(p.oid).map(|t| (t, p)))
         .collect();
-    let wal = super::wal::estimate(&sized, &catalog.wal, options.engine);
+    let wal = super::wal::estimate(&sized, &catalog.wal, engine);
     warnings.extend(checkpoint_warning(&wal, &catalog.wal));
     warnings.extend(slot_warnings(&catalog.slots, &wal));
     Ok(Plan {
@@ -207,7 +250,7 @@ pub fn build(
         views,
         warnings,
         blockers,
-        engine: options.engine,
+        engine,
         copy,
     })
 }

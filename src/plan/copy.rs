@@ -24,8 +24,29 @@ use crate::sqltext::{self, Spanned};
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
 
-/// Which engine moves the rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// The `--engine` a plan is asked for: one of the engines, or `auto`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// Shadow columns filled by batched UPDATEs in the table itself.
+    #[default]
+    Update,
+    /// A copy of each table with the new types, swapped in at cutover.
+    Copy,
+    /// The copy engine when it takes every table, else the update engine.
+    Auto,
+}
+
+impl From<Engine> for EngineChoice {
+    fn from(e: Engine) -> EngineChoice {
+        match e {
+            Engine::Update => EngineChoice::Update,
+            Engine::Copy => EngineChoice::Copy,
+        }
+    }
+}
+
+/// Which engine moves the rows (what a plan holds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
     /// Shadow columns filled by batched UPDATEs in the table itself.

@@ -15,7 +15,7 @@ pub mod wal;
 use serde::{Deserialize, Serialize};
 
 pub use build::{build, Options, Request};
-pub use copy::Engine;
+pub use copy::{Engine, EngineChoice};
 
 /// Backfill speed assumed for estimates (rows/s): the slowest median of the
 /// benchmark with default settings under load on the 2-core reference

@@ -391,7 +391,7 @@ fn copy_plan(catalog: &Catalog, cols: &[(u32, &str)]) -> Plan {
         })
         .collect();
     let options = Options {
-        engine: crate::plan::Engine::Copy,
+        engine: crate::plan::EngineChoice::Copy,
         ..Options::default()
     };
     build("m", "abc", &requests, catalog, options).unwrap()
@@ -610,4 +610,34 @@ fn the_copy_engine_moves_unique_indexes_with_their_collision_checks() {
     let p = copy_plan(&catalog, &[(1, "id")]);
     let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
     assert_eq!(objects, vec!["index scripts_live_name on scripts"]);
+}
+
+#[test]
+fn engine_auto_takes_the_copy_engine_when_it_can_and_says_why_not_when_it_cannot() {
+    let mut catalog = incident();
+    let auto = |catalog: &Catalog| {
+        let requests = [Request {
+            table: 1,
+            column: "id".into(),
+        }];
+        let options = Options {
+            engine: crate::plan::EngineChoice::Auto,
+            ..Options::default()
+        };
+        build("m", "abc", &requests, catalog, options).unwrap()
+    };
+    let p = auto(&catalog);
+    assert_eq!(p.engine, crate::plan::Engine::Copy);
+    assert!(p.copy.is_some());
+    assert!(p.warnings[0].starts_with("--engine auto chose the copy engine"));
+
+    catalog.tables[1].row_security = true;
+    let p = auto(&catalog);
+    assert_eq!(p.engine, crate::plan::Engine::Update);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    assert_eq!(
+        p.warnings[0],
+        "--engine auto chose the update engine, since the copy engine refuses table script_runs: \
+         it has row-level security, whose policies the copy engine does not move yet"
+    );
 }

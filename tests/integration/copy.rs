@@ -264,9 +264,23 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
         "{blockers:?}"
     );
     assert_ne!(plan.code, 0);
-    // The update engine takes the same migration.
+    // The update engine takes the same migration, and auto says why it does.
     let plan = pgshift(&url, &["plan", &path]).await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let plan = pgshift(
+        &url,
+        &["--format", "json", "plan", &path, "--engine", "auto"],
+    )
+    .await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    assert_eq!(json["engine"], "update");
+    let why = json["warnings"][0].as_str().unwrap();
+    assert!(
+        why.starts_with("--engine auto chose the update engine")
+            && why.contains("trigger audit on archived_scripts"),
+        "{why}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,8 +740,17 @@ async fn copy_engine_moves_identity_columns_there_and_back() {
         "0111_copy_identity_final",
         "ALTER TABLE tickets ALTER COLUMN id TYPE bigint;\n",
     );
-    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    let run = pgshift(&url, &["apply", &path, "--engine", "auto"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let engine: String = one(
+        &client,
+        "SELECT plan->>'engine' FROM pgshift.migrations WHERE name = '0111_copy_identity_final'",
+    )
+    .await;
+    assert_eq!(
+        engine, "copy",
+        "auto takes the copy engine for these tables"
+    );
     let fin = pgshift(&url, &["finalize", "0111_copy_identity_final", "--yes"]).await;
     assert_eq!(fin.code, 0, "{}", fin.stderr);
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
