@@ -194,6 +194,35 @@ pub fn mentions_identifier(text: &str, word: &str) -> bool {
     }
 }
 
+/// `CREATE POLICY` of `p` on `table`.
+pub fn create_policy(p: &crate::catalog::Policy, table: &str) -> String {
+    let roles: Vec<String> = p
+        .roles
+        .iter()
+        .map(|r| {
+            if r == "public" {
+                "PUBLIC".to_string()
+            } else {
+                crate::names::quote(r)
+            }
+        })
+        .collect();
+    let mut sql = format!(
+        "CREATE POLICY {} ON {table} AS {} FOR {} TO {}",
+        crate::names::quote(&p.name),
+        p.kind,
+        p.command,
+        roles.join(", ")
+    );
+    if let Some(using) = &p.using {
+        sql.push_str(&format!(" USING ({using})"));
+    }
+    if let Some(check) = &p.check {
+        sql.push_str(&format!(" WITH CHECK ({check})"));
+    }
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

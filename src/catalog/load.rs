@@ -145,7 +145,10 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     ARRAY(SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
                           FROM pg_depend d
                           WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
-                            AND d.classid = 'pg_proc'::regclass)
+                            AND d.classid = 'pg_proc'::regclass),
+                    c.relforcerowsecurity,
+                    row_security_active(c.oid),
+                    COALESCE((SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid), '{}')
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             &[&oid],
@@ -173,6 +176,10 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         replica_identity: row.get(16),
         rowtype_users: row.get(17),
         function_users: row.get(18),
+        force_row_security: row.get(19),
+        row_security_applies: row.get(20),
+        toast_reloptions: row.get(21),
+        policies: Vec::new(),
         columns: Vec::new(),
         indexes: Vec::new(),
         constraints: Vec::new(),
@@ -244,7 +251,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                           FROM generate_series(1, i.indnkeyatts::int) k ORDER BY k),
                     pg_get_expr(i.indpred, i.indrelid, true),
                     -- a column of Postgres 15 on: read by name, so older servers give false
-                    COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false)
+                    COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false),
+                    obj_description(i.indexrelid, 'pg_class'),
+                    i.indisreplident
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
              WHERE i.indrelid = $1
              ORDER BY ic.relname",
@@ -266,6 +275,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             keys: row.get(9),
             predicate: row.get(10),
             nulls_not_distinct: row.get(11),
+            comment: row.get(12),
+            replica_identity: row.get(13),
         });
     }
 
@@ -332,6 +343,27 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             definition: row.get(5),
             enabled: row.get(6),
             constraint: row.get(7),
+        });
+    }
+
+    for row in client
+        .query(
+            "SELECT p.policyname::text, p.permissive, p.cmd, p.roles::text[], p.qual, p.with_check
+             FROM pg_policies p JOIN pg_class c ON c.relname = p.tablename
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = p.schemaname
+             WHERE c.oid = $1 ORDER BY p.policyname",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("row security policies")))?
+    {
+        table.policies.push(Policy {
+            name: row.get(0),
+            kind: row.get(1),
+            command: row.get(2),
+            roles: row.get(3),
+            using: row.get(4),
+            check: row.get(5),
         });
     }
 

@@ -121,6 +121,17 @@ pub struct Table {
     #[serde(default)]
     pub row_security: bool,
     #[serde(default)]
+    pub force_row_security: bool,
+    /// Row security applies to this session (`row_security_active`): its
+    /// reads see only what the policies let it see.
+    #[serde(default)]
+    pub row_security_applies: bool,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    /// The TOAST table's storage options, without the `toast.` prefix.
+    #[serde(default)]
+    pub toast_reloptions: Vec<String>,
+    #[serde(default)]
     pub replica_identity: String,
     #[serde(default)]
     pub rowtype_users: Vec<String>,
@@ -241,6 +252,25 @@ pub struct Index {
     /// `NULLS NOT DISTINCT` (Postgres 15).
     #[serde(default)]
     pub nulls_not_distinct: bool,
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// The index `REPLICA IDENTITY USING INDEX` names.
+    #[serde(default)]
+    pub replica_identity: bool,
+}
+
+/// A row security policy, as `pg_policies` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    /// `PERMISSIVE` or `RESTRICTIVE`.
+    pub kind: String,
+    /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
+    pub command: String,
+    /// Role names; `public` for PUBLIC.
+    pub roles: Vec<String>,
+    pub using: Option<String>,
+    pub check: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

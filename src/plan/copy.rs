@@ -148,6 +148,11 @@ pub struct CopyIndex {
     /// A unique index other than the primary key.
     #[serde(default)]
     pub unique: Option<UniqueKey>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// The table's `REPLICA IDENTITY USING INDEX`: set on the copy once built.
+    #[serde(default)]
+    pub replica_identity: bool,
 }
 
 /// What makes two rows collide in a unique index other than the primary key.
@@ -361,17 +366,17 @@ fn plan_table(
             create: statements,
         });
     }
-    if t.row_security {
+    if t.row_security_applies {
         block(
             object.clone(),
-            "it has row-level security, whose policies the copy engine does not move yet",
-            use_update,
+            "row security applies to this session, so the copy would hold only the rows its policies show",
+            "run pgshift as the table's owner (without FORCE ROW LEVEL SECURITY), a superuser, or a role with BYPASSRLS",
         );
     }
-    if !matches!(t.replica_identity.as_str(), "d" | "") {
+    if t.replica_identity == "i" && !t.indexes.iter().any(|ix| ix.replica_identity) {
         block(
             object.clone(),
-            "its replica identity is not the default",
+            "its replica identity names an index that could not be found",
             use_update,
         );
     }
@@ -459,6 +464,8 @@ fn plan_table(
             _ => "",
         };
         indexes.push(CopyIndex {
+            comment: ix.comment.clone(),
+            replica_identity: ix.replica_identity,
             name: ix.name.clone(),
             new_name: new_ix,
             old_name: names::shadow("old", &ix.name),
@@ -485,6 +492,7 @@ fn plan_table(
     if pause_autovacuum {
         options.push("autovacuum_enabled = false".into());
     }
+    options.extend(t.toast_reloptions.iter().map(|o| format!("toast.{o}")));
     let mut create = vec![format!(
         "CREATE TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
          INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION INCLUDING STATISTICS) WITH ({})",
@@ -524,6 +532,28 @@ fn plan_table(
             "COMMENT ON TABLE {new_table} IS {}",
             literal(comment)
         ));
+    }
+    // Row security is on for the copy from the start: pgshift's session
+    // reads and writes past it (it is refused above when it would not).
+    for p in &t.policies {
+        // Expand runs again on resume: made again, never twice.
+        create.push(format!(
+            "DROP POLICY IF EXISTS {} ON {new_table}",
+            quote(&p.name)
+        ));
+        create.push(sqltext::create_policy(p, &new_table));
+    }
+    if t.row_security {
+        create.push(format!("ALTER TABLE {new_table} ENABLE ROW LEVEL SECURITY"));
+    }
+    if t.force_row_security {
+        create.push(format!("ALTER TABLE {new_table} FORCE ROW LEVEL SECURITY"));
+    }
+    // USING INDEX waits for the index (see CopyIndex::replica_identity).
+    match t.replica_identity.as_str() {
+        "f" => create.push(format!("ALTER TABLE {new_table} REPLICA IDENTITY FULL")),
+        "n" => create.push(format!("ALTER TABLE {new_table} REPLICA IDENTITY NOTHING")),
+        _ => {}
     }
     let owned_sequences = t
         .columns

@@ -860,3 +860,125 @@ async fn copy_engine_moves_the_tables_triggers_and_fires_them_once_per_write() {
         user_schema(&before)
     );
 }
+
+/// What the incident tables carry besides rows and indexes: row security
+/// (forced) with a policy, replica identities, an index comment, a TOAST
+/// table's storage option.
+const CARRIED: &str = "
+    CREATE POLICY ok_runs ON script_runs AS PERMISSIVE FOR SELECT TO reader USING (status = 'ok');
+    ALTER TABLE script_runs ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+    ALTER TABLE archived_scripts REPLICA IDENTITY FULL;
+    ALTER TABLE scripts REPLICA IDENTITY USING INDEX scripts_pkey;
+    COMMENT ON INDEX scripts_pkey IS 'the key';
+    ALTER TABLE scripts SET (toast.autovacuum_vacuum_scale_factor = 0.05);
+    GRANT SELECT ON script_runs TO reader;
+    UPDATE script_runs SET status = 'failed' WHERE id % 4 = 0;
+    UPDATE runs_control SET script_id = script_id;";
+
+async fn carried(client: &tokio_postgres::Client) -> String {
+    one(
+        client,
+        "SELECT concat_ws(' | ',
+            (SELECT string_agg(tablename || ':' || policyname || ':' || cmd || ':' || array_to_string(roles, ',') || ':' || qual, ',') FROM pg_policies WHERE tablename NOT LIKE 'pgshift%'),
+            (SELECT string_agg(relname || ':' || relrowsecurity || relforcerowsecurity || ':' || relreplident::text, ',' ORDER BY relname)
+             FROM pg_class WHERE relname IN ('scripts', 'script_runs', 'archived_scripts')),
+            (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indisreplident AND indexrelid::regclass::text NOT LIKE 'pgshift%'),
+            obj_description('scripts_pkey'::regclass, 'pg_class'),
+            (SELECT array_to_string(t.reloptions, ',') FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'scripts'))",
+    )
+    .await
+}
+
+/// How many rows of script_runs role `reader` sees.
+async fn reader_sees(client: &tokio_postgres::Client) -> String {
+    let rows = client
+        .simple_query("SET ROLE reader; SELECT count(*) FROM script_runs")
+        .await
+        .unwrap();
+    client.batch_execute("RESET ROLE").await.unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_carries_row_security_replica_identity_and_index_comments() {
+    let (cluster, client) = incident_primary(10_000).await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(&format!("CREATE ROLE reader; {CARRIED}"))
+        .await
+        .unwrap();
+    let before = carried(&client).await;
+    assert_eq!(
+        before,
+        "script_runs:ok_runs:SELECT:reader:(status = 'ok'::text) \
+         | archived_scripts:falsefalse:f,script_runs:truetrue:d,scripts:falsefalse:i | scripts_pkey | the key \
+         | autovacuum_vacuum_scale_factor=0.05"
+    );
+    let before_visible = reader_sees(&client).await;
+    let (_dir, path) = migration("0113_copy_carried", MIGRATION);
+
+    let writer = Writer::start(&url).await;
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    // pgshift's session saw every row, the reader what the policy shows.
+    assert_matches_control(&client).await;
+    assert_eq!(carried(&client).await, before);
+    let ok: i64 = one(
+        &client,
+        "SELECT count(*) FROM script_runs WHERE status = 'ok'",
+    )
+    .await;
+    assert_eq!(reader_sees(&client).await, ok.to_string());
+    assert_ne!(before_visible, "0");
+
+    let rb = pgshift(&url, &["rollback", "0113_copy_carried"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(carried(&client).await, before);
+    assert_matches_control(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_refuses_a_table_whose_row_security_applies_to_pgshifts_role() {
+    let (cluster, client) = incident_primary(100).await;
+    client
+        .batch_execute(
+            "CREATE ROLE migrator LOGIN;
+             ALTER TABLE script_runs OWNER TO migrator;
+             ALTER TABLE script_runs ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;",
+        )
+        .await
+        .unwrap();
+    let (_dir, path) = migration("0114_copy_rls", MIGRATION);
+    let plan = |user: &'static str| {
+        let url = cluster.url("app").replace("postgres@", &format!("{user}@"));
+        let path = path.clone();
+        async move {
+            pgshift(
+                &url,
+                &["--format", "json", "plan", &path, "--engine", "copy"],
+            )
+            .await
+        }
+    };
+    // The owner is subject to its forced policies: it would copy no row.
+    let run = plan("migrator").await;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stderr);
+    let blockers = json["blockers"].as_array().unwrap();
+    assert!(
+        blockers.iter().any(|b| b["object"] == "table script_runs"
+            && b["remedy"].as_str().unwrap().contains("BYPASSRLS")),
+        "{blockers:?}"
+    );
+    assert_ne!(run.code, 0);
+    // A superuser reads every row.
+    let run = plan("postgres").await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}

@@ -28,7 +28,7 @@ mod swap;
 pub use swap::{cutover, locked_tables, swap_back};
 
 use super::*;
-use crate::names::{literal, quote};
+use crate::names::{literal, qualified, quote};
 use crate::plan::copy::CopyTable;
 use crate::plan::Plan;
 
@@ -280,6 +280,22 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             // slowest transactions, up to 346 ms at 10M, all fell in the
             // index builds), and the lanes already build tables in parallel.
             let serial = "SET LOCAL max_parallel_maintenance_workers = 0".to_string();
+            // What the index carries besides its definition.
+            let mut after = Vec::new();
+            if let Some(comment) = &ix.comment {
+                after.push(format!(
+                    "COMMENT ON INDEX {} IS {}",
+                    qualified(&t.schema, &ix.new_name),
+                    literal(comment)
+                ));
+            }
+            if ix.replica_identity {
+                after.push(format!(
+                    "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
+                    t.qualified_new(),
+                    quote(&ix.new_name)
+                ));
+            }
             steps.push(lane(match &ix.unique {
                 None => step(
                     "validating",
@@ -287,7 +303,10 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                         "build index {} on {} (for {})",
                         ix.new_name, t.new_name, ix.name
                     ),
-                    format!("{serial};\n{}", ix.create_sql),
+                    std::iter::once(format!("{serial};\n{}", ix.create_sql))
+                        .chain(after)
+                        .collect::<Vec<_>>()
+                        .join(";\n"),
                     NONE,
                     Action::Ddl { skip_if: None },
                 ),
@@ -312,7 +331,10 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                             key = quote(&t.key),
                         ),
                         ix.create_sql.clone(),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(after)
+                    .collect(),
                 ),
             }));
             if let Some(kind) = &ix.constraint {
