@@ -114,6 +114,9 @@ pub struct CopyTable {
     pub refuse_truncate: String,
     /// The copy is created with autovacuum off; the cutover turns it back on.
     pub pause_autovacuum: bool,
+    /// NOT VALID checks (name, definition): added to the copy at cutover.
+    #[serde(default)]
+    pub not_valid_checks: Vec<(String, String)>,
 }
 
 impl CopyTable {
@@ -401,17 +404,6 @@ fn plan_table(
             use_update,
         );
     }
-    for c in t
-        .constraints
-        .iter()
-        .filter(|c| c.kind == "c" && !c.validated)
-    {
-        block(
-            format!("constraint {} on {}", c.name, t.display()),
-            "it is NOT VALID, and the copy would enforce it on every row",
-            "validate it first, or use --engine update",
-        );
-    }
 
     let widened: Vec<&str> = tp.columns.iter().map(|c| c.name.as_str()).collect();
     let new_name = names::shadow("new", &t.name);
@@ -546,6 +538,20 @@ fn plan_table(
     if t.row_security {
         create.push(format!("ALTER TABLE {new_table} ENABLE ROW LEVEL SECURITY"));
     }
+    // A NOT VALID check would hold the copy's old rows to it: it comes off
+    // the copy and is added again, NOT VALID, at cutover.
+    let not_valid_checks: Vec<(String, String)> = t
+        .constraints
+        .iter()
+        .filter(|c| c.kind == "c" && !c.validated)
+        .map(|c| (c.name.clone(), c.definition.clone()))
+        .collect();
+    for (name, _) in &not_valid_checks {
+        create.push(format!(
+            "ALTER TABLE {new_table} DROP CONSTRAINT IF EXISTS {}",
+            quote(name)
+        ));
+    }
     if t.force_row_security {
         create.push(format!("ALTER TABLE {new_table} FORCE ROW LEVEL SECURITY"));
     }
@@ -600,6 +606,7 @@ fn plan_table(
         truncate_trigger: names::shadow("no_truncate", &base),
         refuse_truncate: pg("no_truncate"),
         pause_autovacuum,
+        not_valid_checks,
     })
 }
 

@@ -862,8 +862,8 @@ async fn copy_engine_moves_the_tables_triggers_and_fires_them_once_per_write() {
 }
 
 /// What the incident tables carry besides rows and indexes: row security
-/// (forced) with a policy, replica identities, an index comment, a TOAST
-/// table's storage option.
+/// (forced) with a policy, replica identities, an index comment, a NOT VALID
+/// check that old rows break, a TOAST table's storage option.
 const CARRIED: &str = "
     CREATE POLICY ok_runs ON script_runs AS PERMISSIVE FOR SELECT TO reader USING (status = 'ok');
     ALTER TABLE script_runs ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -873,6 +873,9 @@ const CARRIED: &str = "
     ALTER TABLE scripts SET (toast.autovacuum_vacuum_scale_factor = 0.05);
     GRANT SELECT ON script_runs TO reader;
     UPDATE script_runs SET status = 'failed' WHERE id % 4 = 0;
+    UPDATE scripts SET account_id = 0 WHERE id % 100 = 0;
+    UPDATE scripts_control SET account_id = 0 WHERE id % 100 = 0;
+    ALTER TABLE scripts ADD CONSTRAINT nonzero_account CHECK (account_id <> 0) NOT VALID;
     UPDATE runs_control SET script_id = script_id;";
 
 async fn carried(client: &tokio_postgres::Client) -> String {
@@ -884,6 +887,8 @@ async fn carried(client: &tokio_postgres::Client) -> String {
              FROM pg_class WHERE relname IN ('scripts', 'script_runs', 'archived_scripts')),
             (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indisreplident AND indexrelid::regclass::text NOT LIKE 'pgshift%'),
             obj_description('scripts_pkey'::regclass, 'pg_class'),
+            (SELECT string_agg(conrelid::regclass || '.' || pg_get_constraintdef(oid), ',') FROM pg_constraint
+             WHERE contype = 'c' AND conrelid <> 0 AND conrelid::regclass::text NOT LIKE 'pgshift%'),
             (SELECT array_to_string(t.reloptions, ',') FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'scripts'))",
     )
     .await
@@ -917,7 +922,7 @@ async fn copy_engine_carries_row_security_replica_identity_and_index_comments() 
         before,
         "script_runs:ok_runs:SELECT:reader:(status = 'ok'::text) \
          | archived_scripts:falsefalse:f,script_runs:truetrue:d,scripts:falsefalse:i | scripts_pkey | the key \
-         | autovacuum_vacuum_scale_factor=0.05"
+         | scripts.CHECK ((account_id <> 0)) NOT VALID | autovacuum_vacuum_scale_factor=0.05"
     );
     let before_visible = reader_sees(&client).await;
     let (_dir, path) = migration("0113_copy_carried", MIGRATION);

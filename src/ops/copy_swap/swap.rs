@@ -150,6 +150,16 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
         for trg in &t.triggers {
             s.extend(trg.create.iter().cloned());
         }
+        // The original kept its own; the copy gets them now, unscanned.
+        if way == Way::Forward {
+            for (name, definition) in &t.not_valid_checks {
+                s.push(format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
+                    t.qualified(),
+                    quote(name)
+                ));
+            }
+        }
         if way == Way::Forward && t.pause_autovacuum {
             s.push(format!(
                 "ALTER TABLE {} RESET (autovacuum_enabled)",
