@@ -180,6 +180,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         row_security_applies: row.get(20),
         toast_reloptions: row.get(21),
         policies: Vec::new(),
+        statistics: Vec::new(),
         columns: Vec::new(),
         indexes: Vec::new(),
         constraints: Vec::new(),
@@ -285,7 +286,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                 con.conrelid, COALESCE(con.conkey, '{}'), NULLIF(con.confrelid, 0),
                 COALESCE(con.confkey, '{}'), con.convalidated,
                 (SELECT relname::text FROM pg_class WHERE oid = NULLIF(con.conindid, 0)),
-                con.condeferrable, con.condeferred
+                con.condeferrable, con.condeferred, obj_description(con.oid, 'pg_constraint')
          FROM pg_constraint con WHERE ";
     for (filter, into_referenced) in [
         ("con.conrelid = $1 ORDER BY con.conname", false),
@@ -311,6 +312,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                 index: row.get(8),
                 deferrable: row.get(9),
                 initially_deferred: row.get(10),
+                comment: row.get(11),
             };
             if into_referenced {
                 table.referenced_by.push(c);
@@ -343,6 +345,28 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             definition: row.get(5),
             enabled: row.get(6),
             constraint: row.get(7),
+        });
+    }
+
+    for row in client
+        .query(
+            "SELECT n.nspname::text, s.stxname::text, array_to_string(s.stxkind, ''),
+                    pg_get_statisticsobjdef_columns(s.oid), COALESCE(s.stxstattarget::int4, -1),
+                    obj_description(s.oid, 'pg_statistic_ext')
+             FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+             WHERE s.stxrelid = $1 ORDER BY s.stxname",
+            &[&oid],
+        )
+        .await
+        .map_err(Error::db(ctx("extended statistics")))?
+    {
+        table.statistics.push(ExtendedStatistics {
+            schema: row.get(0),
+            name: row.get(1),
+            kinds: row.get(2),
+            columns: row.get(3),
+            target: row.get(4),
+            comment: row.get(5),
         });
     }
 

@@ -131,6 +131,9 @@ pub struct Table {
     /// The TOAST table's storage options, without the `toast.` prefix.
     #[serde(default)]
     pub toast_reloptions: Vec<String>,
+    /// Extended statistics on the table (`CREATE STATISTICS`).
+    #[serde(default)]
+    pub statistics: Vec<ExtendedStatistics>,
     #[serde(default)]
     pub replica_identity: String,
     #[serde(default)]
@@ -259,6 +262,19 @@ pub struct Index {
     pub replica_identity: bool,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExtendedStatistics {
+    pub schema: String,
+    pub name: String,
+    /// `stxkind`: `d` ndistinct, `f` dependencies, `m` mcv, `e` expressions.
+    pub kinds: String,
+    /// `pg_get_statisticsobjdef_columns`: columns and expressions.
+    pub columns: String,
+    /// `stxstattarget`, -1 for the default.
+    pub target: i32,
+    pub comment: Option<String>,
+}
+
 /// A row security policy, as `pg_policies` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Policy {
@@ -293,6 +309,8 @@ pub struct Constraint {
     pub deferrable: bool,
     #[serde(default)]
     pub initially_deferred: bool,
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -93,6 +93,8 @@ pub struct CopyTable {
     /// the replays: only the application's writes run them, once.
     #[serde(default)]
     pub triggers: Vec<CopyTrigger>,
+    #[serde(default)]
+    pub statistics: Vec<CopyStatistics>,
     /// Statements that create the empty copy with everything the table has
     /// but its indexes, foreign keys and data.
     pub create: Vec<String>,
@@ -156,6 +158,9 @@ pub struct CopyIndex {
     /// The table's `REPLICA IDENTITY USING INDEX`: set on the copy once built.
     #[serde(default)]
     pub replica_identity: bool,
+    /// The comment on the constraint it backs.
+    #[serde(default)]
+    pub constraint_comment: Option<String>,
 }
 
 /// What makes two rows collide in a unique index other than the primary key.
@@ -217,6 +222,16 @@ impl UniqueKey {
     }
 }
 
+/// An extended statistics object: made on the copy under `new_name`, and
+/// the names swapped with the original's at cutover.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyStatistics {
+    pub schema: String,
+    pub name: String,
+    pub new_name: String,
+    pub old_name: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyTrigger {
     pub name: String,
@@ -232,6 +247,8 @@ pub struct CopyForeignKey {
     pub table: String,
     pub definition: String,
     pub validated: bool,
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// Columns of the copied tables, every one of them: views over any column
@@ -298,6 +315,7 @@ pub fn plan(
                 table: declaring.qualified(),
                 definition: fk.definition.trim_end_matches(" NOT VALID").to_string(),
                 validated: fk.validated,
+                comment: fk.comment.clone(),
             });
         }
     }
@@ -463,6 +481,7 @@ fn plan_table(
             old_name: names::shadow("old", &ix.name),
             create_sql,
             constraint: backs.map(|c| c.kind.clone()),
+            constraint_comment: backs.and_then(|c| c.comment.clone()),
             deferrable: deferrable.to_string(),
             unique: (ix.is_unique && !ix.is_primary).then(|| UniqueKey {
                 keys: ix.keys.clone(),
@@ -487,7 +506,7 @@ fn plan_table(
     options.extend(t.toast_reloptions.iter().map(|o| format!("toast.{o}")));
     let mut create = vec![format!(
         "CREATE TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
-         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION INCLUDING STATISTICS) WITH ({})",
+         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION) WITH ({})",
         t.qualified(),
         options.join(", ")
     )];
@@ -537,6 +556,50 @@ fn plan_table(
     }
     if t.row_security {
         create.push(format!("ALTER TABLE {new_table} ENABLE ROW LEVEL SECURITY"));
+    }
+    // Made here rather than by LIKE, which names them itself: under
+    // pgshift's names, so the swap can give each the original's.
+    let mut statistics = Vec::new();
+    for x in &t.statistics {
+        let new_name = names::shadow("new", &x.name);
+        let target = qualified(&x.schema, &new_name);
+        let kinds: Vec<&str> = x
+            .kinds
+            .chars()
+            .filter_map(|k| match k {
+                'd' => Some("ndistinct"),
+                'f' => Some("dependencies"),
+                'm' => Some("mcv"),
+                _ => None,
+            })
+            .collect();
+        create.push(format!(
+            "CREATE STATISTICS IF NOT EXISTS {target}{} ON {} FROM {new_table}",
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            x.columns
+        ));
+        if x.target >= 0 {
+            create.push(format!(
+                "ALTER STATISTICS {target} SET STATISTICS {}",
+                x.target
+            ));
+        }
+        if let Some(comment) = &x.comment {
+            create.push(format!(
+                "COMMENT ON STATISTICS {target} IS {}",
+                literal(comment)
+            ));
+        }
+        statistics.push(CopyStatistics {
+            schema: x.schema.clone(),
+            name: x.name.clone(),
+            new_name,
+            old_name: names::shadow("old", &x.name),
+        });
     }
     // A NOT VALID check would hold the copy's old rows to it: it comes off
     // the copy and is added again, NOT VALID, at cutover.
@@ -594,6 +657,7 @@ fn plan_table(
             .collect(),
         indexes,
         triggers,
+        statistics,
         create,
         owned_sequences,
         log_forward: pg("log"),

@@ -42,6 +42,7 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         row_security_applies: false,
         policies: vec![],
         toast_reloptions: vec![],
+        statistics: vec![],
         replica_identity: "d".into(),
         rowtype_users: vec![],
         function_users: vec![],
@@ -67,6 +68,7 @@ fn pk(table: u32, name: &str, columns: Vec<i16>) -> Constraint {
         index: Some(name.into()),
         deferrable: false,
         initially_deferred: false,
+        comment: None,
     }
 }
 
@@ -119,6 +121,7 @@ pub(crate) fn incident() -> Catalog {
         index: Some("scripts_pkey".into()),
         deferrable: false,
         initially_deferred: false,
+        comment: None,
     };
     scripts.referenced_by.push(fk.clone());
     let mut runs = table(

@@ -876,7 +876,11 @@ const CARRIED: &str = "
     UPDATE scripts SET account_id = 0 WHERE id % 100 = 0;
     UPDATE scripts_control SET account_id = 0 WHERE id % 100 = 0;
     ALTER TABLE scripts ADD CONSTRAINT nonzero_account CHECK (account_id <> 0) NOT VALID;
-    UPDATE runs_control SET script_id = script_id;";
+    CREATE STATISTICS script_stats (dependencies) ON account_id, name FROM scripts;
+    ALTER STATISTICS script_stats SET STATISTICS 500;
+    COMMENT ON STATISTICS script_stats IS 'stats';
+    COMMENT ON CONSTRAINT scripts_pkey ON scripts IS 'pk';
+    COMMENT ON CONSTRAINT script_runs_script_id_fkey ON script_runs IS 'fk';";
 
 async fn carried(client: &tokio_postgres::Client) -> String {
     one(
@@ -889,7 +893,12 @@ async fn carried(client: &tokio_postgres::Client) -> String {
             obj_description('scripts_pkey'::regclass, 'pg_class'),
             (SELECT string_agg(conrelid::regclass || '.' || pg_get_constraintdef(oid), ',') FROM pg_constraint
              WHERE contype = 'c' AND conrelid <> 0 AND conrelid::regclass::text NOT LIKE 'pgshift%'),
-            (SELECT array_to_string(t.reloptions, ',') FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'scripts'))",
+            (SELECT array_to_string(t.reloptions, ',') FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'scripts'),
+            (SELECT string_agg(stxrelid::regclass || '.' || stxname || ':' || array_to_string(stxkind, '') || ':' || stxstattarget
+                               || ':' || obj_description(oid, 'pg_statistic_ext'), ',')
+             FROM pg_statistic_ext WHERE stxname NOT LIKE 'pgshift%'),
+            (SELECT string_agg(conrelid::regclass || '.' || conname || '=' || obj_description(oid, 'pg_constraint'), ',' ORDER BY conname)
+             FROM pg_constraint WHERE obj_description(oid, 'pg_constraint') IS NOT NULL AND conname NOT LIKE 'pgshift%'))",
     )
     .await
 }
@@ -922,7 +931,8 @@ async fn copy_engine_carries_row_security_replica_identity_and_index_comments() 
         before,
         "script_runs:ok_runs:SELECT:reader:(status = 'ok'::text) \
          | archived_scripts:falsefalse:f,script_runs:truetrue:d,scripts:falsefalse:i | scripts_pkey | the key \
-         | scripts.CHECK ((account_id <> 0)) NOT VALID | autovacuum_vacuum_scale_factor=0.05"
+         | scripts.CHECK ((account_id <> 0)) NOT VALID | autovacuum_vacuum_scale_factor=0.05 \
+         | scripts.script_stats:f:500:stats | script_runs.script_runs_script_id_fkey=fk,scripts.scripts_pkey=pk"
     );
     let before_visible = reader_sees(&client).await;
     let (_dir, path) = migration("0113_copy_carried", MIGRATION);

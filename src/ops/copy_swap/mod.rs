@@ -350,14 +350,24 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                         },
                         t.new_name
                     ),
-                    format!(
+                    std::iter::once(format!(
                         "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}{}",
                         t.qualified_new(),
                         quote(&ix.new_name),
                         if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
                         quote(&ix.new_name),
                         ix.deferrable
-                    ),
+                    ))
+                    .chain(ix.constraint_comment.iter().map(|c| {
+                        format!(
+                            "COMMENT ON CONSTRAINT {} ON {} IS {}",
+                            quote(&ix.new_name),
+                            t.qualified_new(),
+                            literal(c)
+                        )
+                    }))
+                    .collect::<Vec<_>>()
+                    .join(";\n"),
                     NONE,
                     Action::Ddl {
                         skip_if: Some(constraint_exists(&t.qualified_new(), &ix.new_name)),

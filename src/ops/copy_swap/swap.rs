@@ -122,6 +122,17 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
         for ix in &t.indexes {
             rename_index(&mut s, &t.schema, &t.qualified(), ix, &ix.name, &parked(ix));
         }
+        for x in &t.statistics {
+            let parked = match way {
+                Way::Forward => &x.old_name,
+                Way::Back => &x.new_name,
+            };
+            s.push(format!(
+                "ALTER STATISTICS {} RENAME TO {}",
+                qualified(&x.schema, &x.name),
+                quote(parked)
+            ));
+        }
         s.push(format!(
             "ALTER TABLE {} RENAME TO {}",
             t.qualified(),
@@ -142,6 +153,17 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
                 &incoming(ix),
                 &ix.name,
             );
+        }
+        for x in &t.statistics {
+            let incoming = match way {
+                Way::Forward => &x.new_name,
+                Way::Back => &x.old_name,
+            };
+            s.push(format!(
+                "ALTER STATISTICS {} RENAME TO {}",
+                qualified(&x.schema, incoming),
+                quote(&x.name)
+            ));
         }
         s.push(format!(
             "ALTER TABLE {incoming_table} RENAME TO {}",
@@ -220,6 +242,14 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             quote(&fk.name),
             fk.definition
         ));
+        if let Some(comment) = &fk.comment {
+            s.push(format!(
+                "COMMENT ON CONSTRAINT {} ON {} IS {}",
+                quote(&fk.name),
+                fk.table,
+                literal(comment)
+            ));
+        }
     }
     push_views(&mut s, plan);
     if way == Way::Forward {
