@@ -142,8 +142,7 @@ pub struct CopyIndex {
     pub new_name: String,
     pub old_name: String,
     /// `CREATE … INDEX IF NOT EXISTS <new_name> ON <copy> …`: a plain build,
-    /// since nobody else uses the copy yet (one scan, and it can use
-    /// parallel workers).
+    /// since nobody else uses the copy yet (one scan).
     pub create_sql: String,
     /// `p` or `u` when it backs that constraint (named like the index).
     pub constraint: Option<String>,
