@@ -143,6 +143,9 @@ pub struct Migration {
     pub started_at: String,
     pub updated_at: String,
     pub backfill: Vec<Backfill>,
+    /// Foreign keys the copy engine's swap added NOT VALID and has not
+    /// validated yet (`finalize` does, if nothing else has): `name on table`.
+    pub unvalidated: Vec<String>,
 }
 
 const SELECT: &str = "SELECT name, checksum, path, phase, plan, paused, pause_reason, last_error,
@@ -180,6 +183,26 @@ async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration
             }
         })
         .collect();
+    let mut unvalidated = Vec::new();
+    for fk in plan
+        .copy
+        .iter()
+        .flat_map(|c| &c.foreign_keys)
+        .filter(|fk| fk.validated)
+    {
+        let pending: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint
+                                WHERE conrelid = to_regclass($1) AND conname = $2 AND NOT convalidated)",
+                &[&fk.table, &fk.name],
+            )
+            .await
+            .map_err(Error::db("could not read the foreign keys' validation"))?
+            .get(0);
+        if pending {
+            unvalidated.push(format!("{} on {}", fk.name, fk.table));
+        }
+    }
     Ok(Migration {
         name,
         checksum: row.get(1),
@@ -192,6 +215,7 @@ async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration
         started_at: row.get(8),
         updated_at: row.get(9),
         backfill,
+        unvalidated,
     })
 }
 

@@ -40,6 +40,10 @@ impl Report for StatusReport {
             let note = match (&m.last_error, m.paused) {
                 (Some(e), _) => format!("last error: {e}"),
                 (None, true) => format!("paused: {}", m.pause_reason.clone().unwrap_or_default()),
+                _ if !m.unvalidated.is_empty() => format!(
+                    "not validated yet (finalize validates): {}",
+                    m.unvalidated.join(", ")
+                ),
                 _ => String::new(),
             };
             writeln!(
@@ -84,6 +88,7 @@ impl Report for StatusReport {
                     "paused": m.paused,
                     "pause_reason": m.pause_reason,
                     "last_error": m.last_error,
+                    "unvalidated_foreign_keys": m.unvalidated,
                 })
             }).collect::<Vec<_>>()
         })

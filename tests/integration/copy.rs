@@ -997,3 +997,50 @@ async fn copy_engine_refuses_a_table_whose_row_security_applies_to_pgshifts_role
     let run = plan("postgres").await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_status_names_foreign_keys_left_unvalidated_and_finalize_validates_them() {
+    let (cluster, client) = incident_primary(2_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0115_copy_unvalidated", MIGRATION);
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = |url: String| async move {
+        let run = pgshift(
+            &url,
+            &["--format", "json", "status", "0115_copy_unvalidated"],
+        )
+        .await;
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stderr);
+        json["migrations"][0]["unvalidated_foreign_keys"].clone()
+    };
+    assert_eq!(status(url.clone()).await, serde_json::json!([]));
+    // As if the validation after the swap had been interrupted.
+    client
+        .batch_execute(
+            "ALTER TABLE script_runs DROP CONSTRAINT script_runs_script_id_fkey,
+                 ADD CONSTRAINT script_runs_script_id_fkey FOREIGN KEY (script_id) REFERENCES scripts (id) NOT VALID",
+        )
+        .await
+        .unwrap();
+    let pending = status(url.clone()).await;
+    assert_eq!(
+        pending,
+        serde_json::json!(["script_runs_script_id_fkey on \"public\".\"script_runs\""])
+    );
+    let text = pgshift(&url, &["status"]).await;
+    assert!(
+        text.stdout
+            .contains("not validated yet (finalize validates): script_runs_script_id_fkey"),
+        "{}",
+        text.stdout
+    );
+    let fin = pgshift(&url, &["finalize", "0115_copy_unvalidated", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    let unvalidated: i64 = one(
+        &client,
+        "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
+    )
+    .await;
+    assert_eq!(unvalidated, 0);
+}
