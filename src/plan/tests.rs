@@ -617,6 +617,14 @@ fn the_copy_engine_moves_unique_indexes_with_their_collision_checks() {
         functions.sql
     );
 
+    // The build sends duplicates to the log only when it meets one.
+    let builds: Vec<_> = crate::ops::validate(&p)
+        .into_iter()
+        .filter(|s| s.description.starts_with("build"))
+        .map(|s| s.sql.contains("EXCEPTION WHEN unique_violation"))
+        .collect();
+    assert_eq!(builds, vec![false, true, true]);
+
     // NULLS NOT DISTINCT would need another comparison: refused, by name.
     catalog.tables[0].indexes[2].nulls_not_distinct = true;
     let p = copy_plan(&catalog, &[(1, "id")]);

@@ -296,47 +296,40 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                     quote(&ix.new_name)
                 ));
             }
-            steps.push(lane(match &ix.unique {
-                None => step(
-                    "validating",
-                    format!(
-                        "build index {} on {} (for {})",
-                        ix.new_name, t.new_name, ix.name
-                    ),
-                    std::iter::once(format!("{serial};\n{}", ix.create_sql))
-                        .chain(after)
-                        .collect::<Vec<_>>()
-                        .join(";\n"),
-                    NONE,
-                    Action::Ddl { skip_if: None },
+            // A unique index's build fails on a value the copy holds twice
+            // (see UniqueKey): then, and only then, the rows of such values
+            // go back to the log and the build runs again. Only this lane's
+            // replays write the copy, and they come after its last index,
+            // so nothing brings a duplicate back in between.
+            let build = match &ix.unique {
+                None => ix.create_sql.clone(),
+                Some(u) => format!(
+                    "DO $pgshift$\nBEGIN\n  {create};\nEXCEPTION WHEN unique_violation THEN\n  \
+                     WITH duplicates AS (DELETE FROM {copy} WHERE {key} IN ({}) RETURNING {key})\n  \
+                     INSERT INTO {} (key) SELECT {key} FROM duplicates;\n  {create};\nEND\n$pgshift$",
+                    u.duplicates(&t.qualified_new(), &quote(&t.key)),
+                    t.log_forward,
+                    create = ix.create_sql,
+                    copy = t.qualified_new(),
+                    key = quote(&t.key),
                 ),
-                // Only this lane's replays write the copy, and they come
-                // after its last index: nothing brings a duplicate back
-                // between the two statements.
-                Some(u) => transaction(
-                    "validating",
-                    format!(
-                        "send the rows of values held twice in {} back to the log, then build unique index {} (for {})",
-                        t.new_name, ix.new_name, ix.name
-                    ),
-                    NONE,
-                    vec![
-                        serial,
-                        format!(
-                            "WITH duplicates AS (DELETE FROM {copy} WHERE {key} IN ({}) RETURNING {key}) \
-                             INSERT INTO {} (key) SELECT {key} FROM duplicates",
-                            u.duplicates(&t.qualified_new(), &quote(&t.key)),
-                            t.log_forward,
-                            copy = t.qualified_new(),
-                            key = quote(&t.key),
-                        ),
-                        ix.create_sql.clone(),
-                    ]
-                    .into_iter()
+            };
+            steps.push(lane(step(
+                "validating",
+                format!(
+                    "build {}index {} on {} (for {})",
+                    if ix.unique.is_some() { "unique " } else { "" },
+                    ix.new_name,
+                    t.new_name,
+                    ix.name
+                ),
+                std::iter::once(format!("{serial};\n{build}"))
                     .chain(after)
-                    .collect(),
-                ),
-            }));
+                    .collect::<Vec<_>>()
+                    .join(";\n"),
+                NONE,
+                Action::Ddl { skip_if: None },
+            )));
             if let Some(kind) = &ix.constraint {
                 steps.push(lane(step(
                     "validating",
