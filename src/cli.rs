@@ -115,8 +115,7 @@ pub struct Tuning {
     /// UPDATEs in place (every kind of table). `copy`: a copy of each table
     /// with the new types, changes captured by key and replayed, the copy
     /// swapped in at cutover; about the rewrite's WAL and no row locks on
-    /// the application's rows, for tables keyed by one integer column
-    /// (plan names what it refuses). `auto`: `copy`
+    /// the application's rows (plan names what it refuses). `auto`: `copy`
     /// when it takes every table, else `update`; the plan says which and why.
     #[arg(long, value_enum, default_value_t = crate::plan::EngineChoice::Update)]
     pub engine: crate::plan::EngineChoice,

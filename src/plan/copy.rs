@@ -83,8 +83,12 @@ pub struct CopyTable {
     pub new_name: String,
     /// The original's name from cutover to finalize.
     pub old_name: String,
-    /// The single integer key the copy walks and the replays look up.
+    /// The primary key's first column (all a plan stored before `keys` holds).
     pub key: String,
+    /// The primary key the copy walks and the replays look up, column by
+    /// column; empty in plans stored when it was one integer column, `key`.
+    #[serde(default)]
+    pub keys: Vec<CopyKey>,
     /// Columns the copy and the replays write (generated ones compute themselves).
     pub columns: Vec<String>,
     pub indexes: Vec<CopyIndex>,
@@ -121,7 +125,47 @@ pub struct CopyTable {
     pub not_valid_checks: Vec<(String, String)>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyKey {
+    pub name: String,
+    /// Its type in the change logs: bigint when widened.
+    pub log_type: String,
+}
+
 impl CopyTable {
+    pub fn key_columns(&self) -> Vec<CopyKey> {
+        if self.keys.is_empty() {
+            vec![CopyKey {
+                name: self.key.clone(),
+                log_type: "bigint".into(),
+            }]
+        } else {
+            self.keys.clone()
+        }
+    }
+
+    /// The key columns, quoted, in order.
+    pub fn key_list(&self) -> String {
+        self.key_columns()
+            .iter()
+            .map(|k| quote(&k.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The change logs' columns for the key: `key`, `key_1`, …
+    pub fn log_columns(&self) -> Vec<String> {
+        (0..self.key_columns().len())
+            .map(|i| {
+                if i == 0 {
+                    "key".to_string()
+                } else {
+                    format!("key_{i}")
+                }
+            })
+            .collect()
+    }
+
     pub fn qualified(&self) -> String {
         qualified(&self.schema, &self.name)
     }
@@ -203,8 +247,9 @@ impl UniqueKey {
         }
     }
 
-    /// `key` of every row of `table` whose unique key another row holds too.
-    pub fn duplicates(&self, table: &str, key: &str) -> String {
+    /// The primary key (`key`, quoted columns) of every row of `table`
+    /// whose unique key another row holds too.
+    pub fn duplicates(&self, table: &str, key: &[String]) -> String {
         let mut filter: Vec<String> = self
             .keys
             .iter()
@@ -213,8 +258,13 @@ impl UniqueKey {
         if let Some(p) = &self.predicate {
             filter.insert(0, format!("({p})"));
         }
+        let rows: Vec<String> = key
+            .iter()
+            .map(|k| format!("unnest(array_agg({k}))"))
+            .collect();
         format!(
-            "SELECT unnest(array_agg({key})) FROM {table} WHERE {} GROUP BY {} HAVING count(*) > 1",
+            "SELECT {} FROM {table} WHERE {} GROUP BY {} HAVING count(*) > 1",
+            rows.join(", "),
             filter.join(" AND "),
             self.key_list()
         )
@@ -337,17 +387,37 @@ fn plan_table(
     };
     let object = format!("table {}", t.display());
     let use_update = "use --engine update";
-    let key = match tp.key.as_slice() {
-        [k] if matches!(k.type_name.as_str(), "smallint" | "integer" | "bigint") => k.name.clone(),
-        _ => {
-            block(
-                object.clone(),
-                "the copy engine needs a primary key of one integer column",
-                use_update,
-            );
-            String::new()
-        }
-    };
+    // The logs keep keys of the types every schema has (their functions
+    // run with search_path pg_catalog).
+    let keys: Vec<CopyKey> = tp
+        .key
+        .iter()
+        .map(|k| CopyKey {
+            name: k.name.clone(),
+            log_type: if tp.columns.iter().any(|c| c.name == k.name) {
+                "bigint".into()
+            } else {
+                k.type_name.clone()
+            },
+        })
+        .collect();
+    if keys.is_empty() {
+        block(
+            object.clone(),
+            "the copy engine needs a primary key",
+            use_update,
+        );
+    }
+    for k in keys.iter().filter(|k| !is_builtin_type(&k.log_type)) {
+        block(
+            format!("column {}.{}", t.display(), k.name),
+            &format!(
+                "the copy engine logs primary keys of built-in types only; {} is not one",
+                k.log_type
+            ),
+            use_update,
+        );
+    }
     let mut triggers = Vec::new();
     for trg in t
         .triggers
@@ -647,7 +717,8 @@ fn plan_table(
         name: t.name.clone(),
         new_name,
         old_name: names::shadow("old", &t.name),
-        key,
+        key: keys.first().map(|k| k.name.clone()).unwrap_or_default(),
+        keys,
         columns: t
             .columns
             .iter()
@@ -690,6 +761,27 @@ fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
         quote(name),
         &definition[tokens[using].start..]
     ))
+}
+
+/// A type of `pg_catalog` by the name `format_type` gives it.
+fn is_builtin_type(name: &str) -> bool {
+    let base = name.split('(').next().unwrap_or(name).trim();
+    matches!(
+        base,
+        "smallint"
+            | "integer"
+            | "bigint"
+            | "numeric"
+            | "text"
+            | "character varying"
+            | "character"
+            | "uuid"
+            | "date"
+            | "timestamp without time zone"
+            | "timestamp with time zone"
+            | "boolean"
+            | "bytea"
+    )
 }
 
 /// `pg_get_triggerdef` with the table after `ON` written as `table`: the

@@ -600,7 +600,7 @@ fn the_copy_engine_moves_unique_indexes_with_their_collision_checks() {
         "(name IS NOT NULL) AND ((lower(name)), (id % 10)) IN (SELECT (lower(name)), (id % 10) FROM fresh WHERE (name IS NOT NULL))"
     );
     assert_eq!(
-        live.duplicates("t", "id"),
+        live.duplicates("t", &["id".to_string()]),
         "SELECT unnest(array_agg(id)) FROM t WHERE (name IS NOT NULL) AND (lower(name)) IS NOT NULL AND (id % 10) IS NOT NULL \
          GROUP BY (lower(name)), (id % 10) HAVING count(*) > 1"
     );
@@ -661,4 +661,34 @@ fn engine_auto_takes_the_copy_engine_when_it_can_and_says_why_not_when_it_cannot
         "--engine auto chose the update engine, since the copy engine refuses table script_runs: \
          row security applies to this session, so the copy would hold only the rows its policies show"
     );
+}
+
+#[test]
+fn the_copy_engine_logs_composite_keys_column_by_column() {
+    let mut catalog = incident();
+    // script_runs keyed by (script_id, id): a widened and a kept column.
+    catalog.tables[1].constraints[0] = pk(2, "script_runs_pkey", vec![2, 1]);
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    let runs = &p.copy.as_ref().unwrap().tables[1];
+    assert_eq!(
+        runs.key_columns()
+            .iter()
+            .map(|k| format!("{} {}", k.name, k.log_type))
+            .collect::<Vec<_>>(),
+        vec!["script_id bigint", "id bigint"]
+    );
+    let steps = crate::ops::expand(&p);
+    let sql: String = steps.iter().map(|s| s.sql.clone()).collect();
+    assert!(sql.contains("(seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key bigint NOT NULL, key_1 bigint NOT NULL)"));
+    assert!(sql.contains(
+        "ROW(NEW.\"script_id\", NEW.\"id\") IS DISTINCT FROM ROW(OLD.\"script_id\", OLD.\"id\")"
+    ));
+    assert!(sql.contains("(\"script_id\", \"id\") IN (SELECT * FROM unnest(keys_0, keys_1))"));
+
+    // A key of a type outside pg_catalog cannot go in the logs.
+    catalog.tables[1].columns[0].type_name = "app.ticket_id".into();
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
+    assert_eq!(objects, vec!["column script_runs.id"]);
 }

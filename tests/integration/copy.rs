@@ -1044,3 +1044,96 @@ async fn copy_engine_status_names_foreign_keys_left_unvalidated_and_finalize_val
     .await;
     assert_eq!(unvalidated, 0);
 }
+
+/// A join table keyed by (script_id, tag): copied for its foreign key to
+/// scripts, with a composite key of a widened and a text column.
+const TAGS: &str = "
+    CREATE TABLE script_tags (script_id int NOT NULL REFERENCES scripts (id) ON DELETE CASCADE, tag text NOT NULL,
+                              note text, PRIMARY KEY (script_id, tag));
+    INSERT INTO script_tags SELECT id, t, 'n' FROM scripts, unnest(ARRAY['a', 'b']) t WHERE id % 3 = 0;
+    CREATE TABLE tags_control AS SELECT * FROM script_tags;";
+
+/// Tag writes, mirrored: inserts, notes changed, keys changed (a tag
+/// renamed), deletes; each key on the rows most recently tagged.
+const TAG_WRITES: &[&str] = &[
+    "WITH i AS (INSERT INTO script_tags SELECT id, 't' || $1::int8, 'n' FROM scripts WHERE id = (SELECT max(id) FROM scripts) - $1::int8 % 40 RETURNING *)
+     INSERT INTO tags_control SELECT * FROM i",
+    "WITH u AS (UPDATE script_tags SET note = 'u' || $1::int8 WHERE (script_id, tag) = (SELECT script_id, tag FROM script_tags ORDER BY script_id DESC, tag LIMIT 1 OFFSET $1::int8 % 7) RETURNING *)
+     UPDATE tags_control c SET note = u.note FROM u WHERE (c.script_id, c.tag) = (u.script_id, u.tag)",
+    "WITH old AS (SELECT script_id, tag FROM script_tags ORDER BY script_id DESC, tag LIMIT 1 OFFSET $1::int8 % 5),
+          u AS (UPDATE script_tags s SET tag = s.tag || 'r' FROM old WHERE (s.script_id, s.tag) = (old.script_id, old.tag) RETURNING s.script_id, old.tag AS was, s.tag)
+     UPDATE tags_control c SET tag = u.tag FROM u WHERE (c.script_id, c.tag) = (u.script_id, u.was)",
+    "WITH d AS (DELETE FROM script_tags WHERE (script_id, tag) = (SELECT script_id, tag FROM script_tags ORDER BY script_id DESC, tag LIMIT 1 OFFSET $1::int8 % 9) RETURNING *)
+     DELETE FROM tags_control c USING d WHERE (c.script_id, c.tag) = (d.script_id, d.tag)",
+];
+
+async fn assert_tags_match_control(client: &tokio_postgres::Client) {
+    let digest = |table: &str| {
+        format!("SELECT md5(string_agg(script_id || ':' || tag || ':' || coalesce(note, '-'), ',' ORDER BY script_id, tag)) FROM {table}")
+    };
+    let tags: String = one(client, &digest("script_tags")).await;
+    let control: String = one(client, &digest("tags_control")).await;
+    assert_eq!(tags, control, "script_tags differ from the control copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_moves_a_table_with_a_composite_key_under_writes_there_and_back() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    client.batch_execute(TAGS).await.unwrap();
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration("0116_copy_composite", MIGRATION);
+    let plan = pgshift(
+        &url,
+        &["--format", "json", "plan", &path, "--engine", "copy"],
+    )
+    .await;
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let tables: Vec<&str> = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["table"].as_str())
+        .collect();
+    assert!(tables.contains(&"script_tags"), "{tables:?}");
+
+    let writer = Writer::start(&url).await;
+    let tagger = Writer::start_with(&url, TAG_WRITES).await;
+    let run = pgshift(
+        &url,
+        &["apply", &path, "--engine", "copy", "--batch-size", "500"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tag_writes = tagger.ops.load(std::sync::atomic::Ordering::SeqCst);
+    let mut errors = writer.stop().await;
+    errors.extend(tagger.stop().await);
+    assert!(
+        tag_writes > 50,
+        "{tag_writes} tag writes during the migration"
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_matches_control(&client).await;
+    assert_tags_match_control(&client).await;
+    let key_type: String = one(
+        &client,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'script_tags'::regclass AND attname = 'script_id'",
+    )
+    .await;
+    assert_eq!(key_type, "bigint");
+
+    let tagger = Writer::start_with(&url, TAG_WRITES).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rb = pgshift(&url, &["rollback", "0116_copy_composite"]).await;
+    let errors = tagger.stop().await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert_tags_match_control(&client).await;
+    assert_eq!(
+        user_schema(&schema_dump(&client).await),
+        user_schema(&before)
+    );
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}

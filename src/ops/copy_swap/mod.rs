@@ -75,13 +75,37 @@ fn columns(t: &CopyTable) -> String {
 /// to `log` (both keys when an update changes it). SECURITY DEFINER: the
 /// application's roles have no rights on pgshift's schema.
 fn capture_function(t: &CopyTable, function: &str, log: &str) -> String {
-    let key = quote(&t.key);
+    let logged = t.log_columns().join(", ");
+    let row = |rec: &str| {
+        t.key_columns()
+            .iter()
+            .map(|k| format!("{rec}.{}", quote(&k.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (old, new) = (row("OLD"), row("NEW"));
     format!(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
          SET search_path = pg_catalog, pg_temp AS $pgshift$\nBEGIN\n  \
-         IF TG_OP <> 'INSERT' THEN INSERT INTO {log} (key) VALUES (OLD.{key}); END IF;\n  \
-         IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key}) THEN\n    \
-         INSERT INTO {log} (key) VALUES (NEW.{key});\n  END IF;\n  RETURN NULL;\nEND\n$pgshift$"
+         IF TG_OP <> 'INSERT' THEN INSERT INTO {log} ({logged}) VALUES ({old}); END IF;\n  \
+         IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND ROW({new}) IS DISTINCT FROM ROW({old})) THEN\n    \
+         INSERT INTO {log} ({logged}) VALUES ({new});\n  END IF;\n  RETURN NULL;\nEND\n$pgshift$"
+    )
+}
+
+/// The rows whose key is among the replay's keys (`keys_0`, `keys_1`, …:
+/// one array per key column, in step).
+fn among_keys(t: &CopyTable) -> String {
+    let keys = t.key_columns();
+    if let [k] = keys.as_slice() {
+        return format!("{} = ANY (keys_0)", quote(&k.name));
+    }
+    let names: Vec<String> = keys.iter().map(|k| quote(&k.name)).collect();
+    let arrays: Vec<String> = (0..keys.len()).map(|i| format!("keys_{i}")).collect();
+    format!(
+        "({}) IN (SELECT * FROM unnest({}))",
+        names.join(", "),
+        arrays.join(", ")
     )
 }
 
@@ -95,8 +119,11 @@ fn capture_function(t: &CopyTable, function: &str, log: &str) -> String {
 /// row is out of date (the source holds the value once), and the next
 /// round brings it back as it is now (see `UniqueKey`).
 fn replay_function(t: &CopyTable, function: &str, log: &str, source: &str, target: &str) -> String {
-    let key = quote(&t.key);
     let cols = columns(t);
+    let keys = t.key_columns();
+    let key_list = t.key_list();
+    let logged = t.log_columns().join(", ");
+    let among = among_keys(t);
     let collisions: Vec<String> = t
         .indexes
         .iter()
@@ -104,31 +131,44 @@ fn replay_function(t: &CopyTable, function: &str, log: &str, source: &str, targe
         .map(|u| format!("({})", u.collides_with("fresh")))
         .collect();
     let insert = if collisions.is_empty() {
-        format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM ONLY {source} WHERE {key} = ANY (keys);")
+        format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM ONLY {source} WHERE {among};")
     } else {
         // One statement, so the evictions and the insert read the source at
         // one snapshot; the insert's condition runs the eviction first.
         format!(
-            "WITH fresh AS MATERIALIZED (SELECT * FROM ONLY {source} WHERE {key} = ANY (keys)),\n    \
-             evicted AS (DELETE FROM {target} WHERE {} RETURNING {key}),\n    \
-             relogged AS (INSERT INTO {log} (key) SELECT {key} FROM evicted RETURNING 1)\n  \
+            "WITH fresh AS MATERIALIZED (SELECT * FROM ONLY {source} WHERE {among}),\n    \
+             evicted AS (DELETE FROM {target} WHERE {} RETURNING {key_list}),\n    \
+             relogged AS (INSERT INTO {log} ({logged}) SELECT {key_list} FROM evicted RETURNING 1)\n  \
              INSERT INTO {target} ({cols}) SELECT {cols} FROM fresh WHERE (SELECT count(*) FROM relogged) >= 0;",
             collisions.join(" OR ")
         )
     };
+    let declare: String = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("  keys_{i} {}[];\n", k.log_type))
+        .collect();
+    let arrays: Vec<String> = t
+        .log_columns()
+        .iter()
+        .map(|c| format!("array_agg({c})"))
+        .collect();
+    let into: Vec<String> = (0..keys.len()).map(|i| format!("keys_{i}")).collect();
     format!(
         "CREATE OR REPLACE FUNCTION {function}(batch bigint) RETURNS bigint LANGUAGE plpgsql \
-         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n  keys bigint[];\n  total bigint := 0;\nBEGIN\n  \
+         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n{declare}  n bigint;\n  total bigint := 0;\nBEGIN\n  \
          LOOP\n  \
-         WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT batch) RETURNING key)\n  \
-         SELECT array_agg(DISTINCT key) INTO keys FROM taken;\n  \
-         EXIT WHEN keys IS NULL;\n  \
-         DELETE FROM {target} WHERE {key} = ANY (keys);\n  \
+         WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT batch) RETURNING {logged})\n  \
+         SELECT {}, count(*) INTO {}, n FROM (SELECT DISTINCT {logged} FROM taken) distinct_keys;\n  \
+         EXIT WHEN n = 0;\n  \
+         DELETE FROM {target} WHERE {among};\n  \
          {insert}\n  \
-         total := total + cardinality(keys);\n  \
+         total := total + n;\n  \
          EXIT WHEN batch IS NOT NULL;\n  \
          END LOOP;\n  \
-         RETURN total;\nEND\n$pgshift$"
+         RETURN total;\nEND\n$pgshift$",
+        arrays.join(", "),
+        into.join(", ")
     )
 }
 
@@ -199,8 +239,15 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         ));
         let mut s = Vec::new();
         for log in [&t.log_forward, &t.log_back] {
+            let columns: Vec<String> = t
+                .key_columns()
+                .iter()
+                .zip(t.log_columns())
+                .map(|(k, c)| format!("{c} {} NOT NULL", k.log_type))
+                .collect();
             s.push(format!(
-                "CREATE TABLE IF NOT EXISTS {log} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key bigint NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS {log} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {})",
+                columns.join(", ")
             ));
         }
         s.push(capture_function(t, &t.capture_forward, &t.log_forward));
@@ -305,13 +352,14 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 None => ix.create_sql.clone(),
                 Some(u) => format!(
                     "DO $pgshift$\nBEGIN\n  {create};\nEXCEPTION WHEN unique_violation THEN\n  \
-                     WITH duplicates AS (DELETE FROM {copy} WHERE {key} IN ({}) RETURNING {key})\n  \
-                     INSERT INTO {} (key) SELECT {key} FROM duplicates;\n  {create};\nEND\n$pgshift$",
-                    u.duplicates(&t.qualified_new(), &quote(&t.key)),
+                     WITH duplicates AS (DELETE FROM {copy} WHERE ({keys}) IN ({}) RETURNING {keys})\n  \
+                     INSERT INTO {} ({}) SELECT {keys} FROM duplicates;\n  {create};\nEND\n$pgshift$",
+                    u.duplicates(&t.qualified_new(), &t.key_columns().iter().map(|k| quote(&k.name)).collect::<Vec<_>>()),
                     t.log_forward,
+                    t.log_columns().join(", "),
                     create = ix.create_sql,
                     copy = t.qualified_new(),
-                    key = quote(&t.key),
+                    keys = t.key_list(),
                 ),
             };
             steps.push(lane(step(
