@@ -684,7 +684,9 @@ fn the_copy_engine_logs_composite_keys_column_by_column() {
     assert!(sql.contains(
         "ROW(NEW.\"script_id\", NEW.\"id\") IS DISTINCT FROM ROW(OLD.\"script_id\", OLD.\"id\")"
     ));
-    assert!(sql.contains("(\"script_id\", \"id\") IN (SELECT * FROM unnest(keys_0, keys_1))"));
+    assert!(sql.contains(
+        "(\"script_id\", \"id\") IN (SELECT * FROM unnest(pgshift_keys_0, pgshift_keys_1))"
+    ));
 
     // A key of a type outside pg_catalog cannot go in the logs.
     catalog.tables[1].columns[0].type_name = "app.ticket_id".into();

@@ -93,15 +93,17 @@ fn capture_function(t: &CopyTable, function: &str, log: &str) -> String {
     )
 }
 
-/// The rows whose key is among the replay's keys (`keys_0`, `keys_1`, …:
+/// The rows whose key is among the replay's keys (`pgshift_keys_0`, `pgshift_keys_1`, …:
 /// one array per key column, in step).
 fn among_keys(t: &CopyTable) -> String {
     let keys = t.key_columns();
     if let [k] = keys.as_slice() {
-        return format!("{} = ANY (keys_0)", quote(&k.name));
+        return format!("{} = ANY (pgshift_keys_0)", quote(&k.name));
     }
     let names: Vec<String> = keys.iter().map(|k| quote(&k.name)).collect();
-    let arrays: Vec<String> = (0..keys.len()).map(|i| format!("keys_{i}")).collect();
+    let arrays: Vec<String> = (0..keys.len())
+        .map(|i| format!("pgshift_keys_{i}"))
+        .collect();
     format!(
         "({}) IN (SELECT * FROM unnest({}))",
         names.join(", "),
@@ -118,6 +120,9 @@ fn among_keys(t: &CopyTable) -> String {
 /// of other keys they collide with, whose keys go back to the log: such a
 /// row is out of date (the source holds the value once), and the next
 /// round brings it back as it is now (see `UniqueKey`).
+///
+/// Its variables are prefixed: plpgsql refuses a statement where a name is
+/// both a variable and a column, and tables have columns named `total`.
 fn replay_function(t: &CopyTable, function: &str, log: &str, source: &str, target: &str) -> String {
     let cols = columns(t);
     let keys = t.key_columns();
@@ -146,27 +151,29 @@ fn replay_function(t: &CopyTable, function: &str, log: &str, source: &str, targe
     let declare: String = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("  keys_{i} {}[];\n", k.log_type))
+        .map(|(i, k)| format!("  pgshift_keys_{i} {}[];\n", k.log_type))
         .collect();
     let arrays: Vec<String> = t
         .log_columns()
         .iter()
         .map(|c| format!("array_agg({c})"))
         .collect();
-    let into: Vec<String> = (0..keys.len()).map(|i| format!("keys_{i}")).collect();
+    let into: Vec<String> = (0..keys.len())
+        .map(|i| format!("pgshift_keys_{i}"))
+        .collect();
     format!(
-        "CREATE OR REPLACE FUNCTION {function}(batch bigint) RETURNS bigint LANGUAGE plpgsql \
-         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n{declare}  n bigint;\n  total bigint := 0;\nBEGIN\n  \
+        "CREATE OR REPLACE FUNCTION {function}(pgshift_batch bigint) RETURNS bigint LANGUAGE plpgsql \
+         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n{declare}  pgshift_n bigint;\n  pgshift_total bigint := 0;\nBEGIN\n  \
          LOOP\n  \
-         WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT batch) RETURNING {logged})\n  \
-         SELECT {}, count(*) INTO {}, n FROM (SELECT DISTINCT {logged} FROM taken) distinct_keys;\n  \
-         EXIT WHEN n = 0;\n  \
+         WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT pgshift_batch) RETURNING {logged})\n  \
+         SELECT {}, count(*) INTO {}, pgshift_n FROM (SELECT DISTINCT {logged} FROM taken) distinct_keys;\n  \
+         EXIT WHEN pgshift_n = 0;\n  \
          DELETE FROM {target} WHERE {among};\n  \
          {insert}\n  \
-         total := total + n;\n  \
-         EXIT WHEN batch IS NOT NULL;\n  \
+         pgshift_total := pgshift_total + pgshift_n;\n  \
+         EXIT WHEN pgshift_batch IS NOT NULL;\n  \
          END LOOP;\n  \
-         RETURN total;\nEND\n$pgshift$",
+         RETURN pgshift_total;\nEND\n$pgshift$",
         arrays.join(", "),
         into.join(", ")
     )
@@ -252,6 +259,11 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         }
         s.push(capture_function(t, &t.capture_forward, &t.log_forward));
         s.push(capture_function(t, &t.capture_back, &t.log_back));
+        // Dropped first: OR REPLACE cannot rename a parameter, and no
+        // object depends on a replay function.
+        for f in [&t.replay_forward, &t.replay_back] {
+            s.push(format!("DROP FUNCTION IF EXISTS {f}(bigint)"));
+        }
         s.push(replay_function(
             t,
             &t.replay_forward,
