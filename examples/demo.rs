@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(200_000);
-    // `--engine copy` shows the copy-and-swap engine instead.
+    // `--engine copy` (or `auto`) shows the copy-and-swap engine instead.
     let engine: String = std::env::args()
         .skip_while(|a| a != "--engine")
         .nth(1)
@@ -155,10 +155,11 @@ async fn main() -> Result<(), Error> {
     }
     run(&bin, &url, &["status"]).await?;
 
-    section(if engine == "copy" {
-        "7. Finalize (drops the original tables; irreversible)"
-    } else {
+    // `auto` takes the copy engine for the incident's tables.
+    section(if engine == "update" {
         "7. Finalize (drops the old columns; irreversible)"
+    } else {
+        "7. Finalize (drops the original tables; irreversible)"
     });
     run(&bin, &url, &["finalize", "0001_scripts_id_bigint", "--yes"]).await?;
     println!("\ndone; the clusters are removed on exit");
