@@ -463,6 +463,11 @@ async fn copy_engine_refuses_a_function_bound_to_the_table() {
 async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly() {
     let (cluster, client) = incident_primary(20_000).await;
     let url = cluster.url("app");
+    // A unique index too: its build (and duplicate search) runs again on resume.
+    client
+        .batch_execute("CREATE UNIQUE INDEX scripts_name_key ON scripts (name)")
+        .await
+        .unwrap();
     let (_dir, path) = migration("0108_copy_kill_validating", MIGRATION);
     let writer = Writer::start(&url).await;
     // The hook gets each event on stdin; its parent is pgshift. Killed right
@@ -501,6 +506,12 @@ async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly(
     )
     .await;
     assert_eq!(unvalidated, 0);
+    let unique: bool = one(
+        &client,
+        "SELECT indisunique AND indisvalid FROM pg_index WHERE indexrelid = 'scripts_name_key'::regclass",
+    )
+    .await;
+    assert!(unique, "the copy's unique index took the name");
 }
 
 /// Accounts whose unique values move between rows: a deferrable unique
