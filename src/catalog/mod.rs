@@ -136,8 +136,13 @@ pub struct Table {
     pub statistics: Vec<ExtendedStatistics>,
     #[serde(default)]
     pub replica_identity: String,
+    /// Objects other than routines that use the table's row type (or its
+    /// array type), with their dependency type.
     #[serde(default)]
     pub rowtype_users: Vec<String>,
+    /// Functions and procedures whose arguments or result use the row type.
+    #[serde(default)]
+    pub rowtype_routines: Vec<RowtypeRoutine>,
     /// Functions whose SQL-standard body (`BEGIN ATOMIC`) reads the table:
     /// they are bound to it, not to its name.
     #[serde(default)]
@@ -273,6 +278,28 @@ pub struct ExtendedStatistics {
     /// `stxstattarget`, -1 for the default.
     pub target: i32,
     pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RowtypeRoutine {
+    /// `regprocedure`: name and argument types, for DROP and GRANT.
+    pub signature: String,
+    pub description: String,
+    /// `prokind`: `f` function, `p` procedure, `a` aggregate, `w` window.
+    pub kind: String,
+    /// `pg_get_functiondef` (functions and procedures).
+    pub definition: Option<String>,
+    pub owner: String,
+    /// `proacl` is set (otherwise the defaults: EXECUTE for PUBLIC).
+    pub explicit_privileges: bool,
+    /// `PRIVILEGE grantee …` entries other than the owner's.
+    pub grants: Vec<String>,
+    pub comment: Option<String>,
+    /// Something depends on it (a view, a trigger, another routine).
+    pub has_dependents: bool,
+    pub in_extension: bool,
+    /// This session may drop and create it (a member of its owner role).
+    pub replaceable: bool,
 }
 
 /// A row security policy, as `pg_policies` shows it.

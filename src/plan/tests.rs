@@ -45,6 +45,7 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         statistics: vec![],
         replica_identity: "d".into(),
         rowtype_users: vec![],
+        rowtype_routines: vec![],
         function_users: vec![],
         columns,
         indexes: vec![],

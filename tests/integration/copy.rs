@@ -1150,3 +1150,89 @@ async fn copy_engine_moves_a_table_with_a_composite_key_under_writes_there_and_b
     );
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
 }
+
+/// Routines on the incident's row type: a set-returning function, one that
+/// takes a row, one that takes an array of rows, a procedure.
+const ROUTINES: &str = "
+    CREATE ROLE reader;
+    CREATE FUNCTION busy_scripts() RETURNS SETOF scripts LANGUAGE sql STABLE AS 'SELECT * FROM scripts WHERE account_id = 7';
+    REVOKE ALL ON FUNCTION busy_scripts() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION busy_scripts() TO reader;
+    CREATE FUNCTION script_label(s scripts) RETURNS text LANGUAGE sql AS 'SELECT s.name || ''#'' || s.id';
+    COMMENT ON FUNCTION script_label(scripts) IS 'label';
+    CREATE FUNCTION first_id(a scripts[]) RETURNS text LANGUAGE sql AS 'SELECT (a[1]).id::text';
+    CREATE PROCEDURE rename_script(s scripts) LANGUAGE sql AS 'UPDATE scripts SET name = s.name || ''!'' WHERE id = s.id';";
+
+async fn routines_work(client: &tokio_postgres::Client) -> String {
+    client
+        .batch_execute("DO $$ DECLARE r scripts; BEGIN SELECT * INTO r FROM scripts WHERE id = 1; CALL rename_script(r); END $$")
+        .await
+        .unwrap();
+    one(
+        client,
+        "SELECT concat_ws(' | ',
+            (SELECT count(*) || ':' || min(pg_typeof(id)::text) FROM busy_scripts()),
+            (SELECT script_label(s) FROM scripts s WHERE id = 1),
+            first_id(ARRAY(SELECT s FROM scripts s ORDER BY id LIMIT 2)),
+            has_function_privilege('reader', 'busy_scripts()', 'EXECUTE')::text,
+            has_function_privilege('public', 'busy_scripts()', 'EXECUTE')::text,
+            obj_description('script_label(scripts)'::regprocedure, 'pg_proc'))",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_makes_routines_on_the_row_type_again_on_each_swap() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    client.batch_execute(ROUTINES).await.unwrap();
+    let before = schema_dump(&client).await;
+    let (_dir, path) = migration("0117_copy_routines", MIGRATION);
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        routines_work(&client).await,
+        "5:bigint | script 1!#1 | 1 | true | false | label"
+    );
+    let rb = pgshift(&url, &["rollback", "0117_copy_routines"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(
+        routines_work(&client).await,
+        "5:integer | script 1!!#1 | 1 | true | false | label"
+    );
+    assert_eq!(
+        user_schema(&schema_dump(&client).await),
+        user_schema(&before)
+    );
+
+    // Forward for good: the originals drop, nothing of them is left behind.
+    let (_dir, path) = migration("0118_copy_routines_final", MIGRATION);
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let fin = pgshift(&url, &["finalize", "0118_copy_routines_final", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+
+    // A routine something else depends on cannot be dropped: refused.
+    client
+        .batch_execute("CREATE VIEW busy AS SELECT * FROM busy_scripts()")
+        .await
+        .unwrap();
+    let (_dir, path) = migration(
+        "0119_copy_routines_refused",
+        "ALTER TABLE scripts ALTER COLUMN account_id TYPE bigint;\n",
+    );
+    let plan = pgshift(
+        &url,
+        &["--format", "json", "plan", &path, "--engine", "copy"],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    let blockers = json["blockers"].as_array().unwrap();
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b["object"] == "function busy_scripts() (uses the row type of scripts)"),
+        "{blockers:?}"
+    );
+}

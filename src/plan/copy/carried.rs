@@ -2,7 +2,7 @@
 //! statements that make it on the copy (or at the swaps), or as a blocker
 //! that names what the copy engine cannot move yet.
 
-use super::{CopyIndex, CopyKey, CopyStatistics, CopyTrigger, UniqueKey};
+use super::{CopyIndex, CopyKey, CopyRoutine, CopyStatistics, CopyTrigger, UniqueKey};
 use crate::catalog::Table;
 use crate::names::{self, literal, qualified, quote};
 use crate::plan::{Blocker, TablePlan};
@@ -101,6 +101,51 @@ pub(super) fn triggers(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyTrigge
         out.push(CopyTrigger {
             name: trg.name.clone(),
             create: statements,
+        });
+    }
+    out
+}
+
+/// Functions and procedures whose arguments or result use the row type:
+/// bound to the type of the table that had the name when they were made,
+/// they are dropped and made again, from their definition, at each swap.
+pub(super) fn routines(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyRoutine> {
+    let mut out = Vec::new();
+    for r in &t.rowtype_routines {
+        let object = format!("{} (uses the row type of {})", r.description, t.display());
+        let refused = match &r.definition {
+            _ if !matches!(r.kind.as_str(), "f" | "p") => {
+                Some("only functions and procedures are made again on the copy's row type")
+            }
+            _ if r.in_extension => Some("it belongs to an extension"),
+            _ if r.has_dependents => Some(
+                "other objects depend on it, so it cannot be dropped and made again on the copy's row type",
+            ),
+            _ if !r.replaceable => Some(
+                "this session is not a member of its owner role, so it cannot make it again",
+            ),
+            None => Some("its definition could not be read"),
+            Some(_) => None,
+        };
+        if let Some(reason) = refused {
+            refuse(blockers, object, reason, USE_UPDATE);
+            continue;
+        }
+        let routine = format!("ROUTINE {}", r.signature);
+        let mut create = vec![r.definition.clone().unwrap_or_default()];
+        create.push(format!("ALTER {routine} OWNER TO {}", quote(&r.owner)));
+        if r.explicit_privileges {
+            create.push(format!("REVOKE ALL ON {routine} FROM PUBLIC"));
+            for g in &r.grants {
+                create.push(sqltext::grant(g, None, &routine));
+            }
+        }
+        if let Some(comment) = &r.comment {
+            create.push(format!("COMMENT ON {routine} IS {}", literal(comment)));
+        }
+        out.push(CopyRoutine {
+            signature: r.signature.clone(),
+            create,
         });
     }
     out

@@ -101,6 +101,8 @@ pub struct CopyTable {
     pub triggers: Vec<CopyTrigger>,
     #[serde(default)]
     pub statistics: Vec<CopyStatistics>,
+    #[serde(default)]
+    pub routines: Vec<CopyRoutine>,
     /// Statements that create the empty copy with everything the table has
     /// but its indexes, foreign keys and data.
     pub create: Vec<String>,
@@ -218,6 +220,15 @@ pub struct CopyStatistics {
     pub old_name: String,
 }
 
+/// A routine that uses the row type, made again at each swap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyRoutine {
+    /// Name and argument types: what the swap drops, before the renames.
+    pub signature: String,
+    /// Its definition, owner, privileges and comment, after the renames.
+    pub create: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyTrigger {
     pub name: String,
@@ -317,6 +328,7 @@ fn plan_table(
     let before = blockers.len();
     let keys = carried::keys(t, tp, blockers);
     let triggers = carried::triggers(t, blockers);
+    let routines = carried::routines(t, blockers);
     carried::refusals(t, blockers);
     let widened: Vec<&str> = tp.columns.iter().map(|c| c.name.as_str()).collect();
     let new_name = names::shadow("new", &t.name);
@@ -365,6 +377,7 @@ fn plan_table(
         indexes,
         triggers,
         statistics,
+        routines,
         create,
         owned_sequences,
         log_forward: pg("log"),
