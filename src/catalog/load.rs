@@ -145,10 +145,6 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                             AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.oid)
                             AND NOT (d.classid = 'pg_type'::regclass)
                             AND d.classid <> 'pg_proc'::regclass),
-                    ARRAY(SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
-                          FROM pg_depend d
-                          WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
-                            AND d.classid = 'pg_proc'::regclass),
                     c.relforcerowsecurity,
                     row_security_active(c.oid),
                     COALESCE((SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid), '{}')
@@ -178,12 +174,12 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         row_security: row.get(15),
         replica_identity: row.get(16),
         rowtype_users: row.get(17),
-        function_users: row.get(18),
-        force_row_security: row.get(19),
-        row_security_applies: row.get(20),
-        toast_reloptions: row.get(21),
+        force_row_security: row.get(18),
+        row_security_applies: row.get(19),
+        toast_reloptions: row.get(20),
         policies: Vec::new(),
         rowtype_routines: Vec::new(),
+        body_routines: Vec::new(),
         statistics: Vec::new(),
         columns: Vec::new(),
         indexes: Vec::new(),
@@ -352,43 +348,25 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         });
     }
 
-    for row in client
-        .query(
-            "SELECT p.oid::regprocedure::text, pg_describe_object('pg_proc'::regclass, p.oid, 0), p.prokind::text,
-                    CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
-                    pg_get_userbyid(p.proowner)::text, p.proacl IS NOT NULL,
-                    ARRAY(SELECT x.privilege_type || ' ' ||
-                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
-                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
-                          FROM aclexplode(p.proacl) x WHERE x.grantee <> p.proowner),
-                    obj_description(p.oid, 'pg_proc'),
-                    EXISTS (SELECT 1 FROM pg_depend u WHERE u.refclassid = 'pg_proc'::regclass AND u.refobjid = p.oid),
-                    EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'),
-                    pg_has_role(p.proowner, 'USAGE')
-             FROM pg_proc p
-             WHERE p.oid IN (SELECT d.objid FROM pg_depend d JOIN pg_class c ON c.oid = $1
-                             WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_type'::regclass
-                               AND d.refobjid IN (c.reltype, (SELECT typarray FROM pg_type WHERE oid = c.reltype)))
-             ORDER BY 1",
-            &[&oid],
-        )
-        .await
-        .map_err(Error::db(ctx("routines that use its row type")))?
-    {
-        table.rowtype_routines.push(RowtypeRoutine {
-            signature: row.get(0),
-            description: row.get(1),
-            kind: row.get(2),
-            definition: row.get(3),
-            owner: row.get(4),
-            explicit_privileges: row.get(5),
-            grants: row.get(6),
-            comment: row.get(7),
-            has_dependents: row.get(8),
-            in_extension: row.get(9),
-            replaceable: row.get(10),
-        });
-    }
+    // Routines on the row type (arguments, result), and routines whose
+    // SQL-standard body reads the table.
+    table.rowtype_routines = load_routines(
+        client,
+        "SELECT d.objid FROM pg_depend d JOIN pg_class c ON c.oid = $1
+         WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_type'::regclass
+           AND d.refobjid IN (c.reltype, (SELECT typarray FROM pg_type WHERE oid = c.reltype))",
+        oid,
+    )
+    .await
+    .map_err(Error::db(ctx("routines that use its row type")))?;
+    table.body_routines = load_routines(
+        client,
+        "SELECT d.objid FROM pg_depend d
+         WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1",
+        oid,
+    )
+    .await
+    .map_err(Error::db(ctx("routines that read it")))?;
 
     for row in client
         .query(
@@ -464,6 +442,49 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         });
     }
     Ok(table)
+}
+
+/// The routines whose oids `which` selects (given the table's oid as $1).
+async fn load_routines(
+    client: &Client,
+    which: &str,
+    oid: u32,
+) -> std::result::Result<Vec<Routine>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT p.oid::regprocedure::text, pg_describe_object('pg_proc'::regclass, p.oid, 0), p.prokind::text,
+                        CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
+                        pg_get_userbyid(p.proowner)::text, p.proacl IS NOT NULL,
+                        ARRAY(SELECT x.privilege_type || ' ' ||
+                                     CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
+                                     CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+                              FROM aclexplode(p.proacl) x WHERE x.grantee <> p.proowner),
+                        obj_description(p.oid, 'pg_proc'),
+                        EXISTS (SELECT 1 FROM pg_depend u WHERE u.refclassid = 'pg_proc'::regclass AND u.refobjid = p.oid),
+                        EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'),
+                        pg_has_role(p.proowner, 'USAGE')
+                 FROM pg_proc p WHERE p.oid IN ({which}) ORDER BY 1"
+            ),
+            &[&oid],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Routine {
+            signature: row.get(0),
+            description: row.get(1),
+            kind: row.get(2),
+            definition: row.get(3),
+            owner: row.get(4),
+            explicit_privileges: row.get(5),
+            grants: row.get(6),
+            comment: row.get(7),
+            has_dependents: row.get(8),
+            in_extension: row.get(9),
+            replaceable: row.get(10),
+        })
+        .collect())
 }
 
 async fn load_sequence(client: &Client, oid: u32) -> Result<Sequence> {

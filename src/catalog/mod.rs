@@ -142,11 +142,11 @@ pub struct Table {
     pub rowtype_users: Vec<String>,
     /// Functions and procedures whose arguments or result use the row type.
     #[serde(default)]
-    pub rowtype_routines: Vec<RowtypeRoutine>,
-    /// Functions whose SQL-standard body (`BEGIN ATOMIC`) reads the table:
+    pub rowtype_routines: Vec<Routine>,
+    /// Routines whose SQL-standard body (`BEGIN ATOMIC`) reads the table:
     /// they are bound to it, not to its name.
     #[serde(default)]
-    pub function_users: Vec<String>,
+    pub body_routines: Vec<Routine>,
     pub columns: Vec<Column>,
     pub indexes: Vec<Index>,
     /// Constraints declared on this table.
@@ -281,7 +281,7 @@ pub struct ExtendedStatistics {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RowtypeRoutine {
+pub struct Routine {
     /// `regprocedure`: name and argument types, for DROP and GRANT.
     pub signature: String,
     pub description: String,

@@ -46,7 +46,7 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         replica_identity: "d".into(),
         rowtype_users: vec![],
         rowtype_routines: vec![],
-        function_users: vec![],
+        body_routines: vec![],
         columns,
         indexes: vec![],
         constraints: vec![],
@@ -488,16 +488,28 @@ fn the_copy_engine_refuses_what_it_does_not_move_yet() {
     catalog.tables[1].row_security = true;
     catalog.tables[1].row_security_applies = true;
     catalog.tables[1].rowtype_users = vec!["function public.f(script_runs) n".into()];
-    catalog.tables[1].function_users = vec!["function public.g()".into()];
+    catalog.tables[1].body_routines = vec![crate::catalog::Routine {
+        signature: "public.g()".into(),
+        description: "function public.g()".into(),
+        kind: "a".into(),
+        definition: None,
+        owner: "app".into(),
+        explicit_privileges: false,
+        grants: vec![],
+        comment: None,
+        has_dependents: false,
+        in_extension: false,
+        replaceable: true,
+    }];
     let p = copy_plan(&catalog, &[(1, "id")]);
     let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
     assert_eq!(
         objects,
         vec![
             "trigger touch on scripts",
+            "function public.g() (reads script_runs)",
             "table script_runs",
-            "function public.f(script_runs) n (uses the row type of script_runs)",
-            "function public.g() (reads script_runs)"
+            "function public.f(script_runs) n (uses the row type of script_runs)"
         ]
     );
     assert!(p

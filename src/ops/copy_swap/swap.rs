@@ -110,11 +110,6 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
                 t.qualified()
             ));
         }
-        // Routines on the row type: their signatures name the type of the
-        // table that has the name now, before the renames.
-        for r in &t.routines {
-            s.push(format!("DROP ROUTINE {}", r.signature));
-        }
     }
     let fks = plan.copy.iter().flat_map(|c| &c.foreign_keys);
     for fk in fks.clone() {
@@ -123,6 +118,23 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             fk.table,
             quote(&fk.name)
         ));
+    }
+    // Routines on the row type: their signatures name the type of the
+    // table that has the name now, before the renames. A routine on two of
+    // the tables' types is one routine.
+    let routines = || {
+        let mut seen: Vec<&str> = Vec::new();
+        tables(plan)
+            .iter()
+            .flat_map(|t| &t.routines)
+            .filter(move |r| {
+                let new = !seen.contains(&r.signature.as_str());
+                seen.push(&r.signature);
+                new
+            })
+    };
+    for r in routines().filter(|r| r.drop) {
+        s.push(format!("DROP ROUTINE {}", r.signature));
     }
     // Out first: its names must be free before the incoming table takes them.
     for t in tables(plan) {
@@ -180,9 +192,6 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             "ALTER TABLE {incoming_table} RENAME TO {}",
             quote(&t.name)
         ));
-        for r in &t.routines {
-            s.extend(r.create.iter().cloned());
-        }
         for trg in &t.triggers {
             s.extend(trg.create.iter().cloned());
         }
@@ -248,6 +257,10 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
                 &setting,
             );
         }
+    }
+    // Once every table has its new name: a body may read several of them.
+    for r in routines() {
+        s.extend(r.create.iter().cloned());
     }
     for fk in fks {
         s.push(format!(

@@ -106,19 +106,35 @@ pub(super) fn triggers(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyTrigge
     out
 }
 
-/// Functions and procedures whose arguments or result use the row type:
-/// bound to the type of the table that had the name when they were made,
-/// they are dropped and made again, from their definition, at each swap.
+/// Routines bound to the table rather than to its name, made again at each
+/// swap from their definitions so they bind to the table coming in:
+/// - those whose arguments or result use its row type are dropped (before
+///   the renames) and created again with their owner, privileges, comment;
+/// - those whose SQL-standard body (`BEGIN ATOMIC`) reads it are replaced
+///   in place (`OR REPLACE` keeps all that, and their dependents).
 pub(super) fn routines(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyRoutine> {
     let mut out = Vec::new();
-    for r in &t.rowtype_routines {
-        let object = format!("{} (uses the row type of {})", r.description, t.display());
+    for (r, on_rowtype) in t.rowtype_routines.iter().map(|r| (r, true)).chain(
+        t.body_routines
+            .iter()
+            .filter(|b| {
+                !t.rowtype_routines
+                    .iter()
+                    .any(|r| r.signature == b.signature)
+            })
+            .map(|r| (r, false)),
+    ) {
+        let object = if on_rowtype {
+            format!("{} (uses the row type of {})", r.description, t.display())
+        } else {
+            format!("{} (reads {})", r.description, t.display())
+        };
         let refused = match &r.definition {
             _ if !matches!(r.kind.as_str(), "f" | "p") => {
-                Some("only functions and procedures are made again on the copy's row type")
+                Some("only functions and procedures are made again on the copy")
             }
             _ if r.in_extension => Some("it belongs to an extension"),
-            _ if r.has_dependents => Some(
+            _ if on_rowtype && r.has_dependents => Some(
                 "other objects depend on it, so it cannot be dropped and made again on the copy's row type",
             ),
             _ if !r.replaceable => Some(
@@ -131,20 +147,23 @@ pub(super) fn routines(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyRoutin
             refuse(blockers, object, reason, USE_UPDATE);
             continue;
         }
-        let routine = format!("ROUTINE {}", r.signature);
         let mut create = vec![r.definition.clone().unwrap_or_default()];
-        create.push(format!("ALTER {routine} OWNER TO {}", quote(&r.owner)));
-        if r.explicit_privileges {
-            create.push(format!("REVOKE ALL ON {routine} FROM PUBLIC"));
-            for g in &r.grants {
-                create.push(sqltext::grant(g, None, &routine));
+        if on_rowtype {
+            let routine = format!("ROUTINE {}", r.signature);
+            create.push(format!("ALTER {routine} OWNER TO {}", quote(&r.owner)));
+            if r.explicit_privileges {
+                create.push(format!("REVOKE ALL ON {routine} FROM PUBLIC"));
+                for g in &r.grants {
+                    create.push(sqltext::grant(g, None, &routine));
+                }
             }
-        }
-        if let Some(comment) = &r.comment {
-            create.push(format!("COMMENT ON {routine} IS {}", literal(comment)));
+            if let Some(comment) = &r.comment {
+                create.push(format!("COMMENT ON {routine} IS {}", literal(comment)));
+            }
         }
         out.push(CopyRoutine {
             signature: r.signature.clone(),
+            drop: on_rowtype,
             create,
         });
     }
@@ -176,14 +195,6 @@ pub(super) fn refusals(t: &Table, blockers: &mut Vec<Blocker>) {
             format!("{user} (uses the row type of {})", t.display()),
             "it would keep the original table's row type after the swap",
             USE_UPDATE,
-        );
-    }
-    for user in &t.function_users {
-        refuse(
-            blockers,
-            format!("{user} (reads {})", t.display()),
-            "its body is bound to the original table, which it would go on reading after the swap",
-            "recreate it after cutover, or use --engine update",
         );
     }
     for c in t.constraints.iter().filter(|c| c.kind == "x") {

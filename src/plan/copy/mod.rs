@@ -220,11 +220,14 @@ pub struct CopyStatistics {
     pub old_name: String,
 }
 
-/// A routine that uses the row type, made again at each swap.
+/// A routine bound to the table, made again at each swap.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyRoutine {
     /// Name and argument types: what the swap drops, before the renames.
     pub signature: String,
+    /// Dropped first (it uses the row type), or replaced in place.
+    #[serde(default)]
+    pub drop: bool,
     /// Its definition, owner, privileges and comment, after the renames.
     pub create: Vec<String>,
 }
