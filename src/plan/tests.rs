@@ -475,15 +475,10 @@ fn the_copy_engine_moves_every_foreign_key_and_view_of_its_tables() {
 #[test]
 fn the_copy_engine_refuses_what_it_does_not_move_yet() {
     let mut catalog = incident();
-    catalog.tables[0].triggers.push(Trigger {
-        name: "touch".into(),
-        internal: false,
-        columns: vec![],
-        function: "public.touch".into(),
-        function_source: "BEGIN RETURN NEW; END".into(),
-        definition: "CREATE CONSTRAINT TRIGGER touch AFTER UPDATE ON public.scripts NOT DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION touch()".into(),
-        enabled: "O".into(),
-        constraint: true,
+    catalog.tables[0].constraints.push(Constraint {
+        kind: "x".into(),
+        definition: "EXCLUDE USING btree (name WITH =)".into(),
+        ..pk(1, "no_twins", vec![2])
     });
     catalog.tables[1].row_security = true;
     catalog.tables[1].row_security_applies = true;
@@ -506,7 +501,7 @@ fn the_copy_engine_refuses_what_it_does_not_move_yet() {
     assert_eq!(
         objects,
         vec![
-            "trigger touch on scripts",
+            "constraint no_twins on scripts",
             "function public.g() (reads script_runs)",
             "table script_runs",
             "function public.f(script_runs) n (uses the row type of script_runs)"

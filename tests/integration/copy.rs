@@ -242,8 +242,7 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
     let url = cluster.url("app");
     client
         .batch_execute(
-            "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
-             CREATE CONSTRAINT TRIGGER audit AFTER UPDATE ON archived_scripts FOR EACH ROW EXECUTE FUNCTION touch();",
+            "ALTER TABLE archived_scripts ADD CONSTRAINT no_twins EXCLUDE USING btree (name WITH =);",
         )
         .await
         .unwrap();
@@ -259,7 +258,7 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
     assert!(
         blockers
             .iter()
-            .any(|b| b["object"] == "trigger audit on archived_scripts"
+            .any(|b| b["object"] == "constraint no_twins on archived_scripts"
                 && b["reason"].as_str().unwrap().contains("copy engine")),
         "{blockers:?}"
     );
@@ -278,7 +277,7 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
     let why = json["warnings"][0].as_str().unwrap();
     assert!(
         why.starts_with("--engine auto chose the update engine")
-            && why.contains("trigger audit on archived_scripts"),
+            && why.contains("constraint no_twins on archived_scripts"),
         "{why}"
     );
 }
@@ -812,7 +811,10 @@ const TRIGGERS: &str = "
     CREATE TRIGGER dormant BEFORE DELETE ON script_runs FOR EACH ROW EXECUTE FUNCTION refuse();
     ALTER TABLE script_runs DISABLE TRIGGER dormant;
     CREATE TRIGGER always_audit AFTER INSERT ON archived_scripts FOR EACH ROW EXECUTE FUNCTION audit_script();
-    ALTER TABLE archived_scripts ENABLE ALWAYS TRIGGER always_audit;";
+    ALTER TABLE archived_scripts ENABLE ALWAYS TRIGGER always_audit;
+    CREATE FUNCTION check_run() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+    CREATE CONSTRAINT TRIGGER check_runs AFTER INSERT ON script_runs DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW EXECUTE FUNCTION check_run();";
 
 /// Triggers fired once per application write (none for the copy's inserts
 /// and replays), stamps carried over, and each trigger where it was.
@@ -861,7 +863,7 @@ async fn copy_engine_moves_the_tables_triggers_and_fires_them_once_per_write() {
     let states = trigger_states(&client).await;
     assert_eq!(
         states,
-        "archived_scripts.always_audit:A scripts.audit_insert:O script_runs.dormant:D scripts.touch_update:O"
+        "archived_scripts.always_audit:A scripts.audit_insert:O script_runs.check_runs:O script_runs.dormant:D scripts.touch_update:O"
     );
     let (_dir, path) = migration("0112_copy_triggers", MIGRATION);
 

@@ -57,7 +57,8 @@ pub(super) fn keys(t: &Table, tp: &TablePlan, blockers: &mut Vec<Blocker>) -> Ve
     keys
 }
 
-/// The table's own triggers, made again on whichever table takes the name.
+/// The table's own triggers (constraint triggers too), made again on
+/// whichever table takes the name.
 pub(super) fn triggers(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyTrigger> {
     let mut out = Vec::new();
     for trg in t
@@ -66,15 +67,6 @@ pub(super) fn triggers(t: &Table, blockers: &mut Vec<Blocker>) -> Vec<CopyTrigge
         .filter(|g| !g.internal && !g.name.starts_with(names::PREFIX))
     {
         let object = format!("trigger {} on {}", trg.name, t.display());
-        if trg.constraint {
-            refuse(
-                blockers,
-                object,
-                "the copy engine does not move constraint triggers yet",
-                USE_UPDATE,
-            );
-            continue;
-        }
         let Some(create) = retarget_trigger(&trg.definition, &t.qualified()) else {
             refuse(
                 blockers,
