@@ -252,6 +252,12 @@ fn a_trigger_that_uses_the_column_blocks_with_a_remedy() {
     // The copy engine's copy and replays never fire it: it moves at cutover.
     let p = copy_plan(&catalog, &[(1, "id")]);
     assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    let cutover = crate::ops::cutover(&p, "SELECT 1");
+    assert!(
+        cutover.description.contains(", move 1 trigger;"),
+        "{}",
+        cutover.description
+    );
     let moved = &p.copy.as_ref().unwrap().tables[0].triggers;
     assert_eq!(
         moved[0].create,

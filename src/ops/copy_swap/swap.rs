@@ -293,16 +293,24 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
 pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     let s = swap(plan, Way::Forward, mark_phase);
     let fks = plan.copy.as_ref().map_or(0, |c| c.foreign_keys.len());
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let triggers: usize = tables(plan).iter().map(|t| t.triggers.len()).sum();
+    let routines: usize = tables(plan).iter().map(|t| t.routines.len()).sum();
+    let mut also = String::new();
+    if triggers > 0 {
+        also.push_str(&format!(", move {}", count(triggers, "trigger")));
+    }
+    if routines > 0 {
+        also.push_str(&format!(", make {} again", count(routines, "routine")));
+    }
     step(
         "cutover",
         format!(
-            "one transaction: lock {}, replay the last writes, swap each table for its copy, move {} foreign key{}, sequences and {} view{}; \
+            "one transaction: lock {}, replay the last writes, swap each table for its copy, move {}, sequences and {}{also}; \
              the originals then follow every write, for rollback",
             locked_tables(plan).join(", "),
-            fks,
-            if fks == 1 { "" } else { "s" },
-            plan.views.len(),
-            if plan.views.len() == 1 { "" } else { "s" }
+            count(fks, "foreign key"),
+            count(plan.views.len(), "view"),
         ),
         s.join(";\n"),
         ACCESS_EXCLUSIVE,
