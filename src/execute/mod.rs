@@ -455,6 +455,20 @@ impl Runner {
             }
         }
         self.run_steps(&ops::prepare_revert(&self.plan)).await?;
+        // The copy engine replays under the swap's lock what was written
+        // since the last replay: catch up first, or a rollback days after
+        // cutover would replay days of writes with the tables locked.
+        for t in self.plan.copy.iter().flat_map(|c| &c.tables) {
+            self.replay(
+                &self.worker,
+                &t.replay_back,
+                &format!(
+                    "replay the rows written in {} since cutover onto its original",
+                    t.display()
+                ),
+            )
+            .await?;
+        }
         let swap = ops::swap_back(
             &self.plan,
             &state::phase_marker(self.name(), Phase::RolledBack),

@@ -180,20 +180,41 @@ async fn copy_engine_rollback_after_cutover_replays_every_write_onto_the_origina
     let (cluster, client) = incident_primary(20_000).await;
     let url = cluster.url("app");
     let before = schema_dump(&client).await;
-    let (_dir, path) = migration("0101_copy_rb", MIGRATION);
+    let (dir, path) = migration("0101_copy_rb", MIGRATION);
 
     let writer = Writer::start(&url).await;
     let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     // Writes to the copies after cutover, then the rollback under writes.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rb = pgshift(&url, &["--format", "json", "rollback", "0101_copy_rb"]).await;
+    let events = dir.path().join("rollback.jsonl");
+    let rb = pgshift(
+        &url,
+        &[
+            "--format",
+            "json",
+            "rollback",
+            "0101_copy_rb",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let errors = writer.stop().await;
     assert_eq!(rb.code, 0, "{}\n{}", rb.stdout, rb.stderr);
     assert!(errors.is_empty(), "the application saw errors: {errors:?}");
     let json: serde_json::Value = serde_json::from_str(&rb.stdout).unwrap();
     assert_eq!(json["phase"], "rolled_back");
+    // The writes since cutover were replayed before the swap's lock, not under it.
+    let caught_up: i64 = read_events(&events)
+        .iter()
+        .filter(|e| {
+            e["event"] == "replayed" && e["step"].as_str().unwrap_or("").contains("since cutover")
+        })
+        .map(|e| e["keys"].as_i64().unwrap_or(0))
+        .sum();
+    assert!(caught_up > 0, "no catch-up replay before the swap back");
 
     assert_matches_control(&client).await;
     assert_eq!(
