@@ -223,9 +223,53 @@ pub fn create_policy(p: &crate::catalog::Policy, table: &str) -> String {
     sql
 }
 
+/// `CREATE INDEX …` with `TABLESPACE ts`, which goes before the predicate
+/// of a partial index (its first `WHERE` outside parentheses).
+pub fn index_in_tablespace(sql: &str, tablespace: &str) -> Option<String> {
+    let tokens = tokenize(sql).ok()?;
+    let mut depth = 0i32;
+    let mut at = sql.len();
+    for t in &tokens {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(w)
+                if depth == 0 && w.keyword == Keyword::WHERE && w.quote_style.is_none() =>
+            {
+                at = t.start;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let (head, tail) = sql.split_at(at);
+    Some(format!(
+        "{} TABLESPACE {}{}{tail}",
+        head.trim_end(),
+        crate::names::quote(tablespace),
+        if tail.is_empty() { "" } else { " " }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_goes_to_its_tablespace_before_its_predicate() {
+        assert_eq!(
+            index_in_tablespace("CREATE INDEX i ON t USING btree (a) INCLUDE (b) WITH (fillfactor='70') WHERE (a > (SELECT 1 WHERE true))", "fast").unwrap(),
+            "CREATE INDEX i ON t USING btree (a) INCLUDE (b) WITH (fillfactor='70') TABLESPACE \"fast\" WHERE (a > (SELECT 1 WHERE true))"
+        );
+        assert_eq!(
+            index_in_tablespace(
+                "CREATE INDEX \"where\" ON t USING btree (\"where\")",
+                "fast"
+            )
+            .unwrap(),
+            "CREATE INDEX \"where\" ON t USING btree (\"where\") TABLESPACE \"fast\""
+        );
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

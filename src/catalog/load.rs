@@ -147,7 +147,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                             AND d.classid <> 'pg_proc'::regclass),
                     c.relforcerowsecurity,
                     row_security_active(c.oid),
-                    COALESCE((SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid), '{}')
+                    COALESCE((SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid), '{}'),
+                    c.relpersistence::text,
+                    (SELECT spcname::text FROM pg_tablespace WHERE oid = c.reltablespace)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             &[&oid],
@@ -177,6 +179,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         force_row_security: row.get(18),
         row_security_applies: row.get(19),
         toast_reloptions: row.get(20),
+        persistence: row.get(21),
+        tablespace: row.get(22),
         policies: Vec::new(),
         rowtype_routines: Vec::new(),
         body_routines: Vec::new(),
@@ -254,7 +258,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     -- a column of Postgres 15 on: read by name, so older servers give false
                     COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false),
                     obj_description(i.indexrelid, 'pg_class'),
-                    i.indisreplident
+                    i.indisreplident,
+                    (SELECT spcname::text FROM pg_tablespace WHERE oid = ic.reltablespace)
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
              WHERE i.indrelid = $1
              ORDER BY ic.relname",
@@ -278,6 +283,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             nulls_not_distinct: row.get(11),
             comment: row.get(12),
             replica_identity: row.get(13),
+            tablespace: row.get(14),
         });
     }
 

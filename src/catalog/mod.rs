@@ -128,6 +128,12 @@ pub struct Table {
     pub row_security_applies: bool,
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// `relpersistence`: `p` permanent, `u` unlogged.
+    #[serde(default)]
+    pub persistence: String,
+    /// Its tablespace, when not the database's default.
+    #[serde(default)]
+    pub tablespace: Option<String>,
     /// The TOAST table's storage options, without the `toast.` prefix.
     #[serde(default)]
     pub toast_reloptions: Vec<String>,
@@ -265,6 +271,9 @@ pub struct Index {
     /// The index `REPLICA IDENTITY USING INDEX` names.
     #[serde(default)]
     pub replica_identity: bool,
+    /// Its tablespace, when not the database's default.
+    #[serde(default)]
+    pub tablespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -487,7 +487,12 @@ fn plan_table(
             continue;
         }
         let shadow = names::shadow("new", &ix.name);
-        match index_sql(&ix.definition, &shadow, &map) {
+        // In the original's tablespace: pg_get_indexdef leaves it out.
+        let sql = index_sql(&ix.definition, &shadow, &map).and_then(|sql| match &ix.tablespace {
+            Some(ts) => sqltext::index_in_tablespace(&sql, ts),
+            None => Some(sql),
+        });
+        match sql {
             Some(create_sql) => indexes.push(IndexPlan {
                 name: ix.name.clone(),
                 shadow,

@@ -42,6 +42,8 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         row_security_applies: false,
         policies: vec![],
         toast_reloptions: vec![],
+        persistence: "p".into(),
+        tablespace: None,
         statistics: vec![],
         replica_identity: "d".into(),
         rowtype_users: vec![],
@@ -109,6 +111,7 @@ pub(crate) fn incident() -> Catalog {
         nulls_not_distinct: false,
         comment: None,
         replica_identity: false,
+        tablespace: None,
     });
     let fk = Constraint {
         name: "script_runs_script_id_fkey".into(),
@@ -582,6 +585,7 @@ fn the_copy_engine_moves_unique_indexes_with_their_collision_checks() {
         nulls_not_distinct: false,
         comment: None,
         replica_identity: false,
+        tablespace: None,
     };
     catalog.tables[0]
         .indexes

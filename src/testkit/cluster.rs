@@ -183,6 +183,18 @@ impl Cluster {
         self.port
     }
 
+    /// A directory the server may write, inside the cluster's own (for a
+    /// tablespace, say); removed with the cluster.
+    pub fn server_dir(&self, name: &str) -> io::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        fs::create_dir_all(&path)?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
+        Ok(path)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

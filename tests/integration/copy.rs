@@ -1274,3 +1274,58 @@ async fn copy_engine_makes_routines_on_the_row_type_again_on_each_swap() {
         "{blockers:?}"
     );
 }
+
+/// Where each of archived_scripts' relations lives, and whether it is logged.
+async fn placement(client: &tokio_postgres::Client) -> String {
+    one(
+        client,
+        "SELECT string_agg(c.relname || ':' || coalesce(t.spcname, 'default') || ':' || c.relpersistence::text, ',' ORDER BY c.relname)
+         FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace
+         WHERE c.relname IN ('archived_scripts', 'archived_scripts_pkey', 'scripts', 'scripts_account_id_idx')",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_keep_tables_and_indexes_in_their_tablespaces_and_unlogged_tables_unlogged() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    let dir = cluster.server_dir("fast").unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLESPACE fast LOCATION '{}'",
+            dir.display()
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE archived_scripts SET TABLESPACE fast;
+             ALTER INDEX archived_scripts_pkey SET TABLESPACE fast;
+             ALTER INDEX scripts_account_id_idx SET TABLESPACE fast;
+             ALTER TABLE archived_scripts SET UNLOGGED;",
+        )
+        .await
+        .unwrap();
+    let before = placement(&client).await;
+    assert_eq!(
+        before,
+        "archived_scripts:fast:u,archived_scripts_pkey:fast:u,scripts:default:p,scripts_account_id_idx:fast:p"
+    );
+    // The update engine rebuilds the key's index: in the same tablespace.
+    let (_d1, path) = migration("0120_update_tablespace", MIGRATION);
+    let run = pgshift(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(placement(&client).await, before);
+    // The copy engine makes new tables and indexes: the same again.
+    let (_d2, path) = migration(
+        "0121_copy_tablespace",
+        "ALTER TABLE archived_scripts ALTER COLUMN account_id TYPE bigint;\nALTER TABLE scripts ALTER COLUMN account_id TYPE bigint;\n",
+    );
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(placement(&client).await, before);
+    let rb = pgshift(&url, &["rollback", "0121_copy_tablespace"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(placement(&client).await, before);
+}

@@ -235,7 +235,15 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
             continue;
         }
         let new_ix = names::shadow("new", &ix.name);
-        let Some(create_sql) = copy_index_sql(&ix.definition, &new_ix, new_table) else {
+        // In the original's tablespace: pg_get_indexdef leaves it out.
+        let create_sql =
+            copy_index_sql(&ix.definition, &new_ix, new_table).and_then(|sql| {
+                match &ix.tablespace {
+                    Some(ts) => sqltext::index_in_tablespace(&sql, ts),
+                    None => Some(sql),
+                }
+            });
+        let Some(create_sql) = create_sql else {
             refuse(
                 blockers,
                 object,
@@ -298,11 +306,17 @@ pub(super) fn create_table(
         options.push("autovacuum_enabled = false".into());
     }
     options.extend(t.toast_reloptions.iter().map(|o| format!("toast.{o}")));
+    // LIKE takes neither the table's persistence nor its tablespace.
     let mut create = vec![format!(
-        "CREATE TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
-         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION) WITH ({})",
+        "CREATE {}TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
+         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION) WITH ({}){}",
+        if t.persistence == "u" { "UNLOGGED " } else { "" },
         t.qualified(),
-        options.join(", ")
+        options.join(", "),
+        t.tablespace
+            .as_ref()
+            .map(|ts| format!(" TABLESPACE {}", quote(ts)))
+            .unwrap_or_default()
     )];
     if !widened.is_empty() {
         let alters: Vec<String> = widened
