@@ -206,7 +206,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                                  CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
                           FROM aclexplode(a.attacl) x),
                     col_description(a.attrelid, a.attnum),
-                    COALESCE(a.attstattarget::int4, -1)::int2
+                    COALESCE(a.attstattarget::int4, -1)::int2,
+                    COALESCE(a.attoptions, '{}')
              FROM pg_attribute a
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -233,6 +234,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             privileges: row.get(8),
             comment: row.get(9),
             statistics: row.get(10),
+            options: row.get(11),
         });
     }
 
@@ -259,7 +261,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false),
                     obj_description(i.indexrelid, 'pg_class'),
                     i.indisreplident,
-                    (SELECT spcname::text FROM pg_tablespace WHERE oid = ic.reltablespace)
+                    (SELECT spcname::text FROM pg_tablespace WHERE oid = ic.reltablespace),
+                    i.indisclustered
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
              WHERE i.indrelid = $1
              ORDER BY ic.relname",
@@ -284,6 +287,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             comment: row.get(12),
             replica_identity: row.get(13),
             tablespace: row.get(14),
+            clustered: row.get(15),
         });
     }
 

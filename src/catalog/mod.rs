@@ -214,6 +214,9 @@ pub struct Column {
     /// `attstattarget` when set (-1 or 0 when default).
     #[serde(default)]
     pub statistics: i16,
+    /// `attoptions` (`n_distinct=…`, `n_distinct_inherited=…`).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 impl Column {
@@ -274,6 +277,9 @@ pub struct Index {
     /// Its tablespace, when not the database's default.
     #[serde(default)]
     pub tablespace: Option<String>,
+    /// The index `CLUSTER` uses (`indisclustered`).
+    #[serde(default)]
+    pub clustered: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

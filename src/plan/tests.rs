@@ -16,6 +16,7 @@ fn column(attnum: i16, name: &str, type_name: &str) -> Column {
         privileges: vec![],
         comment: None,
         statistics: -1,
+        options: vec![],
     }
 }
 
@@ -112,6 +113,7 @@ pub(crate) fn incident() -> Catalog {
         comment: None,
         replica_identity: false,
         tablespace: None,
+        clustered: false,
     });
     let fk = Constraint {
         name: "script_runs_script_id_fkey".into(),
@@ -586,6 +588,7 @@ fn the_copy_engine_moves_unique_indexes_with_their_collision_checks() {
         comment: None,
         replica_identity: false,
         tablespace: None,
+        clustered: false,
     };
     catalog.tables[0]
         .indexes

@@ -931,7 +931,9 @@ const CARRIED: &str = "
     ALTER STATISTICS script_stats SET STATISTICS 500;
     COMMENT ON STATISTICS script_stats IS 'stats';
     COMMENT ON CONSTRAINT scripts_pkey ON scripts IS 'pk';
-    COMMENT ON CONSTRAINT script_runs_script_id_fkey ON script_runs IS 'fk';";
+    COMMENT ON CONSTRAINT script_runs_script_id_fkey ON script_runs IS 'fk';
+    ALTER TABLE scripts ALTER COLUMN account_id SET (n_distinct = 1000);
+    ALTER TABLE scripts CLUSTER ON scripts_account_id_idx;";
 
 async fn carried(client: &tokio_postgres::Client) -> String {
     one(
@@ -949,7 +951,11 @@ async fn carried(client: &tokio_postgres::Client) -> String {
                                || ':' || obj_description(oid, 'pg_statistic_ext'), ',')
              FROM pg_statistic_ext WHERE stxname NOT LIKE 'pgshift%'),
             (SELECT string_agg(conrelid::regclass || '.' || conname || '=' || obj_description(oid, 'pg_constraint'), ',' ORDER BY conname)
-             FROM pg_constraint WHERE obj_description(oid, 'pg_constraint') IS NOT NULL AND conname NOT LIKE 'pgshift%'))",
+             FROM pg_constraint WHERE obj_description(oid, 'pg_constraint') IS NOT NULL AND conname NOT LIKE 'pgshift%'),
+            (SELECT string_agg(attname || array_to_string(attoptions, ''), ',') FROM pg_attribute
+             WHERE attrelid = 'scripts'::regclass AND attoptions IS NOT NULL),
+            (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index
+             WHERE indisclustered AND indexrelid::regclass::text NOT LIKE 'pgshift%'))",
     )
     .await
 }
@@ -983,7 +989,8 @@ async fn copy_engine_carries_row_security_replica_identity_and_index_comments() 
         "script_runs:ok_runs:SELECT:reader:(status = 'ok'::text) \
          | archived_scripts:falsefalse:f,script_runs:truetrue:d,scripts:falsefalse:i | scripts_pkey | the key \
          | scripts.CHECK ((account_id <> 0)) NOT VALID | autovacuum_vacuum_scale_factor=0.05 \
-         | scripts.script_stats:f:500:stats | script_runs.script_runs_script_id_fkey=fk,scripts.scripts_pkey=pk"
+         | scripts.script_stats:f:500:stats | script_runs.script_runs_script_id_fkey=fk,scripts.scripts_pkey=pk \
+         | account_idn_distinct=1000 | scripts_account_id_idx"
     );
     let before_visible = reader_sees(&client).await;
     let (_dir, path) = migration("0113_copy_carried", MIGRATION);

@@ -185,6 +185,13 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                     literal(comment)
                 ));
             }
+            if ix.clustered {
+                after.push(format!(
+                    "ALTER TABLE {} CLUSTER ON {}",
+                    t.qualified_new(),
+                    quote(&ix.new_name)
+                ));
+            }
             if ix.replica_identity {
                 after.push(format!(
                     "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",

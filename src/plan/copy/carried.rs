@@ -263,6 +263,7 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
             _ => "",
         };
         out.push(CopyIndex {
+            clustered: ix.clustered,
             comment: ix.comment.clone(),
             replica_identity: ix.replica_identity,
             name: ix.name.clone(),
@@ -343,6 +344,13 @@ pub(super) fn create_table(
                 "ALTER TABLE {new_table} ALTER COLUMN {} SET STATISTICS {}",
                 quote(&c.name),
                 c.statistics
+            ));
+        }
+        if !c.options.is_empty() {
+            create.push(format!(
+                "ALTER TABLE {new_table} ALTER COLUMN {} SET ({})",
+                quote(&c.name),
+                c.options.join(", ")
             ));
         }
     }

@@ -208,6 +208,9 @@ pub struct CopyIndex {
     /// The comment on the constraint it backs.
     #[serde(default)]
     pub constraint_comment: Option<String>,
+    /// The table's `CLUSTER ON` index: marked so on the copy once built.
+    #[serde(default)]
+    pub clustered: bool,
 }
 
 /// An extended statistics object: made on the copy under `new_name`, and
