@@ -472,12 +472,22 @@ fn plan_table(
                   "drop it (DROP INDEX CONCURRENTLY) or rebuild it (REINDEX INDEX CONCURRENTLY) first");
             continue;
         }
-        let constraint = ix.constraint.as_ref().and_then(|name| {
-            t.constraints
-                .iter()
-                .find(|c| &c.name == name)
-                .map(|c| (c.name.clone(), c.kind.clone()))
-        });
+        let backs = ix
+            .constraint
+            .as_ref()
+            .and_then(|name| t.constraints.iter().find(|c| &c.name == name));
+        let constraint = backs.map(|c| (c.name.clone(), c.kind.clone()));
+        let marks = super::IndexMarks {
+            comment: ix.comment.clone(),
+            deferrable: match backs {
+                Some(c) if c.initially_deferred => " DEFERRABLE INITIALLY DEFERRED".into(),
+                Some(c) if c.deferrable => " DEFERRABLE".into(),
+                _ => String::new(),
+            },
+            constraint_comment: backs.and_then(|c| c.comment.clone()),
+            clustered: ix.clustered,
+            replica_identity: ix.replica_identity,
+        };
         if matches!(&constraint, Some((_, k)) if k == "x") {
             block(
                 format!("constraint {} on {}", ix.name, t.display()),
@@ -500,6 +510,7 @@ fn plan_table(
                 create_sql,
                 constraint,
                 bytes: ix.bytes,
+                marks,
             }),
             None => block(
                 format!("index {}", ix.name),

@@ -285,6 +285,22 @@ pub struct IndexPlan {
     /// Backs this PRIMARY KEY (`p`) or UNIQUE (`u`) constraint, re-added `USING INDEX`.
     pub constraint: Option<(String, String)>,
     pub bytes: i64,
+    /// What the index carries besides its definition, given again to the
+    /// index that takes the name at each swap.
+    #[serde(default)]
+    pub marks: IndexMarks,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IndexMarks {
+    pub comment: Option<String>,
+    /// ` DEFERRABLE …` of the constraint it backs.
+    pub deferrable: String,
+    pub constraint_comment: Option<String>,
+    /// `CLUSTER ON` it.
+    pub clustered: bool,
+    /// `REPLICA IDENTITY USING INDEX` it.
+    pub replica_identity: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

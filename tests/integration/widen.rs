@@ -1006,3 +1006,54 @@ async fn writes_of_sessions_in_replica_mode_reach_the_new_columns() {
     assert_eq!(cut.code, 0, "{}", cut.stderr);
     assert_matches_control(&client).await;
 }
+
+/// What the rebuilt indexes must carry: comments, the CLUSTER mark, the
+/// replica identity, a deferrable key.
+async fn index_marks(client: &tokio_postgres::Client) -> String {
+    one_string(
+        client,
+        "SELECT concat_ws(' | ',
+            (SELECT string_agg(c.relname || '=' || obj_description(c.oid, 'pg_class'), ',' ORDER BY c.relname)
+             FROM pg_class c WHERE c.relkind = 'i' AND obj_description(c.oid, 'pg_class') IS NOT NULL
+               AND c.relname NOT LIKE 'pgshift%'),
+            (SELECT string_agg(conname || '=' || obj_description(oid, 'pg_constraint'), ',') FROM pg_constraint
+             WHERE obj_description(oid, 'pg_constraint') IS NOT NULL),
+            (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indisclustered),
+            (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indisreplident),
+            (SELECT string_agg(conname || ':' || condeferrable || condeferred, ',') FROM pg_constraint WHERE condeferrable))",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilt_indexes_keep_comments_cluster_mark_replica_identity_and_deferrability() {
+    let (cluster, client) = incident_primary(5_000).await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "COMMENT ON INDEX script_runs_script_id_idx IS 'runs by script';
+             COMMENT ON CONSTRAINT scripts_pkey ON scripts IS 'the key';
+             ALTER TABLE scripts CLUSTER ON scripts_pkey;
+             ALTER TABLE scripts REPLICA IDENTITY USING INDEX scripts_pkey;
+             ALTER TABLE archived_scripts DROP CONSTRAINT archived_scripts_pkey,
+                 ADD CONSTRAINT archived_scripts_pkey PRIMARY KEY (id) DEFERRABLE INITIALLY DEFERRED;",
+        )
+        .await
+        .unwrap();
+    let before = index_marks(&client).await;
+    assert_eq!(
+        before,
+        "script_runs_script_id_idx=runs by script | scripts_pkey=the key | scripts_pkey | scripts_pkey \
+         | archived_scripts_pkey:truetrue"
+    );
+    let (_dir, path) = migration(
+        "0130_marks",
+        "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\nALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;\n",
+    );
+    let run = pgshift(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(index_marks(&client).await, before);
+    let rb = pgshift(&url, &["rollback", "0130_marks"]).await;
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(index_marks(&client).await, before);
+}

@@ -12,7 +12,7 @@ mod sync;
 use super::*;
 use crate::names::{literal, qualified, quote};
 use crate::ops::views::{drop_views, push_views};
-use crate::plan::{ColumnPlan, Plan, SequencePlan, TablePlan};
+use crate::plan::{ColumnPlan, IndexPlan, Plan, SequencePlan, TablePlan};
 
 fn constraint_exists(table: &TablePlan, name: &str) -> String {
     format!(
@@ -367,19 +367,14 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {
-                Some((name, kind)) => s.push(format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
-                    t.qualified(),
-                    quote(name),
-                    if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
-                    quote(&ix.shadow)
-                )),
+                Some((name, kind)) => s.push(add_key_constraint(t, ix, name, kind, &ix.shadow)),
                 None => s.push(format!(
                     "ALTER INDEX {} RENAME TO {}",
                     qualified(&t.schema, &ix.shadow),
                     quote(&ix.name)
                 )),
             }
+            index_marks(&mut s, t, ix);
         }
         for chk in &t.checks {
             s.push(format!(
@@ -576,6 +571,59 @@ pub(super) fn swap_column(
             ),
         };
         attach_sequence(s, &table, &c.name, seq, &sequence_type, max, setting);
+    }
+}
+
+/// `ADD CONSTRAINT … USING INDEX`, deferrable as the original was.
+pub(super) fn add_key_constraint(
+    t: &TablePlan,
+    ix: &IndexPlan,
+    name: &str,
+    kind: &str,
+    index: &str,
+) -> String {
+    format!(
+        "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}{}",
+        t.qualified(),
+        quote(name),
+        if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
+        quote(index),
+        ix.marks.deferrable
+    )
+}
+
+/// What `ix` carries besides its definition, given to the index that has
+/// its name now (a rebuilt index has none of it).
+pub(super) fn index_marks(s: &mut Vec<String>, t: &TablePlan, ix: &IndexPlan) {
+    let m = &ix.marks;
+    if let Some(comment) = &m.comment {
+        s.push(format!(
+            "COMMENT ON INDEX {} IS {}",
+            qualified(&t.schema, &ix.name),
+            literal(comment)
+        ));
+    }
+    if let (Some((name, _)), Some(comment)) = (&ix.constraint, &m.constraint_comment) {
+        s.push(format!(
+            "COMMENT ON CONSTRAINT {} ON {} IS {}",
+            quote(name),
+            t.qualified(),
+            literal(comment)
+        ));
+    }
+    if m.clustered {
+        s.push(format!(
+            "ALTER TABLE {} CLUSTER ON {}",
+            t.qualified(),
+            quote(&ix.name)
+        ));
+    }
+    if m.replica_identity {
+        s.push(format!(
+            "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
+            t.qualified(),
+            quote(&ix.name)
+        ));
     }
 }
 

@@ -181,14 +181,15 @@ pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
     for t in &plan.tables {
         for ix in &t.indexes {
             if let Some((name, kind)) = &ix.constraint {
-                s.push(format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
-                    t.qualified(),
-                    quote(name),
-                    if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
-                    quote(&shadow("rb", &ix.name))
+                s.push(add_key_constraint(
+                    t,
+                    ix,
+                    name,
+                    kind,
+                    &shadow("rb", &ix.name),
                 ));
             }
+            index_marks(&mut s, t, ix);
         }
         for chk in &t.checks {
             s.push(format!(
