@@ -459,6 +459,7 @@ fn plan_table(
             privileges: c.privileges.clone(),
             comment: c.comment.clone(),
             statistics: c.statistics,
+            options: c.options.clone(),
         });
     }
 

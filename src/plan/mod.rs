@@ -220,6 +220,9 @@ pub struct ColumnPlan {
     pub comment: Option<String>,
     #[serde(default)]
     pub statistics: i16,
+    /// `n_distinct` and the like (`attoptions`).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 impl ColumnPlan {

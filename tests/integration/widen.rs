@@ -1008,7 +1008,7 @@ async fn writes_of_sessions_in_replica_mode_reach_the_new_columns() {
 }
 
 /// What the rebuilt indexes must carry: comments, the CLUSTER mark, the
-/// replica identity, a deferrable key.
+/// replica identity, a deferrable key; and the column its options.
 async fn index_marks(client: &tokio_postgres::Client) -> String {
     one_string(
         client,
@@ -1020,7 +1020,8 @@ async fn index_marks(client: &tokio_postgres::Client) -> String {
              WHERE obj_description(oid, 'pg_constraint') IS NOT NULL),
             (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indisclustered),
             (SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indisreplident),
-            (SELECT string_agg(conname || ':' || condeferrable || condeferred, ',') FROM pg_constraint WHERE condeferrable))",
+            (SELECT string_agg(conname || ':' || condeferrable || condeferred, ',') FROM pg_constraint WHERE condeferrable),
+            (SELECT array_to_string(attoptions, ',') FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'))",
     )
     .await
 }
@@ -1034,6 +1035,7 @@ async fn rebuilt_indexes_keep_comments_cluster_mark_replica_identity_and_deferra
             "COMMENT ON INDEX script_runs_script_id_idx IS 'runs by script';
              COMMENT ON CONSTRAINT scripts_pkey ON scripts IS 'the key';
              ALTER TABLE scripts CLUSTER ON scripts_pkey;
+             ALTER TABLE scripts ALTER COLUMN id SET (n_distinct = -1);
              ALTER TABLE scripts REPLICA IDENTITY USING INDEX scripts_pkey;
              ALTER TABLE archived_scripts DROP CONSTRAINT archived_scripts_pkey,
                  ADD CONSTRAINT archived_scripts_pkey PRIMARY KEY (id) DEFERRABLE INITIALLY DEFERRED;",
@@ -1044,7 +1046,7 @@ async fn rebuilt_indexes_keep_comments_cluster_mark_replica_identity_and_deferra
     assert_eq!(
         before,
         "script_runs_script_id_idx=runs by script | scripts_pkey=the key | scripts_pkey | scripts_pkey \
-         | archived_scripts_pkey:truetrue"
+         | archived_scripts_pkey:truetrue | n_distinct=-1"
     );
     let (_dir, path) = migration(
         "0130_marks",

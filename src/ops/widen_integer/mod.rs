@@ -65,8 +65,9 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
-        // Privileges, comment and statistics target belong to the column, not
-        // its name: give them to the shadow column now, or they stay behind.
+        // Privileges, comment, statistics target and options belong to the
+        // column, not its name: give them to the shadow column now, or they
+        // stay behind.
         let mut carry = Vec::new();
         for c in &t.columns {
             for p in &c.privileges {
@@ -86,6 +87,14 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
                     t.qualified(),
                     quote(&c.shadow),
                     c.statistics
+                ));
+            }
+            if !c.options.is_empty() {
+                carry.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} SET ({})",
+                    t.qualified(),
+                    quote(&c.shadow),
+                    c.options.join(", ")
                 ));
             }
         }
