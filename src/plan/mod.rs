@@ -8,8 +8,10 @@
 
 mod build;
 pub mod copy;
+mod table;
 #[cfg(test)]
 pub(crate) mod tests;
+mod views;
 pub mod wal;
 
 use serde::{Deserialize, Serialize};
