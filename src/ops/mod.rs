@@ -7,6 +7,7 @@ pub mod widen_integer;
 
 use serde::Serialize;
 
+use crate::names::literal;
 use crate::plan::{Engine, Plan};
 
 /// One step as `plan` shows it and the runner executes it.
@@ -73,6 +74,58 @@ pub(crate) fn step(
         action,
         lane: None,
     }
+}
+
+/// What a swap's check of pgshift's own triggers is guarding.
+pub(crate) enum Guarded {
+    /// The cutover: the new columns or copies must have every write.
+    Cutover,
+    /// The rollback after cutover: the originals must have every write.
+    Rollback,
+}
+
+/// A statement for the start of a swap, under its lock: it fails, naming
+/// them, unless every trigger of `triggers` (table, name) is still there
+/// and `ENABLE ALWAYS`. One that was dropped, disabled (`ALTER TABLE …
+/// DISABLE TRIGGER USER` disables ours too) or re-enabled as an ordinary
+/// trigger may have missed writes, which the swap would then lose.
+pub(crate) fn assert_triggers_always(
+    plan: &Plan,
+    triggers: &[(String, String)],
+    guarded: Guarded,
+) -> String {
+    let rows: Vec<String> = triggers
+        .iter()
+        .map(|(table, name)| format!("({}, {})", literal(table), literal(name)))
+        .collect();
+    let (missed, remedy) = match guarded {
+        Guarded::Cutover => (
+            "the new columns or copies",
+            format!(
+                "Nothing was changed: roll back with `pgshift rollback {}` and apply again",
+                plan.migration
+            ),
+        ),
+        Guarded::Rollback => (
+            "the original tables",
+            format!(
+                "Nothing was changed: keep the migration (`pgshift finalize {}`)",
+                plan.migration
+            ),
+        ),
+    };
+    let message = format!(
+        "pgshift's triggers % are gone or no longer ENABLE ALWAYS (dropped, or disabled by ALTER TABLE … DISABLE TRIGGER): \
+         {missed} may have missed writes. {remedy}"
+    );
+    format!(
+        "DO $pgshift$\nDECLARE off text;\nBEGIN\n  \
+         SELECT string_agg(coalesce(to_regclass(x.t)::text, x.t) || '.' || x.n, ', ') INTO off FROM (VALUES {}) x(t, n)\n  \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = to_regclass(x.t) AND g.tgname = x.n AND g.tgenabled = 'A');\n  \
+         IF off IS NOT NULL THEN RAISE EXCEPTION {}, off; END IF;\nEND\n$pgshift$",
+        rows.join(", "),
+        literal(&message)
+    )
 }
 
 /// The steps of each phase, from the engine the plan names.

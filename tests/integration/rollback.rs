@@ -219,3 +219,51 @@ async fn the_watch_window_rolls_back_a_cutover_that_made_a_query_slow() {
     );
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
 }
+
+/// `DISABLE TRIGGER USER` disables pgshift's triggers too, and `ENABLE
+/// TRIGGER USER` brings them back as ordinary triggers: writes in between
+/// were missed, so the cutover refuses, changing nothing, and names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_refuses_when_pgshifts_triggers_were_disabled_meanwhile() {
+    let (cluster, client) = incident_primary(2_000).await;
+    let url = cluster.url("app");
+    for (name, engine) in [
+        ("0140_update_disabled", "update"),
+        ("0141_copy_disabled", "copy"),
+    ] {
+        let (_dir, path) = migration(name, "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;\n");
+        let run = pgshift(&url, &["apply", &path, "--engine", engine, "--no-cutover"]).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        client
+            .batch_execute(
+                "ALTER TABLE scripts DISABLE TRIGGER USER;
+                 UPDATE scripts SET name = 'missed' WHERE id = 1;
+                 ALTER TABLE scripts ENABLE TRIGGER USER;",
+            )
+            .await
+            .unwrap();
+        let cut = pgshift(&url, &["cutover", name]).await;
+        assert_ne!(cut.code, 0, "{engine}: the cutover went ahead");
+        assert!(
+            cut.stderr.contains("no longer ENABLE ALWAYS")
+                && cut.stderr.contains("scripts.pgshift_"),
+            "{engine}: {}",
+            cut.stderr
+        );
+        let phase: String = one(
+            &client,
+            &format!("SELECT phase FROM pgshift.migrations WHERE name = '{name}'"),
+        )
+        .await;
+        assert_ne!(phase, "cut_over", "{engine}");
+        let rb = pgshift(&url, &["rollback", name]).await;
+        assert_eq!(rb.code, 0, "{engine}: {}", rb.stderr);
+        let column: String = one(
+            &client,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'",
+        )
+        .await;
+        assert_eq!(column, "integer", "{engine}");
+        assert_eq!(leftovers(&client).await, Vec::<String>::new(), "{engine}");
+    }
+}

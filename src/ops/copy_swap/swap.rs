@@ -84,6 +84,18 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         relations(plan, way).join(", ")
     )];
+    let ours: Vec<(String, String)> = tables(plan)
+        .iter()
+        .flat_map(|t| [&t.trigger, &t.truncate_trigger].map(|n| (t.qualified(), n.clone())))
+        .collect();
+    s.push(assert_triggers_always(
+        plan,
+        &ours,
+        match way {
+            Way::Forward => Guarded::Cutover,
+            Way::Back => Guarded::Rollback,
+        },
+    ));
     // Routines made again are not checked against the new types here, as
     // pg_dump's restore does not: a body that no longer fits fails when
     // it is called, as it would after the blocking ALTER, not the swap.

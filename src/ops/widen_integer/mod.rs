@@ -198,6 +198,35 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
     let mut brief = Vec::new();
     let mut checks = Vec::new();
     for t in &plan.tables {
+        // `ENABLE TRIGGER USER` brings the sync back as an ordinary trigger,
+        // after `DISABLE TRIGGER USER` let writes past it: ALWAYS again,
+        // then the verification below finds what it missed. After this, the
+        // cutover refuses a sync that is not ALWAYS.
+        let names = sync::trigger_names(&t.sync_trigger);
+        scans.push(in_lane(
+            t.oid,
+            step(
+                "validating",
+                format!(
+                    "make the sync triggers of {} fire ALWAYS again if an owner re-enabled them as ordinary triggers",
+                    t.display()
+                ),
+                names
+                    .iter()
+                    .map(|n| format!("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}", t.qualified(), quote(n)))
+                    .collect::<Vec<_>>()
+                    .join(";\n"),
+                SHARE_ROW_EXCLUSIVE,
+                Action::Ddl {
+                    skip_if: Some(format!(
+                        "SELECT count(*) = 2 FROM pg_trigger WHERE tgrelid = {}::regclass AND tgname IN ({}, {}) AND tgenabled = 'A'",
+                        literal(&t.qualified()),
+                        literal(&names[0]),
+                        literal(&names[1])
+                    )),
+                },
+            ),
+        ));
         scans.push(in_lane(
             t.oid,
             step(
@@ -338,7 +367,7 @@ fn validate_step(table: &str, constraint: &str) -> Step {
 pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     let mut s: Vec<String> = Vec::new();
     let tables = locked_tables(plan);
-    detach(&mut s, plan, &tables, |t| &t.sync_trigger);
+    detach(&mut s, plan, &tables, |t| &t.sync_trigger, Guarded::Cutover);
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {
@@ -460,6 +489,7 @@ pub(super) fn detach(
     plan: &Plan,
     tables: &[String],
     trigger: impl Fn(&TablePlan) -> &String,
+    guarded: Guarded,
 ) {
     let relations: Vec<String> = plan
         .views
@@ -474,6 +504,12 @@ pub(super) fn detach(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         relations.join(", ")
     ));
+    let ours: Vec<(String, String)> = plan
+        .tables
+        .iter()
+        .flat_map(|t| sync::trigger_names(trigger(t)).map(|n| (t.qualified(), n)))
+        .collect();
+    s.push(assert_triggers_always(plan, &ours, guarded));
     drop_views(s, plan);
     for t in &plan.tables {
         s.extend(sync::drop_triggers(t, trigger(t)));

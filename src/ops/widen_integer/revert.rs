@@ -136,7 +136,13 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
 pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
     let mut s: Vec<String> = Vec::new();
     let tables = locked_tables(plan);
-    detach(&mut s, plan, &tables, |t| &t.reverse_trigger);
+    detach(
+        &mut s,
+        plan,
+        &tables,
+        |t| &t.reverse_trigger,
+        Guarded::Rollback,
+    );
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {

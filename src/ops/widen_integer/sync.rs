@@ -121,6 +121,11 @@ pub(super) fn create(t: &TablePlan, function: &str, trigger: &str, copies: &[Cop
     ]
 }
 
+/// Both triggers of a sync.
+pub(super) fn trigger_names(trigger: &str) -> [String; 2] {
+    [trigger.to_string(), update_half(trigger)]
+}
+
 /// Drops both triggers of a sync (idempotent).
 pub(super) fn drop_triggers(t: &TablePlan, trigger: &str) -> Vec<String> {
     [trigger.to_string(), update_half(trigger)]
