@@ -223,6 +223,15 @@ pub fn create_policy(p: &crate::catalog::Policy, table: &str) -> String {
     sql
 }
 
+/// `CREATE INDEX …` in `tablespace` when the original index had one
+/// (`pg_get_indexdef` leaves it out).
+pub fn in_tablespace(sql: String, tablespace: Option<&str>) -> Option<String> {
+    match tablespace {
+        Some(ts) => index_in_tablespace(&sql, ts),
+        None => Some(sql),
+    }
+}
+
 /// `CREATE INDEX …` with `TABLESPACE ts`, which goes before the predicate
 /// of a partial index (its first `WHERE` outside parentheses).
 pub fn index_in_tablespace(sql: &str, tablespace: &str) -> Option<String> {

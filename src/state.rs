@@ -183,26 +183,31 @@ async fn from_row(client: &Client, row: tokio_postgres::Row) -> Result<Migration
             }
         })
         .collect();
-    let mut unvalidated = Vec::new();
-    for fk in plan
+    // One query for all of them: `status` reads every migration.
+    let (tables, names): (Vec<String>, Vec<String>) = plan
         .copy
         .iter()
         .flat_map(|c| &c.foreign_keys)
         .filter(|fk| fk.validated)
-    {
-        let pending: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_constraint
-                                WHERE conrelid = to_regclass($1) AND conname = $2 AND NOT convalidated)",
-                &[&fk.table, &fk.name],
+        .map(|fk| (fk.table.clone(), fk.name.clone()))
+        .unzip();
+    let unvalidated: Vec<String> = if names.is_empty() {
+        Vec::new()
+    } else {
+        client
+            .query(
+                "SELECT f.name || ' on ' || f.t FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS f(t, name, i)
+                 WHERE EXISTS (SELECT 1 FROM pg_constraint
+                               WHERE conrelid = to_regclass(f.t) AND conname = f.name AND NOT convalidated)
+                 ORDER BY f.i",
+                &[&tables, &names],
             )
             .await
             .map_err(Error::db("could not read the foreign keys' validation"))?
-            .get(0);
-        if pending {
-            unvalidated.push(format!("{} on {}", fk.name, fk.table));
-        }
-    }
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
     Ok(Migration {
         name,
         checksum: row.get(1),

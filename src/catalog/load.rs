@@ -336,7 +336,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         .query(
             "SELECT t.tgname::text, t.tgisinternal, t.tgattr::int2[],
                     quote_ident(pn.nspname) || '.' || quote_ident(p.proname), COALESCE(p.prosrc, ''),
-                    pg_get_triggerdef(t.oid), t.tgenabled::text, t.tgconstraint <> 0
+                    pg_get_triggerdef(t.oid), t.tgenabled::text
              FROM pg_trigger t
              JOIN pg_proc p ON p.oid = t.tgfoid
              JOIN pg_namespace pn ON pn.oid = p.pronamespace
@@ -354,7 +354,6 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             function_source: row.get(4),
             definition: row.get(5),
             enabled: row.get(6),
-            constraint: row.get(7),
         });
     }
 

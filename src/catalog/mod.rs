@@ -372,9 +372,6 @@ pub struct Trigger {
     /// `tgenabled`: `O` origin, `D` disabled, `R` replica, `A` always.
     #[serde(default)]
     pub enabled: String,
-    /// A constraint trigger (`CREATE CONSTRAINT TRIGGER`).
-    #[serde(default)]
-    pub constraint: bool,
 }
 
 /// Something in the catalog that depends on a column.

@@ -7,7 +7,7 @@ pub mod widen_integer;
 
 use serde::Serialize;
 
-use crate::names::literal;
+use crate::names::{literal, qualified, quote};
 use crate::plan::{Engine, Plan};
 
 /// One step as `plan` shows it and the runner executes it.
@@ -74,6 +74,42 @@ pub(crate) fn step(
         action,
         lane: None,
     }
+}
+
+/// What an index carries besides its definition, given to the index
+/// `index` (in `schema`, on `table`); `constraint`, when it backs one.
+pub(crate) fn index_marks(
+    schema: &str,
+    table: &str,
+    index: &str,
+    constraint: Option<&str>,
+    m: &crate::plan::IndexMarks,
+) -> Vec<String> {
+    let mut s = Vec::new();
+    if let Some(comment) = &m.comment {
+        s.push(format!(
+            "COMMENT ON INDEX {} IS {}",
+            qualified(schema, index),
+            literal(comment)
+        ));
+    }
+    if let (Some(name), Some(comment)) = (constraint, &m.constraint_comment) {
+        s.push(format!(
+            "COMMENT ON CONSTRAINT {} ON {table} IS {}",
+            quote(name),
+            literal(comment)
+        ));
+    }
+    if m.clustered {
+        s.push(format!("ALTER TABLE {table} CLUSTER ON {}", quote(index)));
+    }
+    if m.replica_identity {
+        s.push(format!(
+            "ALTER TABLE {table} REPLICA IDENTITY USING INDEX {}",
+            quote(index)
+        ));
+    }
+    s
 }
 
 /// What a swap's check of pgshift's own triggers is guarding.

@@ -308,6 +308,26 @@ pub struct IndexMarks {
     pub replica_identity: bool,
 }
 
+impl IndexMarks {
+    /// The marks of catalog index `ix`, which backs constraint `backs`.
+    pub fn of(
+        ix: &crate::catalog::Index,
+        backs: Option<&crate::catalog::Constraint>,
+    ) -> IndexMarks {
+        IndexMarks {
+            comment: ix.comment.clone(),
+            deferrable: match backs {
+                Some(c) if c.initially_deferred => " DEFERRABLE INITIALLY DEFERRED".into(),
+                Some(c) if c.deferrable => " DEFERRABLE".into(),
+                _ => String::new(),
+            },
+            constraint_comment: backs.and_then(|c| c.comment.clone()),
+            clustered: ix.clustered,
+            replica_identity: ix.replica_identity,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckPlan {
     pub name: String,

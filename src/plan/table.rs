@@ -136,17 +136,7 @@ pub(super) fn plan_table(
             .as_ref()
             .and_then(|name| t.constraints.iter().find(|c| &c.name == name));
         let constraint = backs.map(|c| (c.name.clone(), c.kind.clone()));
-        let marks = super::IndexMarks {
-            comment: ix.comment.clone(),
-            deferrable: match backs {
-                Some(c) if c.initially_deferred => " DEFERRABLE INITIALLY DEFERRED".into(),
-                Some(c) if c.deferrable => " DEFERRABLE".into(),
-                _ => String::new(),
-            },
-            constraint_comment: backs.and_then(|c| c.comment.clone()),
-            clustered: ix.clustered,
-            replica_identity: ix.replica_identity,
-        };
+        let marks = super::IndexMarks::of(ix, backs);
         if matches!(&constraint, Some((_, k)) if k == "x") {
             block(
                 format!("constraint {} on {}", ix.name, t.display()),
@@ -157,10 +147,8 @@ pub(super) fn plan_table(
         }
         let shadow = names::shadow("new", &ix.name);
         // In the original's tablespace: pg_get_indexdef leaves it out.
-        let sql = index_sql(&ix.definition, &shadow, &map).and_then(|sql| match &ix.tablespace {
-            Some(ts) => sqltext::index_in_tablespace(&sql, ts),
-            None => Some(sql),
-        });
+        let sql = index_sql(&ix.definition, &shadow, &map)
+            .and_then(|sql| sqltext::in_tablespace(sql, ix.tablespace.as_deref()));
         match sql {
             Some(create_sql) => indexes.push(IndexPlan {
                 name: ix.name.clone(),

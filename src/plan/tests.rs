@@ -248,7 +248,6 @@ fn a_trigger_that_uses_the_column_blocks_with_a_remedy() {
             "CREATE TRIGGER audit AFTER INSERT ON scripts FOR EACH ROW EXECUTE FUNCTION audit_fn()"
                 .into(),
         enabled: "O".into(),
-        constraint: false,
     });
     let p = plan(&catalog, &[(1, "id")]);
     assert_eq!(p.blockers.len(), 1);
@@ -612,7 +611,7 @@ fn the_copy_engine_moves_unique_indexes_with_their_collision_checks() {
     let named = |n: &str| scripts.indexes.iter().find(|i| i.name == n).unwrap();
     assert_eq!(named("scripts_pkey").unique, None, "the key needs no check");
     assert_eq!(
-        named("scripts_name_key").deferrable,
+        named("scripts_name_key").marks.deferrable,
         " DEFERRABLE INITIALLY DEFERRED"
     );
     let live = named("scripts_live_name").unique.as_ref().unwrap();

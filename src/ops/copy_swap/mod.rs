@@ -32,7 +32,7 @@ use capture::{
 pub use swap::{cutover, locked_tables, swap_back};
 
 use super::*;
-use crate::names::{literal, qualified, quote};
+use crate::names::{literal, quote};
 use crate::plan::copy::CopyTable;
 use crate::plan::Plan;
 
@@ -176,29 +176,22 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             // slowest transactions, up to 346 ms at 10M, all fell in the
             // index builds), and the lanes already build tables in parallel.
             let serial = "SET LOCAL max_parallel_maintenance_workers = 0".to_string();
-            // What the index carries besides its definition.
-            let mut after = Vec::new();
-            if let Some(comment) = &ix.comment {
-                after.push(format!(
-                    "COMMENT ON INDEX {} IS {}",
-                    qualified(&t.schema, &ix.new_name),
-                    literal(comment)
-                ));
-            }
-            if ix.clustered {
-                after.push(format!(
-                    "ALTER TABLE {} CLUSTER ON {}",
-                    t.qualified_new(),
-                    quote(&ix.new_name)
-                ));
-            }
-            if ix.replica_identity {
-                after.push(format!(
-                    "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
-                    t.qualified_new(),
-                    quote(&ix.new_name)
-                ));
-            }
+            // What the index carries besides its definition: once built, or
+            // for a key once its constraint is attached.
+            let marks = |constraint: Option<&str>| {
+                index_marks(
+                    &t.schema,
+                    &t.qualified_new(),
+                    &ix.new_name,
+                    constraint,
+                    &ix.marks,
+                )
+            };
+            let after = if ix.constraint.is_none() {
+                marks(None)
+            } else {
+                Vec::new()
+            };
             // A unique index's build fails on a value the copy holds twice
             // (see UniqueKey): then, and only then, the rows of such values
             // go back to the log and the build runs again. Only this lane's
@@ -253,16 +246,9 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                         quote(&ix.new_name),
                         if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
                         quote(&ix.new_name),
-                        ix.deferrable
+                        ix.marks.deferrable
                     ))
-                    .chain(ix.constraint_comment.iter().map(|c| {
-                        format!(
-                            "COMMENT ON CONSTRAINT {} ON {} IS {}",
-                            quote(&ix.new_name),
-                            t.qualified_new(),
-                            literal(c)
-                        )
-                    }))
+                    .chain(marks(Some(&ix.new_name)))
                     .collect::<Vec<_>>()
                     .join(";\n"),
                     NONE,

@@ -412,7 +412,7 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
                     quote(&ix.name)
                 )),
             }
-            index_marks(&mut s, t, ix);
+            s.extend(named_index_marks(t, ix));
         }
         for chk in &t.checks {
             s.push(format!(
@@ -619,6 +619,18 @@ pub(super) fn swap_column(
     }
 }
 
+/// The marks of `ix`, given to the index that has its name now (a rebuilt
+/// index has none of them).
+pub(super) fn named_index_marks(t: &TablePlan, ix: &IndexPlan) -> Vec<String> {
+    index_marks(
+        &t.schema,
+        &t.qualified(),
+        &ix.name,
+        ix.constraint.as_ref().map(|(name, _)| name.as_str()),
+        &ix.marks,
+    )
+}
+
 /// `ADD CONSTRAINT … USING INDEX`, deferrable as the original was.
 pub(super) fn add_key_constraint(
     t: &TablePlan,
@@ -635,41 +647,6 @@ pub(super) fn add_key_constraint(
         quote(index),
         ix.marks.deferrable
     )
-}
-
-/// What `ix` carries besides its definition, given to the index that has
-/// its name now (a rebuilt index has none of it).
-pub(super) fn index_marks(s: &mut Vec<String>, t: &TablePlan, ix: &IndexPlan) {
-    let m = &ix.marks;
-    if let Some(comment) = &m.comment {
-        s.push(format!(
-            "COMMENT ON INDEX {} IS {}",
-            qualified(&t.schema, &ix.name),
-            literal(comment)
-        ));
-    }
-    if let (Some((name, _)), Some(comment)) = (&ix.constraint, &m.constraint_comment) {
-        s.push(format!(
-            "COMMENT ON CONSTRAINT {} ON {} IS {}",
-            quote(name),
-            t.qualified(),
-            literal(comment)
-        ));
-    }
-    if m.clustered {
-        s.push(format!(
-            "ALTER TABLE {} CLUSTER ON {}",
-            t.qualified(),
-            quote(&ix.name)
-        ));
-    }
-    if m.replica_identity {
-        s.push(format!(
-            "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
-            t.qualified(),
-            quote(&ix.name)
-        ));
-    }
 }
 
 /// DROP IDENTITY drops the identity's sequence: remember where it stood

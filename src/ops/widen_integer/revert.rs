@@ -195,7 +195,7 @@ pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
                     &shadow("rb", &ix.name),
                 ));
             }
-            index_marks(&mut s, t, ix);
+            s.extend(named_index_marks(t, ix));
         }
         for chk in &t.checks {
             s.push(format!(

@@ -5,7 +5,7 @@
 use super::{CopyIndex, CopyKey, CopyRoutine, CopyStatistics, CopyTrigger, UniqueKey};
 use crate::catalog::Table;
 use crate::names::{self, literal, qualified, quote};
-use crate::plan::{Blocker, TablePlan};
+use crate::plan::{Blocker, IndexMarks, TablePlan};
 use crate::sqltext::{self, Spanned};
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
@@ -235,14 +235,8 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
             continue;
         }
         let new_ix = names::shadow("new", &ix.name);
-        // In the original's tablespace: pg_get_indexdef leaves it out.
-        let create_sql =
-            copy_index_sql(&ix.definition, &new_ix, new_table).and_then(|sql| {
-                match &ix.tablespace {
-                    Some(ts) => sqltext::index_in_tablespace(&sql, ts),
-                    None => Some(sql),
-                }
-            });
+        let create_sql = copy_index_sql(&ix.definition, &new_ix, new_table)
+            .and_then(|sql| sqltext::in_tablespace(sql, ix.tablespace.as_deref()));
         let Some(create_sql) = create_sql else {
             refuse(
                 blockers,
@@ -257,22 +251,13 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
                 .iter()
                 .find(|c| &c.name == name && matches!(c.kind.as_str(), "p" | "u"))
         });
-        let deferrable = match backs {
-            Some(c) if c.initially_deferred => " DEFERRABLE INITIALLY DEFERRED",
-            Some(c) if c.deferrable => " DEFERRABLE",
-            _ => "",
-        };
         out.push(CopyIndex {
-            clustered: ix.clustered,
-            comment: ix.comment.clone(),
-            replica_identity: ix.replica_identity,
             name: ix.name.clone(),
             new_name: new_ix,
             old_name: names::shadow("old", &ix.name),
             create_sql,
             constraint: backs.map(|c| c.kind.clone()),
-            constraint_comment: backs.and_then(|c| c.comment.clone()),
-            deferrable: deferrable.to_string(),
+            marks: IndexMarks::of(ix, backs),
             unique: unique.then(|| UniqueKey {
                 keys: ix.keys.clone(),
                 predicate: ix.predicate.clone(),

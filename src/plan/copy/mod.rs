@@ -194,23 +194,13 @@ pub struct CopyIndex {
     pub create_sql: String,
     /// `p` or `u` when it backs that constraint (named like the index).
     pub constraint: Option<String>,
-    /// ` DEFERRABLE …` when that constraint is.
-    #[serde(default)]
-    pub deferrable: String,
     /// A unique index other than the primary key.
     #[serde(default)]
     pub unique: Option<UniqueKey>,
+    /// What it carries besides its definition, given to the copy's index
+    /// once built (and, for a key, once its constraint is attached).
     #[serde(default)]
-    pub comment: Option<String>,
-    /// The table's `REPLICA IDENTITY USING INDEX`: set on the copy once built.
-    #[serde(default)]
-    pub replica_identity: bool,
-    /// The comment on the constraint it backs.
-    #[serde(default)]
-    pub constraint_comment: Option<String>,
-    /// The table's `CLUSTER ON` index: marked so on the copy once built.
-    #[serde(default)]
-    pub clustered: bool,
+    pub marks: super::IndexMarks,
 }
 
 /// An extended statistics object: made on the copy under `new_name`, and
