@@ -335,12 +335,19 @@ struct Way {
     worst_during: Option<String>,
     /// The ten slowest application transactions: what they did, and during which step.
     slowest: Vec<serde_json::Value>,
+    /// Per phase and step: its seconds, its transactions, their p99, and
+    /// how many were over the goal (3× the baseline p99): which part of
+    /// the migration sets the tail.
+    tail: Vec<serde_json::Value>,
     /// Share of updates to `scripts` that were HOT (no index maintenance).
     hot_update_pct: Option<f64>,
     /// Lock time of `pgshift rollback` right after the cutover.
     rollback_lock_ms: Option<f64>,
 }
 
+// One way's run needs the servers, the load's shape, the binary, the
+// migration and the goal its tail is counted against.
+#[allow(clippy::too_many_arguments)]
 async fn run_way(
     way: &str,
     primary: &Cluster,
@@ -349,6 +356,7 @@ async fn run_way(
     args: &Args,
     bin: &str,
     migration: &str,
+    goal_ms: f64,
 ) -> Result<Way, Error> {
     let url = primary.url(db);
     let admin = connect(&url).await?;
@@ -398,6 +406,8 @@ async fn run_way(
                 "--max-commit-latency",
                 "0",
                 "--max-wal-mb-per-second",
+                "0",
+                "--flush-wal-every",
                 "0",
             ]);
         }
@@ -538,6 +548,7 @@ async fn run_way(
         })
         .collect();
     let worst_during = order.first().and_then(|&i| during(latencies.at[i]));
+    let tail = tail_by_step(&latencies, &during, goal_ms);
     Ok(Way {
         way: way.to_string(),
         seconds,
@@ -560,9 +571,49 @@ async fn run_way(
         after_cutover_ms,
         worst_during,
         slowest,
+        tail,
         hot_update_pct,
         rollback_lock_ms,
     })
+}
+
+/// The transactions grouped by the phase and step they started in, those
+/// with the most over `goal_ms` first; outside pgshift's phases: `before`.
+fn tail_by_step(
+    latencies: &Latencies,
+    during: &dyn Fn(std::time::SystemTime) -> Option<String>,
+    goal_ms: f64,
+) -> Vec<serde_json::Value> {
+    let mut groups: std::collections::BTreeMap<
+        String,
+        (Vec<f64>, std::time::SystemTime, std::time::SystemTime),
+    > = std::collections::BTreeMap::new();
+    for (t, ms) in latencies.at.iter().zip(&latencies.ms) {
+        let key = during(*t).unwrap_or_else(|| "before".to_string());
+        let g = groups.entry(key).or_insert((Vec::new(), *t, *t));
+        g.0.push(*ms);
+        g.1 = g.1.min(*t);
+        g.2 = g.2.max(*t);
+    }
+    let mut out: Vec<(usize, serde_json::Value)> = groups
+        .into_iter()
+        .map(|(during, (ms, first, last))| {
+            let over = ms.iter().filter(|m| **m > goal_ms).count();
+            let seconds = last.duration_since(first).unwrap_or_default().as_secs_f64();
+            let p99 = Latencies {
+                ms: ms.clone(),
+                ..Latencies::default()
+            }
+            .pct(0.99);
+            let v = json!({"during": during, "seconds": (seconds * 10.0).round() / 10.0,
+                           "transactions": ms.len(), "over_goal": over,
+                           "over_goal_pct": (over as f64 * 1000.0 / ms.len() as f64).round() / 10.0,
+                           "p99_ms": (p99 * 100.0).round() / 100.0});
+            (over, v)
+        })
+        .collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.0));
+    out.into_iter().map(|(_, v)| v).collect()
 }
 
 /// (time, phase) from pgshift's events: phase changes, and the cutover's commit.
@@ -734,11 +785,22 @@ async fn main() -> Result<(), Error> {
                 bases.push(baseline(&primary, &db, &args).await?);
             }
             eprintln!("bench: rep {rep}: {way}");
-            let r = run_way(way, &primary, &replica, &db, &args, &bin, migration).await?;
+            let goal_ms = 3.0 * bases[rep].pct(0.99);
+            let r = run_way(
+                way, &primary, &replica, &db, &args, &bin, migration, goal_ms,
+            )
+            .await?;
             eprintln!(
                 "bench:   {:.1} s, p99 {:.1} ms (reads {:.1}, writes {:.1}), max {:.1} ms, failed {}",
                 r.seconds, r.p99_ms, r.read_p99_ms, r.write_p99_ms, r.max_ms, r.failed
             );
+            for t in r.tail.iter().take(4) {
+                eprintln!(
+                    "bench:     {} over {goal_ms:.1} ms of {} ({:.1}%), p99 {:.1} ms, during `{}` ({:.1} s)",
+                    t["over_goal"], t["transactions"], t["over_goal_pct"], t["p99_ms"].as_f64().unwrap_or(0.0),
+                    t["during"].as_str().unwrap_or(""), t["seconds"].as_f64().unwrap_or(0.0)
+                );
+            }
             results.push(r);
             primary.psql("postgres", &format!("DROP DATABASE {db}"))?;
         }

@@ -196,10 +196,11 @@ pub struct Tuning {
     /// Slow the backfill down while a commit takes longer than this (a
     /// one-record commit timed mid-batch, twice a second; each slow one
     /// halves the backfill's duty cycle): the application's writes wait as
-    /// long, typically while a checkpoint writes out what the backfill
-    /// dirtied. `0` turns the probe off.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
-    pub max_commit_latency: Duration,
+    /// long. A duration (`20ms`), or a multiple of the median commit
+    /// measured just before the backfill starts (`2x`), which follows the
+    /// server's own disk. `0` turns the probe off.
+    #[arg(long, value_parser = crate::guard::CommitLimit::parse, default_value = "20ms")]
+    pub max_commit_latency: crate::guard::CommitLimit,
 
     /// While the backfill and validation run, flush the server's WAL this
     /// often (a one-record commit on the lifeline, when WAL is waiting):

@@ -148,7 +148,7 @@ fn limits(t: &Tuning) -> Limits {
         max_connections: t.max_connections,
         min_free_connections: t.min_free_connections,
         max_replica_lag: t.max_replica_lag,
-        max_commit_latency: Some(t.max_commit_latency).filter(|d| !d.is_zero()),
+        max_commit_latency: t.max_commit_latency.active(),
         flush_wal_every: Some(t.flush_wal_every).filter(|d| !d.is_zero()),
         max_slot_wal_bytes: Some((t.max_slot_wal_mb as i64) << 20).filter(|&b| b > 0),
     }

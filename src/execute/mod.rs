@@ -53,6 +53,9 @@ pub struct Runner {
     throttle: Mutex<ThrottleState>,
     /// The backfill's duty cycle, steered by the commit-latency probe.
     pacer: Mutex<guard::CommitPacer>,
+    /// `--max-commit-latency` in time, measured once before the first batch
+    /// when it is a multiple of the baseline.
+    commit_limit: tokio::sync::OnceCell<Duration>,
 }
 
 #[derive(Default)]
@@ -99,6 +102,7 @@ impl Runner {
             rollback_requested: AtomicBool::new(false),
             throttle: Mutex::new(ThrottleState::default()),
             pacer: Mutex::new(guard::CommitPacer::default()),
+            commit_limit: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -334,13 +338,39 @@ impl Runner {
         }
     }
 
+    /// Resolves `--max-commit-latency` before the first batch: a multiple
+    /// of the baseline is measured now, while none of our batches runs
+    /// (once per run; a resumed run measures again).
+    pub async fn calibrate_commit_limit(&self) -> Result<()> {
+        let Some(limit) = self.limits.max_commit_latency else {
+            return Ok(());
+        };
+        self.commit_limit
+            .get_or_try_init(|| async {
+                let (resolved, baseline) = limit.resolve(&self.lifeline).await?;
+                if let Some(baseline) = baseline {
+                    let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+                    self.printer.note(format!(
+                        "commit latency before the backfill: {} ms; the backfill slows down above {} ms",
+                        ms(baseline),
+                        ms(resolved)
+                    ));
+                    self.events.emit(
+                        "commit_baseline",
+                        json!({"baseline_ms": ms(baseline), "limit_ms": ms(resolved)}),
+                    );
+                }
+                Ok::<Duration, Error>(resolved)
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Measures commit latency while a batch runs (when a probe is due and
     /// the probe is on), `delay` into the batch: between batches the WAL is
     /// drained and commits look fast even while the application's are slow.
     pub async fn probe_commit(&self, delay: Duration) -> Result<Option<Duration>> {
-        if self.limits.max_commit_latency.is_none()
-            || !self.pacer.lock().expect("pacer").probe_due()
-        {
+        if self.commit_limit.get().is_none() || !self.pacer.lock().expect("pacer").probe_due() {
             return Ok(None);
         }
         tokio::time::sleep(delay).await;
@@ -351,7 +381,7 @@ impl Runner {
     /// taken during it: the pacer halves the duty cycle when a commit took
     /// longer than `--max-commit-latency` and wins it back slowly after.
     pub fn rest_after_batch(&self, took: Duration, probe: Option<Duration>) -> Duration {
-        let Some(limit) = self.limits.max_commit_latency else {
+        let Some(&limit) = self.commit_limit.get() else {
             return Duration::ZERO;
         };
         let mut pacer = self.pacer.lock().expect("pacer");
@@ -360,9 +390,9 @@ impl Runner {
             pacer.observe(commit, limit);
             if pacer.duty() < before {
                 tracing::info!(
-                    "a commit took {:.1} ms (over {} ms): backfill duty cycle {:.0}%",
+                    "a commit took {:.1} ms (over {:.1} ms): backfill duty cycle {:.0}%",
                     commit.as_secs_f64() * 1e3,
-                    limit.as_millis(),
+                    limit.as_secs_f64() * 1e3,
                     pacer.duty() * 100.0
                 );
                 self.events.emit(

@@ -55,6 +55,77 @@ pub async fn flush_wal(client: &Client) -> Result<bool> {
 
 /// How often the pacer probes.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// `--max-commit-latency`: a fixed duration, or a multiple of the commit
+/// latency measured before the backfill starts (`3x`). A multiple follows
+/// the server's own disk: 20 ms is nothing on a slow network volume and a
+/// lot on local NVMe, where a commit takes a fraction of a millisecond.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CommitLimit {
+    /// `0`: no probe.
+    Off,
+    Fixed(Duration),
+    TimesBaseline(f64),
+}
+
+/// How many probes make the baseline, and how far apart.
+const BASELINE_PROBES: u32 = 20;
+const BASELINE_SPACING: Duration = Duration::from_millis(25);
+/// Below this a limit is noise: a round trip and a flush on a quiet disk.
+const LIMIT_FLOOR: Duration = Duration::from_millis(1);
+
+impl CommitLimit {
+    pub fn parse(text: &str) -> std::result::Result<CommitLimit, String> {
+        let text = text.trim();
+        if let Some(times) = text.strip_suffix(['x', 'X']) {
+            let k: f64 = times
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{text}`: expected a multiple such as `3x`"))?;
+            if !(k >= 1.0 && k.is_finite()) {
+                return Err(format!(
+                    "`{text}`: a multiple of the baseline commit latency must be at least 1x"
+                ));
+            }
+            return Ok(CommitLimit::TimesBaseline(k));
+        }
+        let d = humantime::parse_duration(text).map_err(|e| {
+            format!("`{text}`: expected a duration (`20ms`) or a multiple (`3x`): {e}")
+        })?;
+        Ok(if d.is_zero() {
+            CommitLimit::Off
+        } else {
+            CommitLimit::Fixed(d)
+        })
+    }
+
+    /// `None` when off.
+    pub fn active(self) -> Option<CommitLimit> {
+        (self != CommitLimit::Off).then_some(self)
+    }
+
+    /// The limit in time, and the baseline it was measured from: a multiple
+    /// of the median of a few probes, taken while none of our batches runs.
+    pub async fn resolve(self, client: &Client) -> Result<(Duration, Option<Duration>)> {
+        let k = match self {
+            CommitLimit::Off => return Ok((Duration::MAX, None)),
+            CommitLimit::Fixed(d) => return Ok((d, None)),
+            CommitLimit::TimesBaseline(k) => k,
+        };
+        let mut probes = Vec::with_capacity(BASELINE_PROBES as usize);
+        for _ in 0..BASELINE_PROBES {
+            probes.push(commit_latency(client).await?);
+            tokio::time::sleep(BASELINE_SPACING).await;
+        }
+        let median = median(&mut probes);
+        Ok((median.mul_f64(k).max(LIMIT_FLOOR), Some(median)))
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
 /// The smallest duty cycle: even while commits are slow the backfill moves.
 const MIN_DUTY: f64 = 0.05;
 /// What one fast probe wins back.
@@ -151,6 +222,29 @@ mod tests {
             Duration::from_millis(1900)
         );
         assert_eq!(p.rest(Duration::from_secs(2)), MAX_REST);
+    }
+
+    #[test]
+    fn the_limit_is_a_duration_or_a_multiple_of_the_baseline() {
+        assert_eq!(
+            CommitLimit::parse("20ms"),
+            Ok(CommitLimit::Fixed(Duration::from_millis(20)))
+        );
+        assert_eq!(
+            CommitLimit::parse("2.5x"),
+            Ok(CommitLimit::TimesBaseline(2.5))
+        );
+        assert_eq!(CommitLimit::parse("0"), Ok(CommitLimit::Off));
+        for bad in ["0.5x", "x", "fastx", "20 parsecs", "NaNx"] {
+            let e = CommitLimit::parse(bad).unwrap_err();
+            assert!(e.contains(bad.trim()), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_baseline_is_the_median_probe() {
+        let mut v: Vec<Duration> = [9, 1, 2, 50, 3].map(Duration::from_millis).to_vec();
+        assert_eq!(median(&mut v), Duration::from_millis(3));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod watch;
 
 pub use blockers::{cancel_autovacuum, long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};
-pub use commit::{commit_latency, flush_wal, CommitPacer};
+pub use commit::{commit_latency, flush_wal, CommitLimit, CommitPacer};
 pub use lag::replica_lag;
 pub use slots::slot_over;
 
@@ -26,8 +26,8 @@ pub struct Limits {
     /// Free slots to leave to the application; None: max(10% of max_connections, 5).
     pub min_free_connections: Option<i64>,
     pub max_replica_lag: Duration,
-    /// Pause the backfill while a probe commit takes longer; None: never.
-    pub max_commit_latency: Option<Duration>,
+    /// Slow the backfill while a probe commit takes longer; None: never.
+    pub max_commit_latency: Option<CommitLimit>,
     /// Flush the WAL this often during backfill and validation; None: never.
     pub flush_wal_every: Option<Duration>,
     /// Pause the backfill while a replication slot retains more WAL than

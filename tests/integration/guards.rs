@@ -952,3 +952,87 @@ async fn lag_readings(client: &tokio_postgres::Client, which: &str) -> (f64, f64
     let guarded = pgshift::guard::replica_lag(client, None).await.unwrap();
     (raw, guarded)
 }
+
+/// `--max-commit-latency 3x` measures the commit latency before the first
+/// batch and backs off once commits get slower than three times that. The
+/// commits are made slow from outside after the baseline: `commit_delay`
+/// (with `commit_siblings = 0`) sleeps 30 ms before every WAL flush, on a
+/// server with fsync on (without it the delay is skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_slower_than_a_multiple_of_the_baseline_make_the_backfill_back_off() {
+    let (cluster, client) = primary_with(ClusterOptions {
+        fsync: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    incident::load(&client, 3_000).await.unwrap();
+    let url = cluster.url("app");
+    let (dir, path) = migration("0036_baseline", SCRIPTS_ID);
+    let events = dir.path().join("events.jsonl");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
+        .args(["--batch-size", "200", "--max-rows-per-second", "3000"])
+        .args(["--max-commit-latency", "3x", "--events"])
+        .arg(&events)
+        .env_remove("DATABASE_URL")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let baseline = loop {
+        let found = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "commit_baseline");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no commit_baseline event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (base_ms, limit_ms) = (
+        baseline["baseline_ms"].as_f64().unwrap(),
+        baseline["limit_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        base_ms > 0.0 && (limit_ms - (3.0 * base_ms).max(1.0)).abs() < 0.2,
+        "{baseline}"
+    );
+    for sql in [
+        "ALTER SYSTEM SET commit_delay = 30000",
+        "ALTER SYSTEM SET commit_siblings = 0",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    // Once the duty cycle is down to a quarter, commits get fast again, so
+    // the test does not wait out a throttled backfill.
+    let backoffs = |events: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "backing_off")
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !backoffs(&events)
+        .iter()
+        .any(|b| b["duty"].as_f64().unwrap() <= 0.25)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the duty cycle never went below a quarter with 30 ms commits: {:?}",
+            backoffs(&events)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for sql in ["ALTER SYSTEM RESET commit_delay", "SELECT pg_reload_conf()"] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "apply failed");
+    for b in &backoffs(&events) {
+        assert!(b["commit_ms"].as_f64().unwrap() > limit_ms, "{b}");
+    }
+}
