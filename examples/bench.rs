@@ -4,7 +4,8 @@
 //! (a) the blocking `ALTER TABLE … TYPE bigint` (in one transaction, with
 //!     the view dropped and recreated, as a hand-written runbook would);
 //! (b) `pgshift apply` with default settings, and (c) unthrottled
-//!     (`--batch-target 1s --max-batch 200000`); (d) and (e) the same with
+//!     (`--batch-target 1s --max-batch 200000`, two workers, no commit probe,
+//!     no WAL flushing); (d) and (e) the same with
 //!     the copy-and-swap engine (`--engine copy`).
 //! Orders alternate across repetitions; medians are reported. Every way
 //! starts from a checkpoint with the replica caught up, and the baseline is

@@ -199,7 +199,7 @@ pub struct Tuning {
     /// long. A duration (`20ms`), or a multiple of the median commit
     /// measured just before the backfill starts (`2x`), which follows the
     /// server's own disk. `0` turns the probe off.
-    #[arg(long, value_parser = crate::guard::CommitLimit::parse, default_value = "20ms")]
+    #[arg(long, value_parser = crate::guard::CommitLimit::parse, default_value = "2x")]
     pub max_commit_latency: crate::guard::CommitLimit,
 
     /// While the backfill and validation run, flush the server's WAL this
@@ -209,7 +209,7 @@ pub struct Tuning {
     /// 200 ms of backfill or index build). A trade: in the benchmark, every
     /// 25 ms took application writes' median from 2.7–3.0 to 2.1–2.2 ms
     /// during the backfill, and the backfill 26% longer. `0`: off.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10ms")]
     pub flush_wal_every: Duration,
 
     /// Write one JSON line per event to this file (`-` for stderr).
