@@ -43,9 +43,9 @@ pub enum Action {
     Backfill { table: u32 },
     /// Proves no row has `new IS DISTINCT FROM old`.
     Verify { table: u32 },
-    /// Calls a copy's replay `function(batch)` until a round takes fewer
-    /// keys than a batch.
-    Replay { function: String },
+    /// Calls a copy's replay `function(batch)` until `log` holds less than
+    /// a batch.
+    Replay { function: String, log: String },
     /// One transaction of several statements under `lock_timeout`, retried whole.
     Transaction { statements: Vec<String> },
 }

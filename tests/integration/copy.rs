@@ -1336,3 +1336,68 @@ async fn both_engines_keep_tables_and_indexes_in_their_tablespaces_and_unlogged_
     assert_eq!(rb.code, 0, "{}", rb.stderr);
     assert_eq!(placement(&client).await, before);
 }
+
+/// A key written many times during the copy fills the log with entries of
+/// few keys. The replays go on while the log holds a full batch: stopping
+/// at the first round that took fewer keys than a batch (10 keys out of
+/// 10,000 entries here) left the rest to the cutover's lock, which at 10M
+/// rows then held its locks 826 ms instead of about 20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_replays_until_the_log_is_short_even_when_keys_repeat() {
+    let (cluster, client) = incident_primary(3_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0120_copy_repeats", MIGRATION);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
+        .args(["--engine", "copy", "--batch-size", "100"])
+        .args(["--max-rows-per-second", "1000", "--max-commit-latency", "0"])
+        .env_remove("DATABASE_URL")
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(
+            &client,
+            "SELECT phase = 'backfilling' FROM pgshift.migrations",
+            Duration::from_secs(30)
+        )
+        .await
+    );
+    // 30,000 log entries of 10 keys, in one transaction.
+    client
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..3000 LOOP UPDATE scripts SET name = name WHERE id <= 10; END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+    let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
+    assert_eq!(
+        phase, "backfilling",
+        "the writes came too late for the test"
+    );
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "apply failed");
+    let logs: Vec<String> = client
+        .query(
+            "SELECT format('%I.%I', nspname, relname) FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace
+             WHERE nspname = 'pgshift' AND relkind = 'r' AND relname LIKE 'copy\\_log\\_%' AND relname NOT LIKE 'copy\\_log\\_back\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // scripts, archived_scripts, and script_runs for its foreign key's column.
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    for log in logs {
+        let left: i64 = one(&client, &format!("SELECT count(*) FROM {log}")).await;
+        assert!(
+            left < 10_000,
+            "{log} still holds {left} entries at ready: the replay stopped early"
+        );
+    }
+    let run = pgshift(&url, &["cutover", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let renamed: i64 = one(&client, "SELECT count(*) FROM scripts WHERE id <= 10").await;
+    assert_eq!(renamed, 10);
+}

@@ -265,6 +265,7 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             NONE,
             Action::Replay {
                 function: t.replay_forward.clone(),
+                log: t.log_forward.clone(),
             },
         )));
         steps.push(lane(step(
