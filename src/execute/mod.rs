@@ -66,6 +66,9 @@ struct ThrottleState {
     reason_written: Option<Instant>,
 }
 
+/// How many times the commit limit a WAL flush takes to count as a stall.
+const STALL_TIMES: u32 = 3;
+
 /// How often the throttle reads headroom, lag and requests.
 const THROTTLE_EVERY: Duration = Duration::from_millis(500);
 
@@ -176,10 +179,14 @@ impl Runner {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let started = Instant::now();
                 match guard::flush_wal(&self.lifeline).await {
                     Ok(did) => {
                         looked.fetch_add(1, Ordering::Relaxed);
                         flushed.fetch_add(u64::from(did), Ordering::Relaxed);
+                        if did {
+                            self.observe_flush(started.elapsed());
+                        }
                     }
                     Err(e) => {
                         tracing::warn!("stopped flushing the WAL: {e}");
@@ -404,6 +411,30 @@ impl Runner {
             }
         }
         pacer.rest(took)
+    }
+
+    /// A flush of the lifeline's is a commit timed a hundred times a second:
+    /// it sees the rare stalls (the disk busy writing back what the
+    /// backfill dirtied) that a probe twice a second misses, and that set
+    /// the application's tail. A flush over three times the limit is a
+    /// stall, and halves the duty cycle (at most once per probe interval).
+    fn observe_flush(&self, took: Duration) {
+        let Some(&limit) = self.commit_limit.get() else {
+            return;
+        };
+        let mut pacer = self.pacer.lock().expect("pacer");
+        if took > limit * STALL_TIMES && pacer.stalled() {
+            tracing::info!(
+                "a WAL flush took {:.1} ms: backfill duty cycle {:.0}%",
+                took.as_secs_f64() * 1e3,
+                pacer.duty() * 100.0
+            );
+            self.events.emit(
+                "backing_off",
+                json!({"flush_ms": (took.as_secs_f64() * 1e4).round() / 10.0,
+                       "duty": (pacer.duty() * 100.0).round() / 100.0}),
+            );
+        }
     }
 
     /// Why the backfill should wait now, if it should.

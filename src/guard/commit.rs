@@ -141,6 +141,7 @@ const MAX_REST: Duration = Duration::from_secs(5);
 pub struct CommitPacer {
     duty: f64,
     last_probe: Option<Instant>,
+    last_halved: Option<Instant>,
 }
 
 impl Default for CommitPacer {
@@ -148,6 +149,7 @@ impl Default for CommitPacer {
         CommitPacer {
             duty: 1.0,
             last_probe: None,
+            last_halved: None,
         }
     }
 }
@@ -167,11 +169,27 @@ impl CommitPacer {
     }
 
     pub fn observe(&mut self, commit: Duration, limit: Duration) {
-        self.duty = if commit > limit {
-            (self.duty / 2.0).max(MIN_DUTY)
+        if commit > limit {
+            self.halve();
         } else {
-            (self.duty + DUTY_STEP).min(1.0)
-        };
+            self.duty = (self.duty + DUTY_STEP).min(1.0);
+        }
+    }
+
+    /// A stall seen outside the probe: halves the duty cycle unless it was
+    /// halved within the last probe interval (one stall is seen by many
+    /// flushes). Returns whether it did.
+    pub fn stalled(&mut self) -> bool {
+        if self.last_halved.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return false;
+        }
+        self.halve();
+        true
+    }
+
+    fn halve(&mut self) {
+        self.duty = (self.duty / 2.0).max(MIN_DUTY);
+        self.last_halved = Some(Instant::now());
     }
 
     /// The rest after a batch of `took` that keeps the duty cycle.
@@ -222,6 +240,21 @@ mod tests {
             Duration::from_millis(1900)
         );
         assert_eq!(p.rest(Duration::from_secs(2)), MAX_REST);
+    }
+
+    #[test]
+    fn one_stall_seen_by_many_flushes_halves_the_duty_cycle_once() {
+        let mut p = CommitPacer::default();
+        assert!(p.stalled());
+        assert_eq!(p.duty(), 0.5);
+        for _ in 0..50 {
+            assert!(!p.stalled());
+        }
+        assert_eq!(p.duty(), 0.5);
+        // A probe interval later, a stall counts again.
+        p.last_halved = Some(Instant::now() - PROBE_EVERY);
+        assert!(p.stalled());
+        assert_eq!(p.duty(), 0.25);
     }
 
     #[test]
