@@ -280,6 +280,15 @@ async fn update_counts(client: &Client) -> Result<(i64, i64), Error> {
     Ok((r.get(0), r.get(1)))
 }
 
+/// The database's size on disk, in MB.
+async fn database_size_mb(client: &Client) -> Result<f64, Error> {
+    let bytes: i64 = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?
+        .get(0);
+    Ok(bytes as f64 / 1e6)
+}
+
 async fn wal_lsn(client: &Client) -> Result<i64, Error> {
     Ok(client
         .query_one(
@@ -318,6 +327,11 @@ struct Way {
     failed: u64,
     errors: Vec<String>,
     wal_bytes: i64,
+    /// The database's size before the way, after it, and (copy engine)
+    /// after `finalize` drops the original tables: what the migration
+    /// needs in free disk, and what it leaves.
+    database_mb: [f64; 2],
+    finalized_mb: Option<f64>,
     peak_replica_lag_s: f64,
     backfill_rows_per_s: Option<f64>,
     cutover_lock_ms: Option<f64>,
@@ -366,6 +380,7 @@ async fn run_way(
     let stop_lag = Arc::new(AtomicBool::new(false));
     let lag = watch_lag(replica.url(db), stop_lag.clone());
     let wal0 = wal_lsn(&admin).await?;
+    let size0 = database_size_mb(&admin).await?;
     let upd0 = update_counts(&admin).await?;
     let started = Instant::now();
     let mut from_log = FromEvents::default();
@@ -446,6 +461,7 @@ async fn run_way(
     }
     let seconds = started.elapsed().as_secs_f64();
     let wal_bytes = wal_lsn(&admin).await? - wal0;
+    let database_mb = [size0, database_size_mb(&admin).await?];
     tokio::time::sleep(Duration::from_millis(600)).await; // stats are flushed at most every 500 ms
     let upd1 = update_counts(&admin).await?;
     let hot_update_pct =
@@ -473,6 +489,24 @@ async fn run_way(
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .find(|e| e["event"] == "rolled_back")
                 .and_then(|e| e["lock_ms"].as_f64());
+        }
+    }
+    let mut finalized_mb = None;
+    if way.starts_with("copy-") {
+        let status = tokio::process::Command::new(bin)
+            .args([
+                "--database-url",
+                &url,
+                "-q",
+                "finalize",
+                "0001_scripts_id_bigint",
+                "--yes",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await?;
+        if status.success() {
+            finalized_mb = Some(database_size_mb(&admin).await?);
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -562,6 +596,8 @@ async fn run_way(
         failed: latencies.failed,
         errors: latencies.errors.clone(),
         wal_bytes,
+        database_mb,
+        finalized_mb,
         peak_replica_lag_s: peak_lag,
         backfill_rows_per_s: from_log.backfill_rows_per_s,
         cutover_lock_ms: from_log.cutover_lock_ms,
@@ -795,6 +831,14 @@ async fn main() -> Result<(), Error> {
                 "bench:   {:.1} s, p99 {:.1} ms (reads {:.1}, writes {:.1}), max {:.1} ms, failed {}",
                 r.seconds, r.p99_ms, r.read_p99_ms, r.write_p99_ms, r.max_ms, r.failed
             );
+            eprintln!(
+                "bench:   database {:.0} MB before, {:.0} MB after{}",
+                r.database_mb[0],
+                r.database_mb[1],
+                r.finalized_mb
+                    .map(|mb| format!(", {mb:.0} MB after finalize"))
+                    .unwrap_or_default()
+            );
             for t in r.tail.iter().take(4) {
                 eprintln!(
                     "bench:     {} over {goal_ms:.1} ms of {} ({:.1}%), p99 {:.1} ms, during `{}` ({:.1} s)",
@@ -882,6 +926,24 @@ async fn main() -> Result<(), Error> {
             format!("{:.1}", median(v))
         }
     };
+    println!();
+    for &way in &ways {
+        let finalized: Vec<f64> = results
+            .iter()
+            .filter(|r| r.way == way)
+            .filter_map(|r| r.finalized_mb)
+            .collect();
+        println!(
+            "- {way}: database {:.0} MB before, {:.0} MB after{}",
+            med(way, &|r| r.database_mb[0]),
+            med(way, &|r| r.database_mb[1]),
+            if finalized.is_empty() {
+                String::new()
+            } else {
+                format!(", {:.0} MB after finalize", median(finalized))
+            }
+        );
+    }
     println!(
         "\npgshift-default: rollback after cutover held its locks {} ms; {}% of the backfill's updates to scripts were HOT.",
         extra(&|r| r.rollback_lock_ms),
