@@ -397,17 +397,7 @@ impl Runner {
             let before = pacer.duty();
             pacer.observe(commit, limit);
             if pacer.duty() < before {
-                tracing::info!(
-                    "a commit took {:.1} ms (over {:.1} ms): backfill duty cycle {:.0}%",
-                    commit.as_secs_f64() * 1e3,
-                    limit.as_secs_f64() * 1e3,
-                    pacer.duty() * 100.0
-                );
-                self.events.emit(
-                    "backing_off",
-                    json!({"commit_ms": (commit.as_secs_f64() * 1e4).round() / 10.0,
-                           "duty": (pacer.duty() * 100.0).round() / 100.0}),
-                );
+                self.backed_off("commit", commit, pacer.duty());
             }
         }
         pacer.rest(took)
@@ -424,17 +414,24 @@ impl Runner {
         };
         let mut pacer = self.pacer.lock().expect("pacer");
         if took > limit * STALL_TIMES && pacer.stalled() {
-            tracing::info!(
-                "a WAL flush took {:.1} ms: backfill duty cycle {:.0}%",
-                took.as_secs_f64() * 1e3,
-                pacer.duty() * 100.0
-            );
-            self.events.emit(
-                "backing_off",
-                json!({"flush_ms": (took.as_secs_f64() * 1e4).round() / 10.0,
-                       "duty": (pacer.duty() * 100.0).round() / 100.0}),
-            );
+            self.backed_off("flush", took, pacer.duty());
         }
+    }
+
+    /// Says that a slow `what` (`commit`: the probe, `flush`: the lifeline's
+    /// WAL flush) that took `took` cut the duty cycle to `duty`: a log line
+    /// and a `backing_off` event with `{what}_ms`.
+    fn backed_off(&self, what: &str, took: Duration, duty: f64) {
+        let ms = (took.as_secs_f64() * 1e4).round() / 10.0;
+        tracing::info!(
+            "a {what} took {ms:.1} ms: backfill duty cycle {:.0}%",
+            duty * 100.0
+        );
+        let mut event = serde_json::Map::new();
+        event.insert(format!("{what}_ms"), json!(ms));
+        event.insert("duty".into(), json!((duty * 100.0).round() / 100.0));
+        self.events
+            .emit("backing_off", serde_json::Value::Object(event));
     }
 
     /// Why the backfill should wait now, if it should.
