@@ -20,11 +20,12 @@ async fn main() -> Result<(), Error> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(200_000);
-    // `--engine copy` (or `auto`) shows the copy-and-swap engine instead.
+    // pgshift's default, `auto`, takes the copy-and-swap engine for the
+    // incident's tables; `--engine update` shows the shadow columns instead.
     let engine: String = std::env::args()
         .skip_while(|a| a != "--engine")
         .nth(1)
-        .unwrap_or_else(|| "update".into());
+        .unwrap_or_else(|| "auto".into());
     let bin = std::env::var("PGSHIFT_BIN").unwrap_or_else(|_| "target/debug/pgshift".into());
     let migration = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -115,9 +115,15 @@ pub struct Tuning {
     /// UPDATEs in place (every kind of table). `copy`: a copy of each table
     /// with the new types, changes captured by key and replayed, the copy
     /// swapped in at cutover; about the rewrite's WAL and no row locks on
-    /// the application's rows (plan names what it refuses). `auto`: `copy`
-    /// when it takes every table, else `update`; the plan says which and why.
-    #[arg(long, value_enum, default_value_t = crate::plan::EngineChoice::Update)]
+    /// the application's rows (plan names what it refuses). `auto` (the
+    /// default since 2026-12-02; `update` before): `copy` when it takes
+    /// every table, else `update`; the plan says which and why.
+    #[arg(
+        long,
+        value_enum,
+        env = "PGSHIFT_ENGINE",
+        default_value_t = crate::plan::EngineChoice::Auto
+    )]
     pub engine: crate::plan::EngineChoice,
 
     /// lock_timeout of every DDL statement; lock waits longer than this are retried.

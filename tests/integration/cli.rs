@@ -7,6 +7,7 @@ use crate::support::*;
 #[test]
 fn help_lists_only_built_commands_and_the_global_flags() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .arg("--help")
         .output()
         .unwrap();
@@ -131,6 +132,7 @@ fn lint_reports_per_file_and_line_and_exits_1_on_errors() {
     .unwrap();
     let lint = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .env("PGSHIFT_ENGINE", ENGINE)
             .current_dir(dir.path())
             .args(args)
             .output()

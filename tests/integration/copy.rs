@@ -258,7 +258,8 @@ async fn copy_engine_rollback_before_cutover_leaves_the_tables_as_they_were() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
+async fn copy_engine_refuses_what_it_cannot_move_and_names_it_and_auto_the_default_takes_update_then(
+) {
     let (cluster, client) = incident_primary(100).await;
     let url = cluster.url("app");
     client
@@ -301,6 +302,21 @@ async fn copy_engine_refuses_what_it_cannot_move_and_names_it() {
             && why.contains("constraint no_twins on archived_scripts"),
         "{why}"
     );
+    // auto is the default: without --engine, the same plan and reason.
+    let plan = pgshift_default_engine(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    assert_eq!(json["engine"], "update");
+    assert_eq!(json["warnings"][0].as_str().unwrap(), why);
+    // ...and the copy engine once the table it refused is fine for it.
+    client
+        .batch_execute("ALTER TABLE archived_scripts DROP CONSTRAINT no_twins")
+        .await
+        .unwrap();
+    let plan = pgshift_default_engine(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    assert_eq!(json["engine"], "copy", "{}", json["warnings"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,6 +326,7 @@ async fn copy_engine_kill_nine_during_the_copy_then_resume_copies_each_row_once(
     let (_dir, path) = migration("0104_copy_kill", MIGRATION);
     let writer = Writer::start(&url).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -509,6 +526,7 @@ async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly(
     // after the copy of scripts got its primary key, with other indexes
     // built or building and no replay done.
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -1348,6 +1366,7 @@ async fn copy_engine_replays_until_the_log_is_short_even_when_keys_repeat() {
     let url = cluster.url("app");
     let (_dir, path) = migration("0120_copy_repeats", MIGRATION);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
         .args(["--engine", "copy", "--batch-size", "100"])
         .args(["--max-rows-per-second", "1000", "--max-commit-latency", "0"])

@@ -89,6 +89,7 @@ async fn a_running_pgshift_rolls_back_through_its_lifeline_when_the_server_is_fu
     let (_dir, path) = migration("0021_full", SCRIPTS_ID);
     let events = tempfile::NamedTempFile::new().unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -253,6 +254,7 @@ async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
 
     let (_dir, path) = migration("0023_lag", SCRIPTS_ID);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -342,6 +344,7 @@ async fn a_replication_slot_without_a_consumer_pauses_the_backfill_until_it_is_d
     assert!(warned, "no warning about the slot: {}", json["warnings"]);
 
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args(["--database-url", &url, "-q", "apply", &path])
         .args(["--max-slot-wal-mb", "1", "--batch-size", "200"])
         .args(["--max-rows-per-second", "4000"])
@@ -376,6 +379,7 @@ async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
     let events = dir.path().join("events.jsonl");
     let hooked = dir.path().join("hook.jsonl");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -673,6 +677,7 @@ async fn sample_during_backfill(
     every: Duration,
 ) -> Vec<(Instant, i64)> {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args(["--database-url", url, "-q", "apply", path, "--no-cutover"])
         .args(extra)
         .env_remove("DATABASE_URL")
@@ -971,6 +976,7 @@ async fn commits_slower_than_a_multiple_of_the_baseline_make_the_backfill_back_o
     let (dir, path) = migration("0036_baseline", SCRIPTS_ID);
     let events = dir.path().join("events.jsonl");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
         .args(["--batch-size", "200", "--max-rows-per-second", "3000"])
         .args(["--max-commit-latency", "3x", "--events"])

@@ -106,6 +106,7 @@ async fn kill_nine_during_expand_then_rollback_undoes_what_exists() {
         "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;",
     );
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,

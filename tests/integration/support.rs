@@ -7,6 +7,12 @@ use std::time::Duration;
 use pgshift::testkit::{incident, Cluster, ClusterOptions};
 use tokio_postgres::{Client, NoTls};
 
+/// The engine of pgshift runs that name none (`PGSHIFT_ENGINE`): most tests
+/// were written for the update engine, which was the default until
+/// 2026-12-02; tests of the copy engine and of `auto` name theirs, and
+/// `pgshift_default_engine` runs without it.
+pub const ENGINE: &str = "update";
+
 /// Connects to `url` without TLS (test clusters listen on loopback only).
 pub async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
@@ -67,7 +73,21 @@ pub async fn pgshift(url: &str, args: &[&str]) -> Run {
 
 /// `pgshift`, with `rust_log` as the log filter (e.g. `pgshift=debug`).
 pub async fn pgshift_logging(url: &str, args: &[&str], rust_log: &str) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+    run_pgshift(url, args, rust_log, Some(ENGINE)).await
+}
+
+/// `pgshift` as users run it: no `PGSHIFT_ENGINE`, so pgshift's own default.
+pub async fn pgshift_default_engine(url: &str, args: &[&str]) -> Run {
+    run_pgshift(url, args, "pgshift=info", None).await
+}
+
+async fn run_pgshift(url: &str, args: &[&str], rust_log: &str, engine: Option<&str>) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"));
+    match engine {
+        Some(engine) => cmd.env("PGSHIFT_ENGINE", engine),
+        None => cmd.env_remove("PGSHIFT_ENGINE"),
+    };
+    let out = cmd
         .arg("--database-url")
         .arg(url)
         .args(args)

@@ -122,6 +122,7 @@ async fn kill_nine_during_backfill_then_resume_finishes_correctly() {
     let writer = Writer::start(&url).await;
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -367,6 +368,7 @@ async fn a_postgres_crash_during_backfill_then_resume_finishes_correctly() {
     let url = cluster.url("app");
     let (_dir, path) = migration("0006_restart", SCRIPTS_ID);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args([
             "--database-url",
             &url,
@@ -541,6 +543,7 @@ async fn a_row_changed_behind_the_sync_trigger_is_caught_and_backfilled_again() 
         "ALTER TABLE items ALTER COLUMN id TYPE bigint;\n",
     );
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args(["--database-url", &url, "apply", &path])
         .args(["--batch-size", "500", "--max-rows-per-second", "5000"])
         .args(["--max-connections", "3"])
@@ -854,6 +857,7 @@ async fn the_plan_estimates_the_wal_the_migration_writes() {
 /// mid-backfill, in two passes.
 fn slow_two_pass(command: &str, url: &str, path: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .env("PGSHIFT_ENGINE", ENGINE)
         .args(["--database-url", url, "-q", command, path])
         .args(["--batch-size", "100", "--max-connections", "3"])
         .args(["--max-rows-per-second", "20000", "--two-pass-above", "1000"])
