@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::execute::Runner;
+use crate::hint_bits::HintBits;
 use crate::names::quote;
 use crate::ops::widen_integer::differs;
 use crate::output::Progress;
@@ -504,6 +505,7 @@ async fn run_part(
         Some(_) => Some((wal_position(client).await?, Instant::now())),
         None => None,
     };
+    let mut hints = copy.map(HintBits::new);
     loop {
         runner.throttle().await?;
         let started = Instant::now();
@@ -529,13 +531,22 @@ async fn run_part(
             args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
         }
         let work = async {
+            // An update batch's commit does not wait for its WAL flush: a
+            // crash can lose only the last batches together with their
+            // checkpoint, which resume redoes. A copy batch's waits for the
+            // local flush (not for a synchronous standby), whatever the
+            // server's setting, so that the next batch can mark its rows
+            // committed (see hint_bits).
+            let commit = if hints.is_some() { "local" } else { "off" };
             client
-                // No commit waits for its WAL flush: a crash can lose only the
-                // last batches together with their checkpoint, which resume redoes.
                 .batch_execute(&format!(
-                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL synchronous_commit = off"
+                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL synchronous_commit = {commit}"
                 ))
                 .await?;
+            let first_page = match &hints {
+                Some(h) => Some(h.before_batch(client).await?),
+                None => None,
+            };
             let updated = client.execute(&sql, &args).await?;
             let scanned = pass.counted(if is_last { updated as i64 } else { batch });
             client
@@ -547,13 +558,16 @@ async fn run_part(
                 )
                 .await?;
             client.batch_execute("COMMIT").await?;
-            Ok::<i64, tokio_postgres::Error>(scanned)
+            Ok::<(i64, Option<i64>), tokio_postgres::Error>((scanned, first_page))
         };
         let (outcome, probe) =
             futures_util::future::join(work, runner.probe_commit(settings.target / 2)).await;
         let probe = probe?;
         match outcome {
-            Ok(scanned) => {
+            Ok((scanned, first_page)) => {
+                if let (Some(h), Some(page)) = (hints.as_mut(), first_page) {
+                    h.committed(page);
+                }
                 let took = started.elapsed();
                 let (done, rate) = {
                     let mut p = progress.lock().expect("progress");
@@ -569,6 +583,12 @@ async fn run_part(
                     );
                 }
                 if finished {
+                    if let Some(h) = hints.as_mut() {
+                        h.finish(client).await.map_err(Error::db(format!(
+                            "could not read the last rows copied into {}",
+                            t.display()
+                        )))?;
+                    }
                     // When each part ends shows how evenly the key ranges
                     // split the work: a worker whose part is done waits
                     // for the table's other parts.

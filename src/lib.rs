@@ -31,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod execute;
 pub mod guard;
+pub mod hint_bits;
 pub mod lint;
 pub mod migration;
 pub mod names;

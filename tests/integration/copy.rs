@@ -1420,3 +1420,84 @@ async fn copy_engine_replays_until_the_log_is_short_even_when_keys_repeat() {
     let renamed: i64 = one(&client, "SELECT count(*) FROM scripts WHERE id <= 10").await;
     assert_eq!(renamed, 10);
 }
+
+/// Each batch of the copy marks the rows of the batch before it committed
+/// while their pages are still dirty (see `backfill::hint_sql`): the first
+/// read of a copy after a checkpoint does not write it all again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_batches_leave_the_copied_rows_marked_committed() {
+    let (cluster, client) = incident_primary(20_000).await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0121_copy_hint_bits", MIGRATION);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "--database-url",
+            &url,
+            "-q",
+            "apply",
+            &path,
+            "--engine",
+            "copy",
+            "--batch-size",
+            "200",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Paused once the copy of scripts is done and the next table's began:
+    // nothing has read the copy of scripts but the batches themselves.
+    let next_table = wait_until(
+        &client,
+        "SELECT bool_and(done) FILTER (WHERE table_oid = 'scripts'::regclass)
+                AND bool_or(rows_done > 0) FILTER (WHERE table_oid <> 'scripts'::regclass)
+         FROM pgshift.backfill",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(next_table, "the copy of scripts did not finish");
+    let pause = pgshift(&url, &["pause", "0121_copy_hint_bits"]).await;
+    assert_eq!(pause.code, 0, "{}", pause.stderr);
+    assert!(
+        wait_until(
+            &client,
+            "SELECT paused FROM pgshift.migrations",
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    client
+        .batch_execute("CHECKPOINT; SET max_parallel_workers_per_gather = 0")
+        .await
+        .unwrap();
+    let pages: i64 = one(
+        &client,
+        "SELECT pg_relation_size('pgshift_new_scripts') / current_setting('block_size')::int8",
+    )
+    .await;
+    let plan: serde_json::Value = client
+        .query_one(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT count(*) FROM pgshift_new_scripts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let dirtied = plan[0]["Plan"]["Shared Dirtied Blocks"].as_i64().unwrap();
+
+    let go_on = pgshift(&url, &["resume", "0121_copy_hint_bits"]).await;
+    assert_eq!(go_on.code, 0, "{}", go_on.stderr);
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pages > 100, "a copy of {pages} pages proves little");
+    // The last batch's pages (about 3 of 200 rows) had no batch after them.
+    assert!(
+        dirtied * 10 < pages,
+        "the first read after a checkpoint dirtied {dirtied} of the copy's {pages} pages"
+    );
+}
