@@ -11,6 +11,9 @@
 //! outside any paced batch, in the seconds where the benchmark's
 //! application stalled most.
 //!
+//! Done while the commit probe paces the copy (the defaults); at full speed
+//! it cost more than it saved (see `backfill::run_part`).
+//!
 //! This is why the copy's batches commit synchronously (`local`): the hint of an
 //! asynchronous commit waits until the WAL is flushed past the latest
 //! asynchronous commit among the 32 transactions its commit status shares
