@@ -325,11 +325,8 @@ async fn copy_engine_kill_nine_during_the_copy_then_resume_copies_each_row_once(
     let url = cluster.url("app");
     let (_dir, path) = migration("0104_copy_kill", MIGRATION);
     let writer = Writer::start(&url).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let mut child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -525,11 +522,8 @@ async fn copy_engine_kill_nine_during_validation_then_resume_finishes_correctly(
     // The hook gets each event on stdin; its parent is pgshift. Killed right
     // after the copy of scripts got its primary key, with other indexes
     // built or building and no replay done.
-    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let status = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -1365,12 +1359,10 @@ async fn copy_engine_replays_until_the_log_is_short_even_when_keys_repeat() {
     let (cluster, client) = incident_primary(3_000).await;
     let url = cluster.url("app");
     let (_dir, path) = migration("0120_copy_repeats", MIGRATION);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
+    let child = pgshift_command(&url)
+        .args(["-q", "apply", &path, "--no-cutover"])
         .args(["--engine", "copy", "--batch-size", "100"])
         .args(["--max-rows-per-second", "1000", "--max-commit-latency", "0"])
-        .env_remove("DATABASE_URL")
         .spawn()
         .unwrap();
     assert!(
@@ -1429,10 +1421,8 @@ async fn copy_engine_batches_leave_the_copied_rows_marked_committed() {
     let (cluster, client) = incident_primary(20_000).await;
     let url = cluster.url("app");
     let (_dir, path) = migration("0121_copy_hint_bits", MIGRATION);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+    let child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -1441,7 +1431,6 @@ async fn copy_engine_batches_leave_the_copied_rows_marked_committed() {
             "--batch-size",
             "200",
         ])
-        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

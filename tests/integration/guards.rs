@@ -88,11 +88,8 @@ async fn a_running_pgshift_rolls_back_through_its_lifeline_when_the_server_is_fu
     let before = schema_dump(&client).await;
     let (_dir, path) = migration("0021_full", SCRIPTS_ID);
     let events = tempfile::NamedTempFile::new().unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -253,17 +250,8 @@ async fn a_lagging_replica_pauses_the_backfill_until_replay_resumes() {
     let url = cluster.url("app");
 
     let (_dir, path) = migration("0023_lag", SCRIPTS_ID);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args([
-            "--database-url",
-            &url,
-            "--replica-url",
-            &replica.url("app"),
-            "-q",
-            "apply",
-            &path,
-        ])
+    let child = pgshift_command(&url)
+        .args(["--replica-url", &replica.url("app"), "-q", "apply", &path])
         .args([
             "--max-replica-lag",
             "1s",
@@ -343,9 +331,8 @@ async fn a_replication_slot_without_a_consumer_pauses_the_backfill_until_it_is_d
     });
     assert!(warned, "no warning about the slot: {}", json["warnings"]);
 
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args(["--database-url", &url, "-q", "apply", &path])
+    let child = pgshift_command(&url)
+        .args(["-q", "apply", &path])
         .args(["--max-slot-wal-mb", "1", "--batch-size", "200"])
         .args(["--max-rows-per-second", "4000"])
         .stderr(std::process::Stdio::piped())
@@ -378,11 +365,8 @@ async fn pause_and_resume_by_command_and_by_signal_with_events_and_a_hook() {
     let (dir, path) = migration("0024_pause", SCRIPTS_ID);
     let events = dir.path().join("events.jsonl");
     let hooked = dir.path().join("hook.jsonl");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -676,11 +660,9 @@ async fn sample_during_backfill(
     value: &str,
     every: Duration,
 ) -> Vec<(Instant, i64)> {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args(["--database-url", url, "-q", "apply", path, "--no-cutover"])
+    let child = pgshift_command(url)
+        .args(["-q", "apply", path, "--no-cutover"])
         .args(extra)
-        .env_remove("DATABASE_URL")
         .spawn()
         .unwrap();
     let sql = format!("SELECT phase, ({value})::int8 FROM pgshift.migrations WHERE name = $1");
@@ -975,13 +957,11 @@ async fn commits_slower_than_a_multiple_of_the_baseline_make_the_backfill_back_o
     let url = cluster.url("app");
     let (dir, path) = migration("0036_baseline", SCRIPTS_ID);
     let events = dir.path().join("events.jsonl");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args(["--database-url", &url, "-q", "apply", &path, "--no-cutover"])
+    let child = pgshift_command(&url)
+        .args(["-q", "apply", &path, "--no-cutover"])
         .args(["--batch-size", "200", "--max-rows-per-second", "3000"])
         .args(["--max-commit-latency", "3x", "--events"])
         .arg(&events)
-        .env_remove("DATABASE_URL")
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

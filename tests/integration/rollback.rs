@@ -105,11 +105,8 @@ async fn kill_nine_during_expand_then_rollback_undoes_what_exists() {
         "0012_expand",
         "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;",
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let mut child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,

@@ -81,17 +81,25 @@ pub async fn pgshift_default_engine(url: &str, args: &[&str]) -> Run {
     run_pgshift(url, args, "pgshift=info", None).await
 }
 
-async fn run_pgshift(url: &str, args: &[&str], rust_log: &str, engine: Option<&str>) -> Run {
+/// The pgshift binary aimed at `url`, with the tests' engine (`ENGINE`);
+/// the caller adds the command, its flags and what to do with its output.
+pub fn pgshift_command(url: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"));
+    cmd.env("PGSHIFT_ENGINE", ENGINE)
+        .env_remove("DATABASE_URL")
+        .arg("--database-url")
+        .arg(url);
+    cmd
+}
+
+async fn run_pgshift(url: &str, args: &[&str], rust_log: &str, engine: Option<&str>) -> Run {
+    let mut cmd = pgshift_command(url);
     match engine {
         Some(engine) => cmd.env("PGSHIFT_ENGINE", engine),
         None => cmd.env_remove("PGSHIFT_ENGINE"),
     };
     let out = cmd
-        .arg("--database-url")
-        .arg(url)
         .args(args)
-        .env_remove("DATABASE_URL")
         .env("RUST_LOG", rust_log)
         .output()
         .await

@@ -121,11 +121,8 @@ async fn kill_nine_during_backfill_then_resume_finishes_correctly() {
     let (_dir, path) = migration("0002_kill", SCRIPTS_ID);
     let writer = Writer::start(&url).await;
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let mut child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -367,11 +364,8 @@ async fn a_postgres_crash_during_backfill_then_resume_finishes_correctly() {
     let (mut cluster, _client) = incident_primary(20_000).await;
     let url = cluster.url("app");
     let (_dir, path) = migration("0006_restart", SCRIPTS_ID);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
+    let child = pgshift_command(&url)
         .args([
-            "--database-url",
-            &url,
             "-q",
             "apply",
             &path,
@@ -542,9 +536,8 @@ async fn a_row_changed_behind_the_sync_trigger_is_caught_and_backfilled_again() 
         "0009_verify",
         "ALTER TABLE items ALTER COLUMN id TYPE bigint;\n",
     );
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args(["--database-url", &url, "apply", &path])
+    let child = pgshift_command(&url)
+        .args(["apply", &path])
         .args(["--batch-size", "500", "--max-rows-per-second", "5000"])
         .args(["--max-connections", "3"])
         .env("RUST_LOG", "pgshift=info")
@@ -856,9 +849,8 @@ async fn the_plan_estimates_the_wal_the_migration_writes() {
 /// Starts `command` (`apply`, `resume`) slowly enough to be killed
 /// mid-backfill, in two passes.
 fn slow_two_pass(command: &str, url: &str, path: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .env("PGSHIFT_ENGINE", ENGINE)
-        .args(["--database-url", url, "-q", command, path])
+    pgshift_command(url)
+        .args(["-q", command, path])
         .args(["--batch-size", "100", "--max-connections", "3"])
         .args(["--max-rows-per-second", "20000", "--two-pass-above", "1000"])
         .spawn()

@@ -27,6 +27,8 @@ use crate::catalog::{Catalog, Table};
 use crate::names::{self, qualified, quote};
 
 /// The `--engine` a plan is asked for: one of the engines, or `auto`.
+/// `Default` (update) is what `plan::Options::default()` gives library
+/// callers and the unit tests; the CLI's default is `auto` (`cli::Tuning`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineChoice {
     /// Shadow columns filled by batched UPDATEs in the table itself.
