@@ -1431,6 +1431,9 @@ async fn copy_engine_batches_leave_the_copied_rows_marked_committed() {
             "--batch-size",
             "200",
         ])
+        // Slow enough that the pause lands while the other tables are
+        // copied (a CI run once saw them all copied first).
+        .args(["--max-rows-per-second", "3000"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
