@@ -49,7 +49,11 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
                     current_setting('full_page_writes')::bool,
                     pg_size_bytes(current_setting('max_wal_size')),
                     current_setting('checkpoint_completion_target')::float8,
-                    (SELECT setting::int8 FROM pg_settings WHERE name = 'checkpoint_timeout')",
+                    (SELECT setting::int8 FROM pg_settings WHERE name = 'checkpoint_timeout'),
+                    coalesce((SELECT reset_val FROM pg_settings WHERE name = 'wal_compression'), 'off'),
+                    ARRAY(SELECT m FROM pg_settings, unnest(enumvals) m, pg_roles
+                          WHERE name = 'wal_compression' AND m IN ('lz4', 'zstd')
+                            AND rolname = current_user AND rolsuper)",
             &[],
         )
         .await
@@ -62,6 +66,8 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
         max_wal_size_bytes: row.get(2),
         checkpoint_completion_target: row.get(3),
         checkpoint_timeout_secs: row.get(4),
+        server_compression: row.get(5),
+        compression_methods: row.get(6),
     };
     let mut catalog = Catalog {
         server_version,

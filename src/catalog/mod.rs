@@ -55,10 +55,34 @@ pub struct WalSettings {
     /// whatever the WAL volume.
     #[serde(default = "default_checkpoint_timeout")]
     pub checkpoint_timeout_secs: i64,
+    /// The `wal_compression` methods pgshift's sessions may set (this server
+    /// has them and the user is a superuser); empty otherwise.
+    #[serde(default)]
+    pub compression_methods: Vec<String>,
+    /// The server's own `wal_compression`, which sessions start with.
+    #[serde(default = "default_compression")]
+    pub server_compression: String,
 }
 
 fn default_checkpoint_timeout() -> i64 {
     300
+}
+
+fn default_compression() -> String {
+    "off".into()
+}
+
+impl WalSettings {
+    /// What pgshift's sessions compress full pages with under `choice`: the
+    /// first method of its preference they may set, else the server's own
+    /// (None when that is off).
+    pub fn compression(&self, choice: crate::connection::WalCompression) -> Option<&str> {
+        choice
+            .preference()
+            .into_iter()
+            .find(|m| self.compression_methods.iter().any(|have| have == m))
+            .or(Some(self.server_compression.as_str()).filter(|m| *m != "off"))
+    }
 }
 
 impl Default for WalSettings {
@@ -69,6 +93,8 @@ impl Default for WalSettings {
             max_wal_size_bytes: 1 << 30,
             checkpoint_completion_target: 0.9,
             checkpoint_timeout_secs: default_checkpoint_timeout(),
+            compression_methods: Vec::new(),
+            server_compression: default_compression(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub(super) async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs)
         rebuild_matviews: args.rebuild_matviews,
         backfill: backfill_shape(&args.tuning),
         engine: args.tuning.engine,
+        wal_compression: wal_compression(&args.tuning),
     };
     let plan = make_plan(&client, &file, options).await?;
     printer

@@ -124,6 +124,7 @@ pub(super) async fn apply_file(
             rebuild_matviews: args.rebuild_matviews,
             backfill: super::backfill_shape(&args.tuning),
             engine: args.tuning.engine,
+            wal_compression: super::wal_compression(&args.tuning),
         },
     )
     .await?;

@@ -17,7 +17,7 @@ use crate::cli::{
     ApplyArgs, AuditArgs, CheckArgs, Cli, Command, FinalizeArgs, GlobalArgs, LintArgs, NameArg,
     PlanArgs, RunArgs, StatusArgs, Tuning, WatchArgs, WorkloadArgs,
 };
-use crate::connection::Target;
+use crate::connection::{Target, WalCompression};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::execute::{LockPolicy, Runner};
@@ -143,6 +143,16 @@ fn backfill_shape(t: &Tuning) -> plan::BackfillShape {
     }
 }
 
+/// The least WAL while the commit probe paces the work; when it runs at
+/// full speed, the method that costs no time.
+fn wal_compression(t: &Tuning) -> WalCompression {
+    if t.max_commit_latency.active().is_some() {
+        WalCompression::Small
+    } else {
+        WalCompression::Fast
+    }
+}
+
 fn limits(t: &Tuning) -> Limits {
     Limits {
         max_connections: t.max_connections,
@@ -199,9 +209,9 @@ async fn runner(
     plan: Plan,
     tuning: &Tuning,
 ) -> Result<Runner> {
-    let target = primary(global)?;
-    let lifeline = target.connect("pgshift lifeline").await?;
     let limits = limits(tuning);
+    let target = primary(global)?.with_wal_compression(wal_compression(tuning));
+    let lifeline = target.connect("pgshift lifeline").await?;
     // Before anything changes: would our connections leave the application enough?
     guard::check_budget(&lifeline, &limits, i64::from(tuning.max_connections) - 1).await?;
     state::ensure_schema(&lifeline).await?;

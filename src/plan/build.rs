@@ -29,6 +29,8 @@ pub struct Options {
     pub backfill: BackfillShape,
     /// Which engine moves the rows.
     pub engine: super::EngineChoice,
+    /// What the sessions that run it compress the WAL with (for the estimate).
+    pub wal_compression: crate::connection::WalCompression,
 }
 
 pub fn build(
@@ -232,7 +234,7 @@ fn build_with(
         .iter()
         .filter_map(|p| catalog.table(p.oid).map(|t| (t, p)))
         .collect();
-    let wal = super::wal::estimate(&sized, &catalog.wal, engine);
+    let wal = super::wal::estimate(&sized, &catalog.wal, engine, options.wal_compression);
     warnings.extend(checkpoint_warning(&wal, &catalog.wal));
     warnings.extend(slot_warnings(&catalog.slots, &wal));
     Ok(Plan {
