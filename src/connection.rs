@@ -70,18 +70,25 @@ impl WalCompression {
         }
     }
 
-    /// Sets it where the server has a method and the user may set it.
+    /// Sets the first method of the preference the session may set
+    /// (SETTABLE_WAL_COMPRESSION); without one, the server's setting stays.
     fn sql(self) -> String {
-        let [first, second] = self.preference();
+        let [first, _] = self.preference();
         format!(
-            "SELECT set_config('wal_compression', \
-               CASE WHEN '{first}' = ANY (enumvals) THEN '{first}' ELSE '{second}' END, false) \
-             FROM pg_settings, pg_roles \
-             WHERE name = 'wal_compression' AND enumvals && ARRAY['{first}', '{second}'] \
-               AND rolname = current_user AND rolsuper"
+            "SELECT set_config('wal_compression', m, false) \
+             FROM ({SETTABLE_WAL_COMPRESSION}) settable(m) ORDER BY m = '{first}' DESC LIMIT 1"
         )
     }
 }
+
+/// The `wal_compression` methods pgshift may set for its sessions: the ones
+/// this server was built with, and only for a superuser (an ordinary role
+/// cannot set it). The session setup and the catalog's WAL estimate read
+/// the same query, so the plan counts what the sessions will do.
+pub(crate) const SETTABLE_WAL_COMPRESSION: &str =
+    "SELECT m FROM pg_settings, unnest(enumvals) m, pg_roles \
+     WHERE name = 'wal_compression' AND m IN ('lz4', 'zstd') \
+       AND rolname = current_user AND rolsuper";
 
 impl Target {
     /// Parses a libpq-style URL or key=value string. `what` names the flag in errors.

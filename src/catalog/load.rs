@@ -43,23 +43,19 @@ pub async fn resolve_table(client: &Client, table: &TableName) -> Result<u32> {
 /// Loads `roots`, every table that references them by foreign key
 /// (transitively), and the views that depend on their columns.
 pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int,
-                    current_setting('full_page_writes')::bool,
-                    pg_size_bytes(current_setting('max_wal_size')),
-                    current_setting('checkpoint_completion_target')::float8,
-                    (SELECT setting::int8 FROM pg_settings WHERE name = 'checkpoint_timeout'),
-                    coalesce((SELECT reset_val FROM pg_settings WHERE name = 'wal_compression'), 'off'),
-                    ARRAY(SELECT m FROM pg_settings, unnest(enumvals) m, pg_roles
-                          WHERE name = 'wal_compression' AND m IN ('lz4', 'zstd')
-                            AND rolname = current_user AND rolsuper)",
-            &[],
-        )
-        .await
-        .map_err(Error::db(
-            "could not read the server version and WAL settings",
-        ))?;
+    let settings = format!(
+        "SELECT current_setting('server_version_num')::int,
+                current_setting('full_page_writes')::bool,
+                pg_size_bytes(current_setting('max_wal_size')),
+                current_setting('checkpoint_completion_target')::float8,
+                (SELECT setting::int8 FROM pg_settings WHERE name = 'checkpoint_timeout'),
+                coalesce((SELECT reset_val FROM pg_settings WHERE name = 'wal_compression'), 'off'),
+                ARRAY({})",
+        crate::connection::SETTABLE_WAL_COMPRESSION
+    );
+    let row = client.query_one(&settings, &[]).await.map_err(Error::db(
+        "could not read the server version and WAL settings",
+    ))?;
     let server_version: i32 = row.get(0);
     let wal = WalSettings {
         full_page_writes: row.get(1),

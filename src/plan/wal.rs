@@ -90,8 +90,9 @@ pub fn estimate(
             // and its index builds log every index page whole: about the
             // tables' size, what the blocking rewrite writes.
             let total = table.total_bytes.max(0);
-            let indexes = whole(total - table.heap_bytes.clamp(0, total));
-            bytes += table.heap_bytes.clamp(0, total) + indexes;
+            let heap = table.heap_bytes.clamp(0, total);
+            let indexes = whole(total - heap);
+            bytes += heap + indexes;
             if settings.full_page_writes {
                 full_page_bytes += indexes;
             }
