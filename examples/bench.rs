@@ -343,6 +343,10 @@ struct Way {
     /// The cutover transaction until COMMIT was sent (the rest is mostly
     /// file unlinks that Postgres does after releasing the locks).
     cutover_statements_ms: Option<f64>,
+    /// Of the cutover transaction: until its LOCK returned.
+    cutover_lock_wait_ms: Option<f64>,
+    /// How long the cutover waited for calm commits before it locked.
+    calm_waited_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
     /// Worst application latency within a second of the cutover.
     cutover_stall_ms: Option<f64>,
@@ -614,6 +618,8 @@ async fn run_way(
         backfill_rows_per_s: from_log.backfill_rows_per_s,
         cutover_lock_ms: from_log.cutover_lock_ms,
         cutover_statements_ms: from_log.cutover_statements_ms,
+        cutover_lock_wait_ms: from_log.cutover_lock_wait_ms,
+        calm_waited_ms: from_log.calm_waited_ms,
         peak_rss_mb,
         cutover_stall_ms,
         cutover_overlap_ms,
@@ -704,6 +710,8 @@ struct FromEvents {
     backfill_rows_per_s: Option<f64>,
     cutover_lock_ms: Option<f64>,
     cutover_statements_ms: Option<f64>,
+    cutover_lock_wait_ms: Option<f64>,
+    calm_waited_ms: Option<f64>,
 }
 
 fn parse_events(events: &[serde_json::Value], rows: i64) -> FromEvents {
@@ -726,6 +734,11 @@ fn parse_events(events: &[serde_json::Value], rows: i64) -> FromEvents {
         backfill_rows_per_s,
         cutover_lock_ms: cutover.and_then(|e| e["lock_ms"].as_f64()),
         cutover_statements_ms: cutover.and_then(|e| e["statements_ms"].as_f64()),
+        cutover_lock_wait_ms: cutover.and_then(|e| e["lock_wait_ms"].as_f64()),
+        calm_waited_ms: events
+            .iter()
+            .find(|e| e["event"] == "calm")
+            .and_then(|e| e["waited_ms"].as_f64()),
     }
 }
 
@@ -967,8 +980,10 @@ async fn main() -> Result<(), Error> {
         }
         if let (Some(all), Some(before)) = (r.cutover_lock_ms, r.cutover_statements_ms) {
             println!(
-                "- {}: cutover transaction {all:.0} ms, of which {before:.0} ms before COMMIT; the transactions overlapping it waited at most {:.1} ms, those of the second after it at most {:.1} ms",
+                "- {}: cutover transaction {all:.0} ms, of which {before:.0} ms before COMMIT ({:.0} ms to get the locks, after waiting {:.0} ms for calm commits); the transactions overlapping it waited at most {:.1} ms, those of the second after it at most {:.1} ms",
                 r.way,
+                r.cutover_lock_wait_ms.unwrap_or(0.0),
+                r.calm_waited_ms.unwrap_or(0.0),
                 r.cutover_overlap_ms.unwrap_or(0.0),
                 r.after_cutover_ms.unwrap_or(0.0)
             );

@@ -237,6 +237,7 @@ impl Runner {
                 json!({"pid": b.pid, "age_seconds": b.age_seconds, "query": b.query}),
             );
         }
+        self.wait_for_calm_commits().await?;
         self.cancel_autovacuum(&self.worker, &tables).await;
         let started = Instant::now();
         match retry::transaction(
@@ -254,6 +255,7 @@ impl Runner {
                 self.events.emit(
                     "cutover",
                     json!({"lock_ms": held.total.as_millis() as u64,
+                           "lock_wait_ms": held.locked.as_millis() as u64,
                            "statements_ms": held.statements.as_millis() as u64,
                            "total_ms": started.elapsed().as_millis() as u64}),
                 );
@@ -282,6 +284,49 @@ impl Runner {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Waits, before the cutover takes its locks, until commits are fast
+    /// (guard::Calm), at most CALM_WAIT_MAX; then goes ahead either way.
+    /// Each probe is a flushing commit, so the WAL of the last replays is
+    /// on disk before the lock. Without a commit limit (full speed) one
+    /// flush. Says how long it waited in a `calm` event.
+    async fn wait_for_calm_commits(&self) -> Result<()> {
+        self.calibrate_commit_limit().await?;
+        let Some(&limit) = self.commit_limit.get() else {
+            guard::flush_wal(&self.lifeline).await?;
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut calm = guard::Calm::default();
+        let mut probes = 0u32;
+        let mut slowest = Duration::ZERO;
+        let calmed = loop {
+            let commit = guard::commit_latency(&self.lifeline).await?;
+            probes += 1;
+            slowest = slowest.max(commit);
+            if calm.observe(commit, limit) {
+                break true;
+            }
+            if started.elapsed() >= guard::CALM_WAIT_MAX {
+                break false;
+            }
+            tokio::time::sleep(guard::CALM_SPACING).await;
+        };
+        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        if !calmed {
+            tracing::warn!(
+                "commits stayed over {} ms for {} s before the cutover; cutting over anyway",
+                ms(limit),
+                guard::CALM_WAIT_MAX.as_secs()
+            );
+        }
+        self.events.emit(
+            "calm",
+            json!({"calm": calmed, "waited_ms": started.elapsed().as_millis() as u64,
+                   "probes": probes, "slowest_ms": ms(slowest), "limit_ms": ms(limit)}),
+        );
+        Ok(())
     }
 
     /// Called before every backfill batch: waits while the database needs

@@ -86,6 +86,9 @@ pub async fn ddl(
 /// application does not wait for.
 #[derive(Debug, Clone, Copy)]
 pub struct Held {
+    /// Until BEGIN and the first statement returned: for a transaction
+    /// that starts with its LOCK, the wait for the locks.
+    pub locked: Duration,
     pub statements: Duration,
     pub total: Duration,
 }
@@ -106,17 +109,20 @@ pub async fn transaction(
             client
                 .batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = {ms}"))
                 .await?;
+            let mut locked = None;
             for s in statements {
                 client.batch_execute(s).await?;
+                locked.get_or_insert_with(|| started.elapsed());
             }
             let statements = started.elapsed();
             client.batch_execute("COMMIT").await?;
-            Ok::<Duration, tokio_postgres::Error>(statements)
+            Ok::<_, tokio_postgres::Error>((locked.unwrap_or(statements), statements))
         }
         .await;
         match result {
-            Ok(statements) => {
+            Ok((locked, statements)) => {
                 return Ok(Held {
+                    locked,
                     statements,
                     total: started.elapsed(),
                 })

@@ -12,7 +12,9 @@ pub mod watch;
 
 pub use blockers::{cancel_autovacuum, long_transactions, BlockingSession};
 pub use budget::{check_budget, Headroom};
-pub use commit::{commit_latency, flush_wal, CommitLimit, CommitPacer};
+pub use commit::{
+    commit_latency, flush_wal, Calm, CommitLimit, CommitPacer, CALM_SPACING, CALM_WAIT_MAX,
+};
 pub use lag::replica_lag;
 pub use slots::slot_over;
 

@@ -572,6 +572,83 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cutover_locks_only_once_commits_are_fast_again() {
+    // commit_delay makes every flushing commit sleep 100 ms before its
+    // flush (with fsync on, and commit_siblings 0: whatever else runs).
+    let (cluster, client) = primary_with(ClusterOptions {
+        fsync: true,
+        extra_conf: vec!["commit_siblings = 0".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    incident::load(&client, 2_000).await.unwrap();
+    let url = cluster.url("app");
+    let (_dir, _path) = apply_to_ready(&url, "0030_calm", SCRIPTS_ID).await;
+    for sql in [
+        "ALTER SYSTEM SET commit_delay = 100000",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The disk calms down 1.5 s into the cutover's wait.
+    let calming = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for sql in ["ALTER SYSTEM RESET commit_delay", "SELECT pg_reload_conf()"] {
+            client.batch_execute(sql).await.unwrap();
+        }
+        client
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let run = pgshift(
+        &url,
+        &[
+            "cutover",
+            "0030_calm",
+            "--max-commit-latency",
+            "20ms",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let client = calming.await.unwrap();
+    let events = read_events(&events);
+    let calm = events
+        .iter()
+        .find(|e| e["event"] == "calm")
+        .expect("a calm event");
+    assert_eq!(calm["calm"], true, "{calm}");
+    assert!(calm["slowest_ms"].as_f64().unwrap() >= 90.0, "{calm}");
+    let waited = calm["waited_ms"].as_u64().unwrap();
+    assert!(
+        (1000..5000).contains(&waited),
+        "the cutover waited {waited} ms for calm commits: {calm}"
+    );
+    let cutover = events
+        .iter()
+        .position(|e| e["event"] == "cutover")
+        .expect("a cutover event");
+    assert!(
+        events.iter().position(|e| e["event"] == "calm").unwrap() < cutover,
+        "the wait comes before the lock"
+    );
+    let cutover = &events[cutover];
+    assert!(
+        cutover["lock_wait_ms"].as_u64().unwrap() <= cutover["statements_ms"].as_u64().unwrap(),
+        "{cutover}"
+    );
+    let id_type: String = client
+        .query_one("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id_type, "bigint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadlock_at_cutover_costs_pgshift_a_retry_and_never_the_application() {
     let (cluster, client) = incident_primary(2_000).await;
     let url = cluster.url("app");
