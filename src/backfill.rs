@@ -339,7 +339,7 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
     if parts.is_empty() {
         return Ok(());
     }
-    runner.calibrate_commit_limit().await?;
+    runner.calibrate_commit_limit(false).await?;
     let progress = Mutex::new(runner.printer.progress(
         &t.display(),
         total_rows.max(1) as u64,

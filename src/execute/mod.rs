@@ -292,7 +292,7 @@ impl Runner {
     /// on disk before the lock. Without a commit limit (full speed) one
     /// flush. Says how long it waited in a `calm` event.
     async fn wait_for_calm_commits(&self) -> Result<()> {
-        self.calibrate_commit_limit().await?;
+        self.calibrate_commit_limit(true).await?;
         let Some(&limit) = self.commit_limit.get() else {
             guard::flush_wal(&self.lifeline).await?;
             return Ok(());
@@ -393,7 +393,9 @@ impl Runner {
     /// Resolves `--max-commit-latency` before the first batch: a multiple
     /// of the baseline is measured now, while none of our batches runs
     /// (once per run; a resumed run measures again).
-    pub async fn calibrate_commit_limit(&self) -> Result<()> {
+    /// `for_cutover`: a run that starts at `ready` calibrates for the
+    /// cutover's wait alone, and says so.
+    pub async fn calibrate_commit_limit(&self, for_cutover: bool) -> Result<()> {
         let Some(limit) = self.limits.max_commit_latency else {
             return Ok(());
         };
@@ -402,12 +404,20 @@ impl Runner {
                 let (resolved, baseline) = limit.resolve(&self.lifeline).await?;
                 if let Some(baseline) = baseline {
                     let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
-                    self.printer.note(format!(
-                        "commit latency before the backfill: {} ms; the backfill slows down above {} ms \
-                         (`--max-commit-latency 0 --flush-wal-every 0`: full speed)",
-                        ms(baseline),
-                        ms(resolved)
-                    ));
+                    self.printer.note(if for_cutover {
+                        format!(
+                            "commit latency now: {} ms; the cutover locks once commits are under {} ms",
+                            ms(baseline),
+                            ms(resolved)
+                        )
+                    } else {
+                        format!(
+                            "commit latency before the backfill: {} ms; the backfill slows down above {} ms \
+                             (`--max-commit-latency 0 --flush-wal-every 0`: full speed)",
+                            ms(baseline),
+                            ms(resolved)
+                        )
+                    });
                     self.events.emit(
                         "commit_baseline",
                         json!({"baseline_ms": ms(baseline), "limit_ms": ms(resolved)}),

@@ -548,6 +548,14 @@ async fn autovacuum_on_a_table_is_cancelled_before_the_cutover_asks_for_its_lock
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // A cutover on its own measures the commit latency for its wait alone.
+    assert!(
+        run.stderr
+            .contains("the cutover locks once commits are under")
+            && !run.stderr.contains("before the backfill"),
+        "{}",
+        run.stderr
+    );
     let events = read_events(&events);
     assert!(
         events.iter().any(|e| e["event"] == "autovacuum_cancelled"),
