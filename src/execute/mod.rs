@@ -313,7 +313,7 @@ impl Runner {
             }
             tokio::time::sleep(guard::CALM_SPACING).await;
         };
-        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        let ms = tenths_of_ms;
         if !calmed {
             tracing::warn!(
                 "commits stayed over {} ms for {} s before the cutover; cutting over anyway",
@@ -403,7 +403,7 @@ impl Runner {
             .get_or_try_init(|| async {
                 let (resolved, baseline) = limit.resolve(&self.lifeline).await?;
                 if let Some(baseline) = baseline {
-                    let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+                    let ms = tenths_of_ms;
                     self.printer.note(if for_cutover {
                         format!(
                             "commit latency now: {} ms; the cutover locks once commits are under {} ms",
@@ -477,7 +477,7 @@ impl Runner {
     /// WAL flush) that took `took` cut the duty cycle to `duty`: a log line
     /// and a `backing_off` event with `{what}_ms`.
     fn backed_off(&self, what: &str, took: Duration, duty: f64) {
-        let ms = (took.as_secs_f64() * 1e4).round() / 10.0;
+        let ms = tenths_of_ms(took);
         tracing::info!(
             "a {what} took {ms:.1} ms: backfill duty cycle {:.0}%",
             duty * 100.0
@@ -916,4 +916,9 @@ impl Runner {
     pub async fn record_error(&self, error: &Error) {
         state::record_error(&self.lifeline, self.name(), &error.to_string()).await;
     }
+}
+
+/// Milliseconds to a tenth, as the events and notes give them.
+fn tenths_of_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
 }

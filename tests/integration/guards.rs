@@ -648,11 +648,11 @@ async fn the_cutover_locks_only_once_commits_are_fast_again() {
         cutover["lock_wait_ms"].as_u64().unwrap() <= cutover["statements_ms"].as_u64().unwrap(),
         "{cutover}"
     );
-    let id_type: String = client
-        .query_one("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id_type: String = one(
+        &client,
+        "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'",
+    )
+    .await;
     assert_eq!(id_type, "bigint");
 }
 
