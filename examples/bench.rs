@@ -29,12 +29,16 @@ use tokio_postgres::{Client, NoTls};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const WAYS: [&str; 5] = [
+const WAYS: [&str; 7] = [
     "blocking",
     "pgshift-default",
     "pgshift-unthrottled",
     "copy-default",
     "copy-unthrottled",
+    // The defaults plus `--alt-args`: a trade-off measured against the
+    // defaults in the same run (not run unless `--ways` names them).
+    "pgshift-alt",
+    "copy-alt",
 ];
 
 struct Args {
@@ -46,6 +50,8 @@ struct Args {
     ways: Vec<String>,
     /// Extra `pgshift apply` flags for the default way, to measure a trade-off.
     default_args: Vec<String>,
+    /// `apply` flags of the `-alt` ways.
+    alt_args: Vec<String>,
     /// Extra postgresql.conf lines for the primary (and its replica), e.g.
     /// `max_wal_size = '8GB'`: the same server for every way of the run.
     server_conf: Vec<String>,
@@ -74,8 +80,9 @@ fn args() -> Result<Args, Error> {
         reps: 1,
         rate: 200,
         clients: 4,
-        ways: WAYS.iter().map(|w| w.to_string()).collect(),
+        ways: WAYS[..5].iter().map(|w| w.to_string()).collect(),
         default_args: Vec::new(),
+        alt_args: Vec::new(),
         server_conf: Vec::new(),
         baseline_secs: 30,
     };
@@ -96,11 +103,12 @@ fn args() -> Result<Args, Error> {
             "--default-args" => {
                 a.default_args = value.split_whitespace().map(str::to_string).collect()
             }
+            "--alt-args" => a.alt_args = value.split_whitespace().map(str::to_string).collect(),
             "--server-conf" => a.server_conf.push(value),
             "--baseline-secs" => a.baseline_secs = value.parse()?,
             other => {
                 return Err(format!(
-                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args, --server-conf, --baseline-secs)"
+                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args, --alt-args, --server-conf, --baseline-secs)"
             )
                 .into())
             }
@@ -285,6 +293,19 @@ async fn update_counts(client: &Client) -> Result<(i64, i64), Error> {
     Ok((r.get(0), r.get(1)))
 }
 
+/// Buffers written out so far: by checkpoints, by the background writer,
+/// and by backends evicting a dirty page themselves (the writes that no
+/// `*_flush_after` paces, left in the kernel's page cache).
+async fn buffer_writes(client: &Client) -> Result<[i64; 3], Error> {
+    let r = client
+        .query_one(
+            "SELECT buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter",
+            &[],
+        )
+        .await?;
+    Ok([r.get(0), r.get(1), r.get(2)])
+}
+
 /// The database's size on disk, in MB.
 async fn database_size_mb(client: &Client) -> Result<f64, Error> {
     let bytes: i64 = client
@@ -363,6 +384,9 @@ struct Way {
     /// how many were over the goal (3× the baseline p99): which part of
     /// the migration sets the tail.
     tail: Vec<serde_json::Value>,
+    /// MB of buffers written during the way by checkpoints, the background
+    /// writer and backends (the application's and pgshift's).
+    buffers_written_mb: [f64; 3],
     /// Share of updates to `scripts` that were HOT (no index maintenance).
     hot_update_pct: Option<f64>,
     /// Lock time of `pgshift rollback` right after the cutover.
@@ -391,6 +415,7 @@ async fn run_way(
     let wal0 = wal_lsn(&admin).await?;
     let size0 = database_size_mb(&admin).await?;
     let upd0 = update_counts(&admin).await?;
+    let written0 = buffer_writes(&admin).await?;
     let started = Instant::now();
     let mut from_log = FromEvents::default();
     let mut peak_rss_mb = None;
@@ -425,6 +450,9 @@ async fn run_way(
         ]);
         if way.ends_with("-default") {
             cmd.args(&args.default_args);
+        }
+        if way.ends_with("-alt") {
+            cmd.args(&args.alt_args);
         }
         if way.ends_with("-unthrottled") {
             // Two backfill workers (plus the lifeline), batches sized for throughput.
@@ -480,6 +508,8 @@ async fn run_way(
     let database_mb = [size0, database_size_mb(&admin).await?];
     tokio::time::sleep(Duration::from_millis(600)).await; // stats are flushed at most every 500 ms
     let upd1 = update_counts(&admin).await?;
+    let written1 = buffer_writes(&admin).await?;
+    let buffers_written_mb = [0, 1, 2].map(|i| (written1[i] - written0[i]) as f64 * 8192.0 / 1e6);
     let hot_update_pct =
         (upd1.0 > upd0.0).then(|| 100.0 * (upd1.1 - upd0.1) as f64 / (upd1.0 - upd0.0) as f64);
     let mut rollback_lock_ms = None;
@@ -628,6 +658,7 @@ async fn run_way(
         slowest,
         tail,
         hot_update_pct,
+        buffers_written_mb,
         rollback_lock_ms,
     })
 }
@@ -891,12 +922,17 @@ async fn main() -> Result<(), Error> {
     let base_writes = median(bases.iter().map(|b| b.pct_of(true, 0.99)).collect());
     // A table is only comparable with one from the same server settings.
     println!(
-        "Server (primary and replica): fsync on, {}. pgshift-default flags: {}.\n",
+        "Server (primary and replica): fsync on, {}. pgshift-default flags: {}; -alt flags: {}.\n",
         server_conf(&args).join(", "),
         if args.default_args.is_empty() {
             "none".to_string()
         } else {
             args.default_args.join(" ")
+        },
+        if args.alt_args.is_empty() {
+            "none".to_string()
+        } else {
+            args.alt_args.join(" ")
         }
     );
     println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration (median of one {} s window per repetition): p50 {:.2} ms, p99 {:.2} ms (reads {:.2}, writes {:.2}), max {:.1} ms.\n",
@@ -959,14 +995,17 @@ async fn main() -> Result<(), Error> {
             .filter_map(|r| r.finalized_mb)
             .collect();
         println!(
-            "- {way}: database {:.0} MB before, {:.0} MB after{}",
+            "- {way}: database {:.0} MB before, {:.0} MB after{}; buffers written by checkpoints {:.0} MB, the background writer {:.0} MB, backends {:.0} MB",
             med(way, &|r| r.database_mb[0]),
             med(way, &|r| r.database_mb[1]),
             if finalized.is_empty() {
                 String::new()
             } else {
                 format!(", {:.0} MB after finalize", median(finalized))
-            }
+            },
+            med(way, &|r| r.buffers_written_mb[0]),
+            med(way, &|r| r.buffers_written_mb[1]),
+            med(way, &|r| r.buffers_written_mb[2]),
         );
     }
     println!(
@@ -1007,6 +1046,7 @@ async fn main() -> Result<(), Error> {
     }
     let json = json!({"rows": args.rows, "reps": args.reps, "rate": args.rate,
         "server_conf": server_conf(&args), "default_args": args.default_args,
+        "alt_args": args.alt_args,
         "baseline": {"p50_ms": base_p50, "p99_ms": base_p99, "max_ms": base_max,
                      "read_p99_ms": base_reads, "write_p99_ms": base_writes,
                      "p99_ms_each": bases.iter().map(|b| b.pct(0.99)).collect::<Vec<_>>()},
