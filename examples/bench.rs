@@ -80,7 +80,11 @@ fn args() -> Result<Args, Error> {
         reps: 1,
         rate: 200,
         clients: 4,
-        ways: WAYS[..5].iter().map(|w| w.to_string()).collect(),
+        ways: WAYS
+            .iter()
+            .filter(|w| !w.ends_with("-alt"))
+            .map(|w| w.to_string())
+            .collect(),
         default_args: Vec::new(),
         alt_args: Vec::new(),
         server_conf: Vec::new(),
@@ -100,10 +104,8 @@ fn args() -> Result<Args, Error> {
                     return Err(format!("unknown way {w} (one of {})", WAYS.join(", ")).into());
                 }
             }
-            "--default-args" => {
-                a.default_args = value.split_whitespace().map(str::to_string).collect()
-            }
-            "--alt-args" => a.alt_args = value.split_whitespace().map(str::to_string).collect(),
+            "--default-args" => a.default_args = words(&value),
+            "--alt-args" => a.alt_args = words(&value),
             "--server-conf" => a.server_conf.push(value),
             "--baseline-secs" => a.baseline_secs = value.parse()?,
             other => {
@@ -115,6 +117,20 @@ fn args() -> Result<Args, Error> {
         }
     }
     Ok(a)
+}
+
+/// A flags argument split into the words `apply` gets.
+fn words(flags: &str) -> Vec<String> {
+    flags.split_whitespace().map(str::to_string).collect()
+}
+
+/// Flags as the report shows them.
+fn shown(flags: &[String]) -> String {
+    if flags.is_empty() {
+        "none".to_string()
+    } else {
+        flags.join(" ")
+    }
 }
 
 async fn connect(url: &str) -> Result<Client, Error> {
@@ -924,16 +940,8 @@ async fn main() -> Result<(), Error> {
     println!(
         "Server (primary and replica): fsync on, {}. pgshift-default flags: {}; -alt flags: {}.\n",
         server_conf(&args).join(", "),
-        if args.default_args.is_empty() {
-            "none".to_string()
-        } else {
-            args.default_args.join(" ")
-        },
-        if args.alt_args.is_empty() {
-            "none".to_string()
-        } else {
-            args.alt_args.join(" ")
-        }
+        shown(&args.default_args),
+        shown(&args.alt_args)
     );
     println!("Load: {} tx/s on {} clients (reads by id through the table and the view, updates, inserts). Baseline without migration (median of one {} s window per repetition): p50 {:.2} ms, p99 {:.2} ms (reads {:.2}, writes {:.2}), max {:.1} ms.\n",
         args.rate, args.clients, args.baseline_secs, base_p50, base_p99, base_reads, base_writes, base_max);
