@@ -26,9 +26,16 @@ use crate::plan::{BackfillShape, TablePlan};
 pub struct Settings {
     /// A fixed batch size; None sizes batches to hold `target`.
     pub fixed_batch: Option<i64>,
-    /// How long one batch should take: it holds row locks on its rows, so
-    /// this is about the longest an application update waits for it.
+    /// How long one batch of the update engine should take: it holds row
+    /// locks on its rows, so this is about the longest an application update
+    /// waits for it.
     pub target: Duration,
+    /// The same for the copy engine, whose batches lock no application row:
+    /// shorter, because a batch's WAL reaches the disk faster than the
+    /// server's writeback drains it, and the application's commits queue
+    /// behind that backlog (measured: p99 2.55-2.84x the baseline at 20 ms
+    /// against 2.98-4.25x at 100 ms, for 18% more wall time).
+    pub copy_target: Duration,
     pub min_batch: i64,
     pub max_batch: i64,
     /// Key ranges of at least this many rows go in two passes (see [`Pass`]); 0: never.
@@ -38,7 +45,21 @@ pub struct Settings {
     pub max_wal_per_second: Option<u64>,
 }
 
+/// The default `target` of each engine.
+pub const UPDATE_TARGET: Duration = Duration::from_millis(100);
+pub const COPY_TARGET: Duration = Duration::from_millis(20);
+
 impl Settings {
+    /// The settings a worker of this engine runs with: the copy engine's
+    /// target in place of the update engine's.
+    pub fn for_engine(&self, copy: bool) -> Settings {
+        let target = if copy { self.copy_target } else { self.target };
+        Settings {
+            target,
+            ..self.clone()
+        }
+    }
+
     fn first_batch(&self) -> i64 {
         self.fixed_batch.unwrap_or(1000).clamp(1, i64::MAX)
     }
@@ -492,7 +513,7 @@ async fn run_part(
     progress: &Mutex<Progress>,
 ) -> Result<()> {
     let migration = runner.name();
-    let settings = &runner.backfill;
+    let settings = &runner.backfill.for_engine(copy.is_some());
     let mut lower = part.cursor.clone();
     let mut pass = part.pass;
     let mut batch = settings.first_batch();
@@ -698,7 +719,8 @@ mod tests {
     fn adaptive() -> Settings {
         Settings {
             fixed_batch: None,
-            target: Duration::from_millis(100),
+            target: UPDATE_TARGET,
+            copy_target: COPY_TARGET,
             min_batch: 100,
             max_batch: 50_000,
             two_pass_above: 3_000_000,
@@ -770,6 +792,31 @@ mod tests {
         assert_eq!(
             adaptive().wal_rest(8_000_000, Duration::ZERO),
             Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn each_engine_steers_toward_its_own_target() {
+        let s = adaptive();
+        // 1000 rows in 40 ms: short of the update engine's 100 ms, past the copy's 20 ms.
+        let took = Duration::from_millis(40);
+        assert_eq!(s.for_engine(false).next_batch(1000, took), 2000);
+        assert_eq!(s.for_engine(true).next_batch(1000, took), 500);
+        assert_eq!(s.for_engine(true).target, COPY_TARGET);
+        assert_eq!(s.for_engine(false).target, UPDATE_TARGET);
+        // The timeout follows the engine's target, never under two seconds.
+        let long = Settings {
+            target: Duration::from_secs(1),
+            copy_target: Duration::from_millis(500),
+            ..adaptive()
+        };
+        assert_eq!(
+            long.for_engine(false).statement_timeout(),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            long.for_engine(true).statement_timeout(),
+            Duration::from_secs(25)
         );
     }
 

@@ -138,10 +138,12 @@ pub struct Tuning {
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub batch_size: Option<i64>,
 
-    /// Adaptive batches aim at this duration: a batch holds row locks on its
-    /// rows, so the application's worst wait is about one batch.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
-    pub batch_target: Duration,
+    /// Adaptive batches aim at this duration [default: 100ms for the update
+    /// engine, whose batch holds row locks on its rows, so the application's
+    /// worst wait is about one batch; 20ms for the copy engine, whose WAL
+    /// backlog from longer batches slows the application's commits].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub batch_target: Option<Duration>,
 
     /// Smallest adaptive batch.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]

@@ -126,7 +126,8 @@ fn lock_policy(t: &Tuning) -> LockPolicy {
 fn backfill_settings(t: &Tuning) -> backfill::Settings {
     backfill::Settings {
         fixed_batch: t.batch_size,
-        target: t.batch_target,
+        target: t.batch_target.unwrap_or(backfill::UPDATE_TARGET),
+        copy_target: t.batch_target.unwrap_or(backfill::COPY_TARGET),
         min_batch: t.min_batch,
         max_batch: t.max_batch,
         two_pass_above: t.two_pass_above,
@@ -265,4 +266,29 @@ async fn steer_running(
     }
     state::request(client, name, pause, request).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn tuning(args: &[&str]) -> Tuning {
+        let argv = ["pgshift", "apply", "m.sql"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Apply(a) => a.tuning,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_engine_has_its_default_batch_target_and_the_flag_sets_both() {
+        let defaults = backfill_settings(&tuning(&[]));
+        assert_eq!(defaults.target, backfill::UPDATE_TARGET);
+        assert_eq!(defaults.copy_target, backfill::COPY_TARGET);
+        let set = backfill_settings(&tuning(&["--batch-target", "50ms"]));
+        assert_eq!(set.target, Duration::from_millis(50));
+        assert_eq!(set.copy_target, Duration::from_millis(50));
+    }
 }
