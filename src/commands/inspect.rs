@@ -24,6 +24,7 @@ pub(super) async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs)
         backfill: backfill_shape(&args.tuning),
         engine: args.tuning.engine,
         wal_compression: wal_compression(&args.tuning),
+        pace: pace(&args.tuning),
     };
     let plan = make_plan(&client, &file, options).await?;
     printer

@@ -125,6 +125,7 @@ pub(super) async fn apply_file(
             backfill: super::backfill_shape(&args.tuning),
             engine: args.tuning.engine,
             wal_compression: super::wal_compression(&args.tuning),
+            pace: super::pace(&args.tuning),
         },
     )
     .await?;

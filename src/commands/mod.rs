@@ -154,6 +154,14 @@ fn wal_compression(t: &Tuning) -> WalCompression {
     }
 }
 
+/// How fast the backfill is asked to go, for the plan's time estimate.
+fn pace(t: &Tuning) -> plan::Pace {
+    plan::Pace {
+        paced: t.max_commit_latency.active().is_some(),
+        max_rows_per_second: t.max_rows_per_second,
+    }
+}
+
 fn limits(t: &Tuning) -> Limits {
     Limits {
         max_connections: t.max_connections,

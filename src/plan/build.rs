@@ -31,6 +31,8 @@ pub struct Options {
     pub engine: super::EngineChoice,
     /// What the sessions that run it compress the WAL with (for the estimate).
     pub wal_compression: crate::connection::WalCompression,
+    /// How fast the backfill is asked to go (for the time estimate).
+    pub pace: super::Pace,
 }
 
 pub fn build(
@@ -234,7 +236,13 @@ fn build_with(
         .iter()
         .filter_map(|p| catalog.table(p.oid).map(|t| (t, p)))
         .collect();
-    let wal = super::wal::estimate(&sized, &catalog.wal, engine, options.wal_compression);
+    let wal = super::wal::estimate(
+        &sized,
+        &catalog.wal,
+        engine,
+        options.wal_compression,
+        options.pace,
+    );
     warnings.extend(checkpoint_warning(&wal, &catalog.wal));
     warnings.extend(slot_warnings(&catalog.slots, &wal));
     Ok(Plan {
@@ -248,6 +256,7 @@ fn build_with(
         warnings,
         blockers,
         engine,
+        pace: options.pace,
         copy,
     })
 }

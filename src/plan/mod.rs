@@ -19,28 +19,49 @@ use serde::{Deserialize, Serialize};
 pub use build::{build, Options, Request};
 pub use copy::{Engine, EngineChoice};
 
-/// Backfill speed assumed for estimates (rows/s): the slowest median of the
-/// benchmark with default settings under load on the 2-core reference
-/// machine (10M rows); see the README.
-pub const ESTIMATED_ROWS_PER_SEC: f64 = 150_000.0;
+/// Backfill speeds assumed for estimates (rows/s), from the benchmark on
+/// the 2-core reference machine (see docs/benchmarks.md). At full speed:
+/// the slowest medians (update engine 185k-314k rows/s, copy engine
+/// 785k-1.14M unthrottled, both rounded down). Paced by the commit probe
+/// (the defaults), the speed is the disk's: these are the slowest seen on
+/// the bench's virtual disk at 1M-10M rows (copy 28k-70k rows/s, update
+/// 6k-11k); a faster disk goes faster.
+const FULL_SPEED_UPDATE_ROWS_PER_SEC: f64 = 150_000.0;
+const FULL_SPEED_COPY_ROWS_PER_SEC: f64 = 500_000.0;
+const PACED_UPDATE_ROWS_PER_SEC: f64 = 6_000.0;
+const PACED_COPY_ROWS_PER_SEC: f64 = 28_000.0;
 
-/// The copy engine's speed assumed for estimates (rows/s): its slowest
-/// median with default settings under load in the benchmark (see the README).
-pub const ESTIMATED_COPY_ROWS_PER_SEC: f64 = 500_000.0;
-
-impl Engine {
-    /// The backfill speed estimates assume.
-    pub fn estimated_rows_per_sec(self) -> f64 {
-        match self {
-            Engine::Update => ESTIMATED_ROWS_PER_SEC,
-            Engine::Copy => ESTIMATED_COPY_ROWS_PER_SEC,
-        }
-    }
+/// How fast the backfill is asked to go: what its time estimate assumes
+/// (and through it the checkpoints `checkpoint_timeout` starts meanwhile).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pace {
+    /// The commit probe paces the backfill (`--max-commit-latency`, on by
+    /// default): it goes as fast as the disk keeps commits quick.
+    pub paced: bool,
+    /// `--max-rows-per-second`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_second: Option<u64>,
 }
 
-/// Seconds the backfill of `rows` rows is estimated to take.
-pub fn estimated_backfill_secs(rows: i64, engine: Engine) -> f64 {
-    rows.max(0) as f64 / engine.estimated_rows_per_sec()
+impl Pace {
+    /// The backfill speed the estimates assume for `engine` (rows/s).
+    pub fn rows_per_sec(self, engine: Engine) -> f64 {
+        let speed = match (engine, self.paced) {
+            (Engine::Update, false) => FULL_SPEED_UPDATE_ROWS_PER_SEC,
+            (Engine::Update, true) => PACED_UPDATE_ROWS_PER_SEC,
+            (Engine::Copy, false) => FULL_SPEED_COPY_ROWS_PER_SEC,
+            (Engine::Copy, true) => PACED_COPY_ROWS_PER_SEC,
+        };
+        match self.max_rows_per_second {
+            Some(cap) if cap > 0 => speed.min(cap as f64),
+            _ => speed,
+        }
+    }
+
+    /// Seconds the backfill of `rows` rows is estimated to take.
+    pub fn backfill_secs(self, rows: i64, engine: Engine) -> f64 {
+        rows.max(0) as f64 / self.rows_per_sec(engine)
+    }
 }
 
 /// Rows per worker's key range from which the backfill goes in two passes
@@ -118,6 +139,10 @@ pub struct Plan {
     /// How the rows move: shadow columns (`update`) or a copy of each table (`copy`).
     #[serde(default)]
     pub engine: Engine,
+    /// How fast the backfill was asked to go, for its time estimate (plans
+    /// stored before it estimate full speed).
+    #[serde(default)]
+    pub pace: Pace,
     /// The copy engine's tables, foreign keys and names (`engine` = copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<copy::CopyPlan>,
@@ -130,6 +155,16 @@ impl Plan {
 
     pub fn estimated_rows(&self) -> i64 {
         self.tables.iter().map(|t| t.estimated_rows).sum()
+    }
+
+    /// The backfill speed the estimates assume (rows/s).
+    pub fn estimated_rows_per_sec(&self) -> f64 {
+        self.pace.rows_per_sec(self.engine)
+    }
+
+    /// Seconds the backfill is estimated to take.
+    pub fn estimated_backfill_secs(&self) -> f64 {
+        self.pace.backfill_secs(self.estimated_rows(), self.engine)
     }
 }
 

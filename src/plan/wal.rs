@@ -78,6 +78,7 @@ pub fn estimate(
     settings: &WalSettings,
     engine: super::Engine,
     compression: crate::connection::WalCompression,
+    pace: super::Pace,
 ) -> WalEstimate {
     let share = compressed_share(settings.compression(compression));
     let whole = |bytes: i64| (bytes as f64 * share).round() as i64;
@@ -133,7 +134,7 @@ pub fn estimate(
         0
     };
     let rows: i64 = tables.iter().map(|(t, _)| t.estimated_rows.max(0)).sum();
-    let seconds = super::estimated_backfill_secs(rows, engine);
+    let seconds = pace.backfill_secs(rows, engine);
     let timed_checkpoints = if settings.checkpoint_timeout_secs > 0 {
         (seconds / settings.checkpoint_timeout_secs as f64).floor() as i64
     } else {
@@ -456,7 +457,7 @@ mod tests {
             plan(&c, &[(1, "id")])
         };
         let p = every(10);
-        let seconds = p.estimated_rows() as f64 / crate::plan::ESTIMATED_ROWS_PER_SEC;
+        let seconds = p.estimated_backfill_secs();
         assert!(seconds >= 10.0, "{seconds} s");
         assert_eq!(p.wal.timed_checkpoints, (seconds / 10.0) as i64);
         assert_eq!(every(300).wal.timed_checkpoints, 0);
@@ -465,5 +466,62 @@ mod tests {
             0,
             "a zero timeout is not a division"
         );
+    }
+
+    #[test]
+    fn a_paced_backfill_is_estimated_slower_and_meets_more_timed_checkpoints() {
+        use crate::plan::{EngineChoice, Pace};
+        let mut catalog = incident();
+        for t in &mut catalog.tables {
+            t.estimated_rows = 3_000_000;
+        }
+        catalog.wal.checkpoint_timeout_secs = 60;
+        let requests = [crate::plan::Request {
+            table: 1,
+            column: "id".into(),
+        }];
+        let with = |engine, pace| {
+            let options = crate::plan::Options {
+                engine,
+                pace,
+                ..Default::default()
+            };
+            crate::plan::build("m", "abc", &requests, &catalog, options).unwrap()
+        };
+        for engine in [EngineChoice::Update, EngineChoice::Copy] {
+            let full = with(engine, Pace::default());
+            let paced = with(
+                engine,
+                Pace {
+                    paced: true,
+                    max_rows_per_second: None,
+                },
+            );
+            assert_eq!(
+                paced.pace,
+                Pace {
+                    paced: true,
+                    max_rows_per_second: None
+                }
+            );
+            assert!(
+                paced.estimated_backfill_secs() > 5.0 * full.estimated_backfill_secs(),
+                "{engine:?}: paced {} s, full speed {} s",
+                paced.estimated_backfill_secs(),
+                full.estimated_backfill_secs()
+            );
+            assert!(paced.wal.timed_checkpoints > full.wal.timed_checkpoints);
+            // A cap below the assumed speed is the speed.
+            let capped = with(
+                engine,
+                Pace {
+                    paced: true,
+                    max_rows_per_second: Some(1_000),
+                },
+            );
+            assert_eq!(capped.estimated_rows_per_sec(), 1_000.0);
+            // The estimates are the same whatever bytes the WAL estimate saw.
+            assert_eq!(paced.wal.bytes, full.wal.bytes);
+        }
     }
 }

@@ -26,7 +26,24 @@ impl PlanReport {
     }
 
     fn estimate_secs(&self) -> f64 {
-        crate::plan::estimated_backfill_secs(self.plan.estimated_rows(), self.plan.engine)
+        self.plan.estimated_backfill_secs()
+    }
+
+    /// What the estimated speed rests on, when it is not full speed.
+    fn pace_note(&self) -> &'static str {
+        let pace = self.plan.pace;
+        let full = crate::plan::Pace {
+            max_rows_per_second: None,
+            ..pace
+        };
+        if full.rows_per_sec(self.plan.engine) > self.plan.estimated_rows_per_sec() {
+            " (--max-rows-per-second)"
+        } else if pace.paced {
+            " (paced by --max-commit-latency: the speed of a slow disk; \
+             `--max-commit-latency 0 --flush-wal-every 0` runs at full speed)"
+        } else {
+            ""
+        }
     }
 
     /// What the WAL volume means for replicas, the archive and checkpoints.
@@ -119,10 +136,11 @@ impl Report for PlanReport {
         }
         writeln!(
             w,
-            "Backfill: ~{} rows, about {:.0} s at {:.0} rows/s",
+            "Backfill: ~{} rows, about {:.0} s at {:.0} rows/s{}",
             p.estimated_rows(),
             self.estimate_secs().ceil(),
-            p.engine.estimated_rows_per_sec()
+            p.estimated_rows_per_sec(),
+            self.pace_note()
         )?;
         writeln!(w, "WAL: {}", self.wal_line())?;
         writeln!(w)?;
@@ -232,6 +250,8 @@ impl Report for PlanReport {
             })).collect::<Vec<_>>(),
             "views": p.views.iter().map(|v| format!("{}.{}", v.schema, v.name)).collect::<Vec<_>>(),
             "estimated_backfill_seconds": self.estimate_secs().ceil(),
+            "estimated_backfill_rows_per_second": p.estimated_rows_per_sec(),
+            "backfill_paced": p.pace.paced,
             "estimated_wal_bytes": p.wal.bytes,
             "estimated_full_page_bytes": p.wal.full_page_bytes,
             "estimated_checkpoints": p.wal.checkpoints,

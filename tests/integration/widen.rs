@@ -218,6 +218,34 @@ async fn identity_keys_referenced_by_two_tables_keep_identity_and_both_foreign_k
             && s["sql"].is_string()
             && s["lock"].is_string()
             && s["blocking"].is_boolean()));
+    // The time estimate follows apply's pacing flags: the defaults pace the
+    // backfill by commit latency, which is far slower than full speed.
+    assert_eq!(json["backfill_paced"], true);
+    let speed =
+        |json: &serde_json::Value| json["estimated_backfill_rows_per_second"].as_f64().unwrap();
+    let full = pgshift(
+        &url,
+        &[
+            "--format",
+            "json",
+            "plan",
+            &path,
+            "--max-commit-latency",
+            "0",
+        ],
+    )
+    .await;
+    let full: serde_json::Value = serde_json::from_str(&full.stdout).expect(&full.stderr);
+    assert_eq!(full["backfill_paced"], false);
+    assert!(speed(&full) > 5.0 * speed(&json), "{full} {json}");
+    let capped = pgshift(&url, &["plan", &path, "--max-rows-per-second", "900"]).await;
+    assert!(
+        capped
+            .stdout
+            .contains("at 900 rows/s (--max-rows-per-second)"),
+        "{}",
+        capped.stdout
+    );
 
     let run = pgshift(&url, &["apply", &path]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
