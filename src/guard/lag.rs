@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 /// slow one costs is the WAL its slot retains, which the slot guard
 /// watches in bytes.
 ///
+/// A logical walsender is told apart by the database it is connected to
+/// (a physical one has none): a subscription's table-sync worker drops its
+/// slot before its walsender goes, and in between only that shows it.
+///
 /// A standby that has not replayed any transaction since it started has no
 /// replay timestamp; with WAL pending, its start time bounds the lag.
 pub async fn replica_lag(primary: &Client, replica: Option<&Client>) -> Result<f64> {
@@ -29,6 +33,8 @@ pub async fn replica_lag(primary: &Client, replica: Option<&Client>) -> Result<f
             primary,
             "SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication r
              WHERE replay_lsn IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                               WHERE a.pid = r.pid AND a.datid IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM pg_replication_slots s
                                WHERE s.active_pid = r.pid AND s.slot_type = 'logical')",
         ),
