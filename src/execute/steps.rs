@@ -1,0 +1,289 @@
+//! Running a phase's steps: one at a time on the worker, or a table per
+//! connection (lanes), each under the lock policy, with the steps that need
+//! more than one statement (concurrent builds, replays, verification).
+
+use super::*;
+
+impl Runner {
+    pub(super) async fn run_steps(&self, steps: &[Step]) -> Result<()> {
+        let mut i = 0;
+        while i < steps.len() {
+            self.check_interrupt()?;
+            // A run of steps that each touch one table: tables in parallel.
+            let run = steps[i..].iter().take_while(|s| s.lane.is_some()).count();
+            if self.workers > 1 && run > 1 {
+                self.run_lanes(&steps[i..i + run]).await?;
+                i += run;
+                continue;
+            }
+            let step = &steps[i];
+            tracing::info!("{}", step.description);
+            tracing::debug!("{}", step.sql);
+            self.run_step(&self.worker, step).await?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs per-table steps with one connection per table (up to the pool's
+    /// size); each table's steps keep their order. Connections take the next
+    /// table from a queue, largest first, so one big table does not end up
+    /// behind smaller ones on the same connection.
+    pub(super) async fn run_lanes(&self, steps: &[Step]) -> Result<()> {
+        let mut lanes: Vec<(u32, Vec<&Step>)> = Vec::new();
+        for s in steps {
+            let lane = s.lane.expect("only lane steps here");
+            match lanes.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, v)) => v.push(s),
+                None => lanes.push((lane, vec![s])),
+            }
+        }
+        let size = |oid: u32| self.plan.table(oid).map_or(0, |t| t.estimated_rows);
+        lanes.sort_by_key(|(oid, _)| std::cmp::Reverse(size(*oid)));
+        let connections = lanes.len().min(self.workers);
+        let queue = std::sync::Mutex::new(
+            lanes
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let mut extra = Vec::new();
+        for _ in 1..connections {
+            extra.push(self.extra_worker().await?);
+        }
+        let work = (0..connections).map(|c| {
+            let client: &Client = if c == 0 { &self.worker } else { &extra[c - 1] };
+            let queue = &queue;
+            async move {
+                loop {
+                    let Some(lane) = queue.lock().expect("lane queue").next() else {
+                        return Ok::<(), Error>(());
+                    };
+                    for step in lane {
+                        self.check_interrupt()?;
+                        tracing::info!("{}", step.description);
+                        self.run_step(client, step).await?;
+                    }
+                }
+            }
+        });
+        futures_util::future::try_join_all(work).await.map(|_| ())
+    }
+
+    /// Cancels autovacuum on `tables` before we ask for a strong lock, asking
+    /// on `client` (the connection about to ask for the lock).
+    pub(super) async fn cancel_autovacuum(&self, client: &Client, tables: &[String]) {
+        let pids = guard::cancel_autovacuum(client, tables).await;
+        if !pids.is_empty() {
+            tracing::info!("cancelled autovacuum (pids {pids:?}) so it does not hold up our lock");
+            self.events
+                .emit("autovacuum_cancelled", json!({"pids": pids}));
+        }
+    }
+
+    /// Runs one step and reports it as a `step` event with its duration, so
+    /// an application stall can be matched to the statement behind it.
+    pub(super) async fn run_step(&self, client: &Client, step: &Step) -> Result<()> {
+        if step.blocking {
+            self.cancel_autovacuum(client, &ops::locked_tables(&self.plan))
+                .await;
+        }
+        let started = std::time::Instant::now();
+        self.execute_step(client, step).await?;
+        self.events.emit(
+            "step",
+            json!({"phase": step.phase, "step": step.description, "lock": step.lock,
+                   "ms": started.elapsed().as_millis() as u64}),
+        );
+        Ok(())
+    }
+
+    pub(super) async fn execute_step(&self, client: &Client, step: &Step) -> Result<()> {
+        match &step.action {
+            Action::Ddl { skip_if } => {
+                if let Some(check) = skip_if {
+                    let done: bool = client
+                        .query_one(check.as_str(), &[])
+                        .await
+                        .map_err(Error::db(format!(
+                            "could not check whether `{}` is done",
+                            step.description
+                        )))?
+                        .get(0);
+                    if done {
+                        return Ok(());
+                    }
+                }
+                retry::ddl(
+                    client,
+                    &step.sql,
+                    &self.lock,
+                    &step.description,
+                    Some(&self.events),
+                )
+                .await
+            }
+            Action::BuildIndex { schema, index } => {
+                self.build_index(client, step, schema, index).await
+            }
+            Action::DropIndex => {
+                self.concurrently(client, &step.sql, &step.description)
+                    .await
+            }
+            Action::Backfill { table } => {
+                let t = self.plan.table(*table).ok_or_else(|| {
+                    Error::Runtime(format!("table oid {table} is not in the plan"))
+                })?;
+                backfill::run(self, t).await
+            }
+            Action::Verify { table } => self.verify(client, *table, step).await,
+            Action::Replay { function, log } => {
+                self.replay(client, (function, log), &step.description)
+                    .await
+            }
+            Action::Transaction { statements } => retry::transaction(
+                &self.worker,
+                statements,
+                &self.lock,
+                &step.description,
+                Some(&self.events),
+            )
+            .await
+            .map(|_| ()),
+        }
+    }
+
+    /// `CONCURRENTLY` statements wait for older transactions to end. Those
+    /// waits and their SHARE UPDATE EXCLUSIVE lock do not block the
+    /// application's reads and writes, so no lock_timeout applies: a timeout
+    /// here would only leave an invalid index behind.
+    pub(super) async fn concurrently(&self, client: &Client, sql: &str, what: &str) -> Result<()> {
+        // Separate calls: several statements in one call form an implicit
+        // transaction block, which CONCURRENTLY refuses.
+        let run = async {
+            client.batch_execute("SET lock_timeout = 0").await?;
+            let result = client.batch_execute(sql).await;
+            client
+                .batch_execute(&format!(
+                    "SET lock_timeout = {}",
+                    self.lock.lock_timeout.as_millis()
+                ))
+                .await?;
+            result
+        };
+        run.await.map_err(Error::db(format!("{what} failed")))
+    }
+
+    pub(super) async fn build_index(
+        &self,
+        client: &Client,
+        step: &Step,
+        schema: &str,
+        index: &str,
+    ) -> Result<()> {
+        let valid: Option<bool> = client
+            .query_opt(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &index],
+            )
+            .await
+            .map_err(Error::db(format!("could not look for index {index}")))?
+            .map(|r| r.get(0));
+        match valid {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                // A failed concurrent build leaves an invalid index that
+                // writes still maintain: drop it and build again.
+                tracing::warn!(
+                    "index {index} was left invalid by an interrupted build; rebuilding it"
+                );
+                let drop = format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                    crate::names::qualified(schema, index)
+                );
+                self.concurrently(client, &drop, "drop the invalid index")
+                    .await?;
+            }
+            None => {}
+        }
+        self.concurrently(client, &step.sql, &step.description)
+            .await
+    }
+
+    /// Replays a copy's log in rounds of [`ops::copy_swap::REPLAY_BATCH`]
+    /// keys, each its own transaction, until a round finds less than a
+    /// round's worth: what is left then is what the cutover replays.
+    /// Replays in rounds of a batch until the log holds less than one: what
+    /// is left is seconds' worth, for the swap's lock. A round counts the
+    /// distinct keys it took, fewer than the entries when a key was written
+    /// twice, so the log itself says whether to go on: stopping at the first
+    /// round of fewer keys than a batch once left 40,000 entries to a
+    /// cutover, which held its lock 826 ms.
+    pub(super) async fn replay(
+        &self,
+        client: &Client,
+        (function, log): (&str, &str),
+        description: &str,
+    ) -> Result<()> {
+        let sql = format!("SELECT {function}($1)");
+        let full = format!("SELECT count(*) >= $1 FROM (SELECT FROM {log} LIMIT $1) pending");
+        let mut keys = 0i64;
+        loop {
+            self.check_interrupt()?;
+            let taken: i64 = client
+                .query_one(sql.as_str(), &[&ops::copy_swap::REPLAY_BATCH])
+                .await
+                .map_err(Error::db(format!("`{description}` failed")))?
+                .get(0);
+            keys += taken;
+            let more: bool = client
+                .query_one(full.as_str(), &[&ops::copy_swap::REPLAY_BATCH])
+                .await
+                .map_err(Error::db(format!("`{description}` failed")))?
+                .get(0);
+            if taken == 0 || !more {
+                break;
+            }
+        }
+        self.events
+            .emit("replayed", json!({"step": description, "keys": keys}));
+        Ok(())
+    }
+
+    pub(super) async fn verify(&self, client: &Client, table: u32, step: &Step) -> Result<()> {
+        let count = |sql: String| async move {
+            client
+                .query_one(sql.as_str(), &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .map_err(Error::db("verification query failed"))
+        };
+        let differing = count(step.sql.clone()).await?;
+        if differing == 0 {
+            return Ok(());
+        }
+        let t = self
+            .plan
+            .table(table)
+            .expect("verified table is in the plan");
+        tracing::warn!(
+            "{differing} rows of {} differ after the backfill; backfilling again",
+            t.display()
+        );
+        backfill::reset(&self.lifeline, self.name(), table).await?;
+        // On this connection only: other lanes may hold the rest of the pool.
+        backfill::run_on(self, client, 1, t).await?;
+        let differing = count(step.sql.clone()).await?;
+        if differing > 0 {
+            return Err(Error::Runtime(format!(
+                "{differing} rows of {} still differ between old and new columns after a second backfill; \
+                 a trigger or rule may be rewriting them. Run `pgshift rollback {}`",
+                t.display(),
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
