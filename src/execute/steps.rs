@@ -142,6 +142,7 @@ impl Runner {
                 self.replay(client, (function, log), &step.description)
                     .await
             }
+            Action::Vacuum { cost_delay_ms } => self.vacuum(client, step, *cost_delay_ms).await,
             Action::Transaction { statements } => retry::transaction(
                 &self.worker,
                 statements,
@@ -152,6 +153,30 @@ impl Runner {
             .await
             .map(|_| ()),
         }
+    }
+
+    /// Runs a `VACUUM` step paced by `vacuum_cost_delay` (a manual VACUUM
+    /// runs unpaced by default), set for the session around it: the
+    /// connection goes back to the pool after.
+    async fn vacuum(&self, client: &Client, step: &Step, cost_delay_ms: u32) -> Result<()> {
+        let set = |ms: u32| format!("SET vacuum_cost_delay = {ms}");
+        client
+            .batch_execute(&set(cost_delay_ms))
+            .await
+            .map_err(Error::db("could not set vacuum_cost_delay"))?;
+        let done = retry::ddl(
+            client,
+            &step.sql,
+            &self.lock,
+            &step.description,
+            Some(&self.events),
+        )
+        .await;
+        let reset = client
+            .batch_execute("RESET vacuum_cost_delay")
+            .await
+            .map_err(Error::db("could not reset vacuum_cost_delay"));
+        done.and(reset)
     }
 
     /// `CONCURRENTLY` statements wait for older transactions to end. Those

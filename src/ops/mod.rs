@@ -48,6 +48,10 @@ pub enum Action {
     Replay { function: String, log: String },
     /// One transaction of several statements under `lock_timeout`, retried whole.
     Transaction { statements: Vec<String> },
+    /// A `VACUUM` (alone: it refuses a transaction block) under
+    /// `lock_timeout`, with the session's `vacuum_cost_delay` at
+    /// `cost_delay_ms` while it runs.
+    Vacuum { cost_delay_ms: u32 },
 }
 
 pub const ACCESS_EXCLUSIVE: &str = "ACCESS EXCLUSIVE";

@@ -98,6 +98,14 @@ async fn copy_engine_cuts_over_under_writes_and_loses_nothing() {
     )
     .await;
     assert_eq!(unvalidated, 0, "apply validates the foreign key it moved");
+    // The copies were vacuumed before the swap: ANALYZE alone left none of
+    // their pages marked all-visible.
+    let visible: f64 = one(
+        &client,
+        "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class WHERE oid = 'script_runs'::regclass",
+    )
+    .await;
+    assert!(visible > 0.5, "{visible} of the pages all-visible");
     let owner: String = one(
         &client,
         "SELECT d.refobjid::regclass::text || '.' || a.attname FROM pg_depend d

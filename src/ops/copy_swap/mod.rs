@@ -39,6 +39,10 @@ use crate::plan::Plan;
 /// Keys one replay round takes from a log.
 pub const REPLAY_BATCH: i64 = 10_000;
 
+/// `autovacuum_vacuum_cost_delay`'s default: how a paced migration paces
+/// its VACUUM of the copies.
+const AUTOVACUUM_COST_DELAY_MS: u32 = 2;
+
 fn tables(plan: &Plan) -> &[CopyTable] {
     plan.copy.as_ref().map_or(&[], |c| c.tables.as_slice())
 }
@@ -268,12 +272,27 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 log: t.log_forward.clone(),
             },
         )));
+        // VACUUM, not ANALYZE alone: it marks the copy's pages all-visible,
+        // so index-only scans skip the heap from the first query after the
+        // swap (ANALYZE would record 0 pages all-visible, and plans would
+        // weigh that), and autovacuum, on again at cutover, finds the copy's
+        // inserts already done instead of vacuuming the whole table then.
+        // Paced as autovacuum is while the copy was paced.
         steps.push(lane(step(
             "validating",
-            format!("collect statistics on {}", t.new_name),
-            format!("ANALYZE {}", t.qualified_new()),
+            format!(
+                "vacuum {} (its pages marked all-visible) and collect statistics",
+                t.new_name
+            ),
+            format!("VACUUM (ANALYZE) {}", t.qualified_new()),
             NONE,
-            Action::Ddl { skip_if: None },
+            Action::Vacuum {
+                cost_delay_ms: if plan.pace.paced {
+                    AUTOVACUUM_COST_DELAY_MS
+                } else {
+                    0
+                },
+            },
         )));
     }
     steps
