@@ -147,7 +147,7 @@ fn backfill_shape(t: &Tuning) -> plan::BackfillShape {
 /// The least WAL while the commit probe paces the work; when it runs at
 /// full speed, the method that costs no time.
 fn wal_compression(t: &Tuning) -> WalCompression {
-    if t.max_commit_latency.active().is_some() {
+    if pace(t).paced {
         WalCompression::Small
     } else {
         WalCompression::Fast

@@ -159,9 +159,8 @@ impl Runner {
     /// runs unpaced by default), set for the session around it: the
     /// connection goes back to the pool after.
     async fn vacuum(&self, client: &Client, step: &Step, cost_delay_ms: u32) -> Result<()> {
-        let set = |ms: u32| format!("SET vacuum_cost_delay = {ms}");
         client
-            .batch_execute(&set(cost_delay_ms))
+            .batch_execute(&format!("SET vacuum_cost_delay = {cost_delay_ms}"))
             .await
             .map_err(Error::db("could not set vacuum_cost_delay"))?;
         let done = retry::ddl(

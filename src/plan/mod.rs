@@ -44,18 +44,28 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// The backfill speed the estimates assume for `engine` (rows/s).
-    pub fn rows_per_sec(self, engine: Engine) -> f64 {
-        let speed = match (engine, self.paced) {
+    /// The speed `engine` is assumed to reach before any rate cap (rows/s).
+    fn uncapped_rows_per_sec(self, engine: Engine) -> f64 {
+        match (engine, self.paced) {
             (Engine::Update, false) => FULL_SPEED_UPDATE_ROWS_PER_SEC,
             (Engine::Update, true) => PACED_UPDATE_ROWS_PER_SEC,
             (Engine::Copy, false) => FULL_SPEED_COPY_ROWS_PER_SEC,
             (Engine::Copy, true) => PACED_COPY_ROWS_PER_SEC,
-        };
+        }
+    }
+
+    /// The backfill speed the estimates assume for `engine` (rows/s).
+    pub fn rows_per_sec(self, engine: Engine) -> f64 {
+        let speed = self.uncapped_rows_per_sec(engine);
         match self.max_rows_per_second {
             Some(cap) if cap > 0 => speed.min(cap as f64),
             _ => speed,
         }
+    }
+
+    /// Whether `--max-rows-per-second` sets the speed for `engine`.
+    pub fn capped(self, engine: Engine) -> bool {
+        self.rows_per_sec(engine) < self.uncapped_rows_per_sec(engine)
     }
 
     /// Seconds the backfill of `rows` rows is estimated to take.

@@ -32,11 +32,7 @@ impl PlanReport {
     /// What the estimated speed rests on, when it is not full speed.
     fn pace_note(&self) -> &'static str {
         let pace = self.plan.pace;
-        let full = crate::plan::Pace {
-            max_rows_per_second: None,
-            ..pace
-        };
-        if full.rows_per_sec(self.plan.engine) > self.plan.estimated_rows_per_sec() {
+        if pace.capped(self.plan.engine) {
             " (--max-rows-per-second)"
         } else if pace.paced {
             " (paced by --max-commit-latency: the speed of a slow disk; \
