@@ -6,6 +6,7 @@
 //! `CREATE OR REPLACE`, or a `skip_if` catalog check), which is what makes
 //! `resume` and `rollback` work from any point.
 
+mod abort;
 pub mod revert;
 mod swap;
 mod sync;
@@ -14,8 +15,10 @@ use super::*;
 use crate::names::{literal, qualified, quote};
 use crate::ops::views::{drop_views, push_views};
 use crate::plan::{ColumnPlan, IndexPlan, Plan, SequencePlan, TablePlan};
+pub use abort::abort;
 use swap::{add_key_constraint, detach, drop_columns, named_index_marks, swap_column, Direction};
 pub(in crate::ops) use swap::{attach_sequence, detach_identity};
+pub use swap::{cutover, locked_tables};
 
 fn constraint_exists(table: &TablePlan, name: &str) -> String {
     format!(
@@ -366,120 +369,6 @@ fn validate_step(table: &str, constraint: &str) -> Step {
     )
 }
 
-/// cutover: one short transaction that swaps names and re-attaches everything.
-pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
-    let mut s: Vec<String> = Vec::new();
-    let tables = locked_tables(plan);
-    detach(&mut s, plan, &tables, |t| &t.sync_trigger, Guarded::Cutover);
-    for t in &plan.tables {
-        for ix in &t.indexes {
-            match &ix.constraint {
-                Some((name, _)) => s.push(format!(
-                    "ALTER TABLE {} DROP CONSTRAINT {}",
-                    t.qualified(),
-                    quote(name)
-                )),
-                None => s.push(format!(
-                    "ALTER INDEX {} RENAME TO {}",
-                    qualified(&t.schema, &ix.name),
-                    quote(&ix.retired)
-                )),
-            }
-        }
-        for chk in &t.checks {
-            s.push(format!(
-                "ALTER TABLE {} DROP CONSTRAINT {}",
-                t.qualified(),
-                quote(&chk.name)
-            ));
-        }
-    }
-    for (ti, t) in plan.tables.iter().enumerate() {
-        for (ci, c) in t.columns.iter().enumerate() {
-            swap_column(
-                &mut s,
-                t,
-                c,
-                &format!("pgshift.seq_{ti}_{ci}"),
-                Direction::Forward,
-            );
-        }
-    }
-    for t in &plan.tables {
-        for ix in &t.indexes {
-            match &ix.constraint {
-                Some((name, kind)) => s.push(add_key_constraint(t, ix, name, kind, &ix.shadow)),
-                None => s.push(format!(
-                    "ALTER INDEX {} RENAME TO {}",
-                    qualified(&t.schema, &ix.shadow),
-                    quote(&ix.name)
-                )),
-            }
-            s.extend(named_index_marks(t, ix));
-        }
-        for chk in &t.checks {
-            s.push(format!(
-                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
-                t.qualified(),
-                quote(&chk.shadow),
-                quote(&chk.name)
-            ));
-        }
-    }
-    for fk in &plan.foreign_keys {
-        s.push(format!(
-            "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
-            fk.table,
-            quote(&fk.shadow),
-            quote(&fk.name)
-        ));
-    }
-    for t in &plan.tables {
-        let copies: Vec<sync::Copy> = t
-            .columns
-            .iter()
-            .map(|c| sync::Copy {
-                target: &c.retired,
-                source: &c.name,
-                range: Some(c.range()),
-            })
-            .collect();
-        s.extend(sync::create(
-            t,
-            &t.reverse_function,
-            &t.reverse_trigger,
-            &copies,
-        ));
-    }
-    push_views(&mut s, plan);
-    s.push(mark_phase.to_string());
-    let sql = s.join(";\n");
-    step(
-        "cutover",
-        format!(
-            "one transaction: lock {}, swap columns, sequences, keys, foreign keys and {} view{}; reverse sync keeps the old columns current for rollback",
-            tables.join(", "),
-            plan.views.len(),
-            if plan.views.len() == 1 { "" } else { "s" }
-        ),
-        sql,
-        ACCESS_EXCLUSIVE,
-        Action::Transaction { statements: s },
-    )
-}
-
-/// Every table a cutover (or its reverse) locks: the widened tables and the
-/// tables declaring rebuilt foreign keys.
-pub fn locked_tables(plan: &Plan) -> Vec<String> {
-    let mut tables: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
-    for fk in &plan.foreign_keys {
-        if !tables.contains(&fk.table) {
-            tables.push(fk.table.clone());
-        }
-    }
-    tables
-}
-
 /// finalize: drop the retired columns (and their indexes) and the reverse sync.
 pub fn finalize(plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -502,93 +391,6 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
             "finalize",
             format!(
                 "drop the retired column{} of {} (catalog change; their indexes go with them)",
-                if n > 1 { "s" } else { "" },
-                t.display()
-            ),
-            drop_sql,
-            ACCESS_EXCLUSIVE,
-            Action::Ddl { skip_if: None },
-        ));
-    }
-    steps
-}
-
-/// rollback before cutover: drop everything pgshift created, leave the table as it was.
-///
-/// Order matters under live writes: constraints on the shadow columns go
-/// before the sync trigger that fills them, or an insert in between would
-/// violate them.
-pub fn abort(plan: &Plan) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for fk in &plan.foreign_keys {
-        steps.push(step(
-            "rollback",
-            format!("drop the rebuilt foreign key {}", fk.shadow),
-            format!(
-                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
-                fk.table,
-                quote(&fk.shadow)
-            ),
-            SHARE_ROW_EXCLUSIVE,
-            Action::Ddl { skip_if: None },
-        ));
-    }
-    for t in &plan.tables {
-        let names: Vec<String> = t
-            .checks
-            .iter()
-            .map(|c| c.shadow.clone())
-            .chain(
-                t.columns
-                    .iter()
-                    .filter(|c| c.not_null && !c.shadow_not_null)
-                    .map(|c| c.not_null_check.clone()),
-            )
-            .collect();
-        if !names.is_empty() {
-            let drops: Vec<String> = names
-                .iter()
-                .map(|n| format!("DROP CONSTRAINT IF EXISTS {}", quote(n)))
-                .collect();
-            steps.push(step(
-                "rollback",
-                format!("drop the shadow checks of {}", t.display()),
-                format!("ALTER TABLE {} {}", t.qualified(), drops.join(", ")),
-                ACCESS_EXCLUSIVE,
-                Action::Ddl { skip_if: None },
-            ));
-        }
-    }
-    for t in &plan.tables {
-        steps.push(step(
-            "rollback",
-            format!("drop the sync trigger of {}", t.display()),
-            sync::drop_triggers(t, &t.sync_trigger)
-                .into_iter()
-                .chain(sync::drop_functions(&t.sync_function))
-                .collect::<Vec<_>>()
-                .join("; "),
-            SHARE_ROW_EXCLUSIVE,
-            Action::Ddl { skip_if: None },
-        ));
-        for ix in &t.indexes {
-            steps.push(step(
-                "rollback",
-                format!("drop the shadow index {}", ix.shadow),
-                format!(
-                    "DROP INDEX CONCURRENTLY IF EXISTS {}",
-                    qualified(&t.schema, &ix.shadow)
-                ),
-                SHARE_UPDATE_EXCLUSIVE,
-                Action::DropIndex,
-            ));
-        }
-        let n = t.columns.len();
-        let drop_sql = drop_columns(t, |c| &c.shadow);
-        steps.push(step(
-            "rollback",
-            format!(
-                "drop the shadow column{} of {}",
                 if n > 1 { "s" } else { "" },
                 t.display()
             ),

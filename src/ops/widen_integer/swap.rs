@@ -1,9 +1,124 @@
-//! The building blocks of a column swap, either way (the cutover and the
-//! rollback after it): the opening that locks everything and detaches the
-//! views, triggers and foreign keys, then per column the rename, default,
-//! NOT NULL, sequence or identity, and the key constraints and indexes.
+//! The column swap: the cutover transaction, and the building blocks it
+//! shares with the rollback after it (the opening that locks everything and
+//! detaches the views, triggers and foreign keys, then per column the
+//! rename, default, NOT NULL, sequence or identity, and the key constraints
+//! and indexes).
 
 use super::*;
+
+/// cutover: one short transaction that swaps names and re-attaches everything.
+pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
+    let mut s: Vec<String> = Vec::new();
+    let tables = locked_tables(plan);
+    detach(&mut s, plan, &tables, |t| &t.sync_trigger, Guarded::Cutover);
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            match &ix.constraint {
+                Some((name, _)) => s.push(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    t.qualified(),
+                    quote(name)
+                )),
+                None => s.push(format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    qualified(&t.schema, &ix.name),
+                    quote(&ix.retired)
+                )),
+            }
+        }
+        for chk in &t.checks {
+            s.push(format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                t.qualified(),
+                quote(&chk.name)
+            ));
+        }
+    }
+    for (ti, t) in plan.tables.iter().enumerate() {
+        for (ci, c) in t.columns.iter().enumerate() {
+            swap_column(
+                &mut s,
+                t,
+                c,
+                &format!("pgshift.seq_{ti}_{ci}"),
+                Direction::Forward,
+            );
+        }
+    }
+    for t in &plan.tables {
+        for ix in &t.indexes {
+            match &ix.constraint {
+                Some((name, kind)) => s.push(add_key_constraint(t, ix, name, kind, &ix.shadow)),
+                None => s.push(format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    qualified(&t.schema, &ix.shadow),
+                    quote(&ix.name)
+                )),
+            }
+            s.extend(named_index_marks(t, ix));
+        }
+        for chk in &t.checks {
+            s.push(format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                t.qualified(),
+                quote(&chk.shadow),
+                quote(&chk.name)
+            ));
+        }
+    }
+    for fk in &plan.foreign_keys {
+        s.push(format!(
+            "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+            fk.table,
+            quote(&fk.shadow),
+            quote(&fk.name)
+        ));
+    }
+    for t in &plan.tables {
+        let copies: Vec<sync::Copy> = t
+            .columns
+            .iter()
+            .map(|c| sync::Copy {
+                target: &c.retired,
+                source: &c.name,
+                range: Some(c.range()),
+            })
+            .collect();
+        s.extend(sync::create(
+            t,
+            &t.reverse_function,
+            &t.reverse_trigger,
+            &copies,
+        ));
+    }
+    push_views(&mut s, plan);
+    s.push(mark_phase.to_string());
+    let sql = s.join(";\n");
+    step(
+        "cutover",
+        format!(
+            "one transaction: lock {}, swap columns, sequences, keys, foreign keys and {} view{}; reverse sync keeps the old columns current for rollback",
+            tables.join(", "),
+            plan.views.len(),
+            if plan.views.len() == 1 { "" } else { "s" }
+        ),
+        sql,
+        ACCESS_EXCLUSIVE,
+        Action::Transaction { statements: s },
+    )
+}
+
+/// Every table a cutover (or its reverse) locks: the widened tables and the
+/// tables declaring rebuilt foreign keys.
+pub fn locked_tables(plan: &Plan) -> Vec<String> {
+    let mut tables: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
+    for fk in &plan.foreign_keys {
+        if !tables.contains(&fk.table) {
+            tables.push(fk.table.clone());
+        }
+    }
+    tables
+}
 
 /// The opening of a swap (either way): every lock up front, in one
 /// statement (no lock upgrades midway, and lock_timeout bounds the whole
