@@ -157,11 +157,12 @@ impl Runner {
         };
         let tables = ops::locked_tables(&self.plan);
         // The copy engine replays under the cutover's lock what was written
-        // since the last replay: catch up first, so that is seconds' worth.
+        // since the last replay: catch up first, so that is milliseconds' worth.
         for t in self.plan.copy.iter().flat_map(|c| &c.tables) {
             self.replay(
                 &self.worker,
                 (&t.replay_forward, &t.log_forward),
+                ops::copy_swap::LEFT_FOR_THE_LOCK,
                 &format!("replay the rows written in {} before cutover", t.display()),
             )
             .await?;
@@ -272,6 +273,7 @@ impl Runner {
             self.replay(
                 &self.worker,
                 (&t.replay_back, &t.log_back),
+                ops::copy_swap::LEFT_FOR_THE_LOCK,
                 &format!(
                     "replay the rows written in {} since cutover onto its original",
                     t.display()

@@ -139,7 +139,10 @@ impl Runner {
             }
             Action::Verify { table } => self.verify(client, *table, step).await,
             Action::Replay { function, log } => {
-                self.replay(client, (function, log), &step.description)
+                // Less than a round may stay: the catch-up before the
+                // cutover replays the rest.
+                let leave = ops::copy_swap::REPLAY_BATCH - 1;
+                self.replay(client, (function, log), leave, &step.description)
                     .await
             }
             Action::Vacuum { cost_delay_ms } => self.vacuum(client, step, *cost_delay_ms).await,
@@ -236,25 +239,25 @@ impl Runner {
             .await
     }
 
-    /// Replays a copy's log in rounds of [`ops::copy_swap::REPLAY_BATCH`]
-    /// keys, each its own transaction, until a round finds less than a
-    /// round's worth: what is left then is what the cutover replays.
-    /// Replays in rounds of a batch until the log holds less than one: what
-    /// is left is seconds' worth, for the swap's lock. A round counts the
-    /// distinct keys it took, fewer than the entries when a key was written
-    /// twice, so the log itself says whether to go on: stopping at the first
-    /// round of fewer keys than a batch once left 40,000 entries to a
-    /// cutover, which held its lock 826 ms.
+    /// Replays a copy's log in rounds of at most
+    /// [`ops::copy_swap::REPLAY_BATCH`] entries, each its own transaction,
+    /// until at most `leave` entries are left. A round counts the distinct
+    /// keys it took, fewer than the entries when a key was written twice, so
+    /// the log itself says whether to go on: stopping at the first round of
+    /// fewer keys than a batch once left 40,000 entries to a cutover, which
+    /// held its lock 826 ms.
     pub(super) async fn replay(
         &self,
         client: &Client,
         (function, log): (&str, &str),
+        leave: i64,
         description: &str,
     ) -> Result<()> {
         let sql = format!("SELECT {function}($1)");
-        let full = format!("SELECT count(*) >= $1 FROM (SELECT FROM {log} LIMIT $1) pending");
+        // Counts no further than one past `leave`: the log may be long.
+        let pending_sql = format!("SELECT count(*) FROM (SELECT FROM {log} LIMIT $1) pending");
         let mut keys = 0i64;
-        loop {
+        let left = loop {
             self.check_interrupt()?;
             let taken: i64 = client
                 .query_one(sql.as_str(), &[&ops::copy_swap::REPLAY_BATCH])
@@ -262,17 +265,19 @@ impl Runner {
                 .map_err(Error::db(format!("`{description}` failed")))?
                 .get(0);
             keys += taken;
-            let more: bool = client
-                .query_one(full.as_str(), &[&ops::copy_swap::REPLAY_BATCH])
+            let pending: i64 = client
+                .query_one(pending_sql.as_str(), &[&(leave + 1)])
                 .await
                 .map_err(Error::db(format!("`{description}` failed")))?
                 .get(0);
-            if taken == 0 || !more {
-                break;
+            if taken == 0 || pending <= leave {
+                break pending;
             }
-        }
-        self.events
-            .emit("replayed", json!({"step": description, "keys": keys}));
+        };
+        self.events.emit(
+            "replayed",
+            json!({"step": description, "keys": keys, "left": left}),
+        );
         Ok(())
     }
 

@@ -1421,6 +1421,56 @@ async fn copy_engine_replays_until_the_log_is_short_even_when_keys_repeat() {
     assert_eq!(renamed, 10);
 }
 
+/// The catch-up before the cutover replays until the log is nearly empty,
+/// not until it holds less than a round: at 10M rows that rule left 6,200
+/// entries to the cutover's lock, which it then held 570 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_catches_up_until_the_cutover_has_milliseconds_left() {
+    let (cluster, client) = incident_primary(3_000).await;
+    let url = cluster.url("app");
+    let (dir, path) = migration("0121_copy_catch_up", MIGRATION);
+    let run = pgshift(&url, &["apply", &path, "--engine", "copy", "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // 15,000 entries in the log of scripts while it waits at ready: more
+    // than one round of 10,000, less than two.
+    client
+        .batch_execute("DO $$ BEGIN FOR i IN 1..5 LOOP UPDATE scripts SET name = name || '.'; END LOOP; END $$")
+        .await
+        .unwrap();
+    let events = dir.path().join("cutover.jsonl");
+    let cut = pgshift(
+        &url,
+        &[
+            "cutover",
+            "0121_copy_catch_up",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(cut.code, 0, "{}", cut.stderr);
+    let catch_up = read_events(&events)
+        .into_iter()
+        .find(|e| {
+            e["event"] == "replayed"
+                && e["step"] == "replay the rows written in scripts before cutover"
+        })
+        .expect("a catch-up replay of scripts before the cutover");
+    let left = catch_up["left"]
+        .as_i64()
+        .expect("the event says what it left");
+    assert!(
+        left <= pgshift::ops::copy_swap::LEFT_FOR_THE_LOCK,
+        "{left} entries left to the cutover's lock: {catch_up}"
+    );
+    let dots: i64 = one(
+        &client,
+        "SELECT count(*) FROM scripts WHERE name LIKE '%.....'",
+    )
+    .await;
+    assert_eq!(dots, 3_000, "every update reached the copy");
+}
+
 /// Each batch of the copy marks the rows of the batch before it committed
 /// while their pages are still dirty (see `backfill::hint_sql`): the first
 /// read of a copy after a checkpoint does not write it all again.
