@@ -555,6 +555,11 @@ async fn run_way(
     }
     let mut finalized_mb = None;
     if way.starts_with("copy-") {
+        // The application runs on through finalize: its transactions there
+        // are grouped under it and its steps, as apply's are.
+        let events = std::env::temp_dir().join(format!("pgshift-bench-fin-{db}.jsonl"));
+        let _ = std::fs::remove_file(&events);
+        phases.push((std::time::SystemTime::now(), "finalize".to_string()));
         let status = tokio::process::Command::new(bin)
             .args([
                 "--database-url",
@@ -563,12 +568,21 @@ async fn run_way(
                 "finalize",
                 "0001_scripts_id_bigint",
                 "--yes",
+                "--events",
             ])
+            .arg(&events)
             .stdout(std::process::Stdio::null())
             .status()
             .await?;
         if status.success() {
             finalized_mb = Some(database_size_mb(&admin).await?);
+        }
+        if let Ok(text) = std::fs::read_to_string(&events) {
+            let log: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            steps.extend(step_times(&log));
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
