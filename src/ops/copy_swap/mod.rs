@@ -357,7 +357,9 @@ fn stop_capture(plan: &Plan, phase: &'static str) -> Vec<Step> {
             transaction(
                 phase,
                 format!("stop capturing writes to {}", t.display()),
-                SHARE_ROW_EXCLUSIVE,
+                // DROP TRIGGER takes ACCESS EXCLUSIVE (CREATE TRIGGER only
+                // SHARE ROW EXCLUSIVE): a brief lock, under lock_timeout.
+                ACCESS_EXCLUSIVE,
                 detach_capture(t, &t.qualified()),
             )
         })

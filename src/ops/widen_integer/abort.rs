@@ -59,7 +59,8 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
                 .chain(sync::drop_functions(&t.sync_function))
                 .collect::<Vec<_>>()
                 .join("; "),
-            SHARE_ROW_EXCLUSIVE,
+            // DROP TRIGGER takes ACCESS EXCLUSIVE, briefly.
+            ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
         for ix in &t.indexes {

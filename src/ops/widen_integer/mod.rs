@@ -382,7 +382,8 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
                 .chain(sync::drop_functions(&t.sync_function))
                 .collect::<Vec<_>>()
                 .join("; "),
-            SHARE_ROW_EXCLUSIVE,
+            // DROP TRIGGER takes ACCESS EXCLUSIVE, briefly.
+            ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
         let n = t.columns.len();
@@ -445,6 +446,25 @@ mod tests {
         let set = cutover.find("SET DEFAULT nextval").unwrap();
         assert!(dropped < set, "{cutover}");
         assert!(!sql_of(&abort(&p)).contains("pgshift_nn_"));
+    }
+
+    /// The plan shows the lock each step takes: DROP TRIGGER takes ACCESS
+    /// EXCLUSIVE in Postgres 15, not CREATE TRIGGER's SHARE ROW EXCLUSIVE.
+    #[test]
+    fn steps_that_drop_triggers_say_they_take_access_exclusive() {
+        let p = plan(&incident(), &[(1, "id")]);
+        let steps: Vec<Step> = finalize(&p).into_iter().chain(abort(&p)).collect();
+        let drops: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.sql.contains("DROP TRIGGER"))
+            .collect();
+        assert!(
+            drops.len() >= 2,
+            "finalize and abort drop the sync triggers"
+        );
+        for s in drops {
+            assert_eq!(s.lock, ACCESS_EXCLUSIVE, "{}", s.description);
+        }
     }
 
     #[test]
