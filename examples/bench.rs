@@ -510,10 +510,7 @@ async fn run_way(
             return Err(format!("pgshift apply failed on {db}: {status}").into());
         }
         // Read and parsed once; the helpers below pick what they need.
-        let log: Vec<serde_json::Value> = std::fs::read_to_string(&events)?
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let log = read_events(&events)?;
         from_log = parse_events(&log, args.rows);
         phases = phase_times(&log);
         steps = step_times(&log);
@@ -546,9 +543,8 @@ async fn run_way(
             .status()
             .await?;
         if status.success() {
-            rollback_lock_ms = std::fs::read_to_string(&events)?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            rollback_lock_ms = read_events(&events)?
+                .into_iter()
                 .find(|e| e["event"] == "rolled_back")
                 .and_then(|e| e["lock_ms"].as_f64());
         }
@@ -577,11 +573,7 @@ async fn run_way(
         if status.success() {
             finalized_mb = Some(database_size_mb(&admin).await?);
         }
-        if let Ok(text) = std::fs::read_to_string(&events) {
-            let log: Vec<serde_json::Value> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
+        if let Ok(log) = read_events(&events) {
             steps.extend(step_times(&log));
         }
     }
@@ -730,6 +722,14 @@ fn tail_by_step(
         .collect();
     out.sort_by_key(|o| std::cmp::Reverse(o.0));
     out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The events pgshift wrote to an `--events` file, one JSON object a line.
+fn read_events(path: &std::path::Path) -> std::io::Result<Vec<serde_json::Value>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 /// (time, phase) from pgshift's events: phase changes, and the cutover's commit.
