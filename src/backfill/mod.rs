@@ -231,6 +231,16 @@ async fn run_part(
     let mut hints = copy
         .filter(|_| runner.limits.max_commit_latency.is_some())
         .map(HintBits::new);
+    // A batch that converts values runs with the settings the plan fixed.
+    let conversion: String = match copy {
+        Some(c) if !c.conversions.is_empty() => {
+            crate::catalog::rehearse::apply_settings(&runner.plan.conversion_settings)
+                .iter()
+                .map(|s| format!("; {s}"))
+                .collect()
+        }
+        _ => String::new(),
+    };
     loop {
         runner.throttle().await?;
         let started = Instant::now();
@@ -265,7 +275,7 @@ async fn run_part(
             let commit = if hints.is_some() { "local" } else { "off" };
             client
                 .batch_execute(&format!(
-                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL synchronous_commit = {commit}"
+                    "BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL synchronous_commit = {commit}{conversion}"
                 ))
                 .await?;
             let first_page = match &hints {

@@ -95,8 +95,9 @@ pub(super) fn copy_sql_bounded(
         .map(|n| quote(n))
         .collect::<Vec<_>>()
         .join(", ");
+    let values = c.select_list(crate::plan::copy::Direction::Forward);
     format!(
-        "INSERT INTO {} ({cols}) SELECT {cols} FROM ONLY {}{}",
+        "INSERT INTO {} ({cols}) SELECT {values} FROM ONLY {}{}",
         c.qualified_new(),
         t.qualified(),
         if conds.is_empty() {

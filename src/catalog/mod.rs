@@ -5,6 +5,7 @@
 //! from `pg_catalog`; all catalog queries live in `load.rs`.
 
 mod load;
+pub mod rehearse;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,48 @@ pub struct Catalog {
     /// Replication slots that hold WAL back.
     #[serde(default)]
     pub slots: Vec<ReplicationSlot>,
+    /// What Postgres made of each table's type changes (other than integer
+    /// widenings), rehearsed on an empty copy.
+    #[serde(default)]
+    pub rehearsals: Vec<Rehearsal>,
+    /// The settings conversions run with (name, value): see
+    /// [`rehearse::CONVERSION_SETTINGS`].
+    #[serde(default)]
+    pub conversion_settings: Vec<(String, String)>,
+}
+
+/// What the blocking `ALTER` would do to one table, as Postgres did it to an
+/// empty copy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rehearsal {
+    pub table: u32,
+    /// Postgres refused the change: its message.
+    pub error: Option<String>,
+    /// Whether it rewrites the table (else it changes the catalog only).
+    pub rewrites: bool,
+    /// Indexes it builds again.
+    pub rebuilt_indexes: i32,
+    pub columns: Vec<RehearsedColumn>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RehearsedColumn {
+    pub name: String,
+    /// `format_type` of the new type.
+    pub new_type: String,
+    /// The new collation (qualified), when not the type's default.
+    pub collation: Option<String>,
+    /// The expression that converts a new value back (the column, a cast, or
+    /// the migration's `pgshift:down`), when there is one.
+    pub back: Option<String>,
+    /// Why there is no way back.
+    pub back_error: Option<String>,
+}
+
+impl Catalog {
+    pub fn rehearsal(&self, table: u32) -> Option<&Rehearsal> {
+        self.rehearsals.iter().find(|r| r.table == table)
+    }
 }
 
 /// A replication slot and the WAL it keeps in pg_wal: everything from its

@@ -130,6 +130,9 @@ pub(super) async fn apply_file(
     )
     .await?;
     refuse_blockers(&plan)?;
+    if !plan.in_place.is_empty() {
+        return apply_in_place(printer, &client, &file, &plan, &args, started).await;
+    }
     if let Some(existing) = state::get(&client, &file.name).await? {
         match existing.phase {
             Phase::RolledBack => {}
@@ -189,6 +192,46 @@ pub(super) async fn apply_file(
     )
     .await;
     finish(printer, &runner, "apply", outcome, started).await
+}
+
+/// A migration whose every type change is catalog-only: each `ALTER` as
+/// written, under `lock_timeout` with retries, recorded like an ordinary
+/// migration (no copy, no state to resume or roll back).
+async fn apply_in_place(
+    printer: &Printer,
+    client: &Client,
+    file: &MigrationFile,
+    plan: &Plan,
+    args: &ApplyArgs,
+    started: Instant,
+) -> Result<()> {
+    state::ensure_schema(client).await?;
+    runner::ensure_schema(client).await?;
+    let planned: Vec<runner::Planned> = plan
+        .in_place
+        .iter()
+        .map(|c| runner::Planned {
+            line: 1,
+            original: c.statement.clone(),
+            rewrite: Some("catalog-only type change: the plain ALTER under lock_timeout"),
+            actions: vec![runner::Action::Ddl(c.statement.clone())],
+        })
+        .collect();
+    printer.note(format!(
+        "{}: every change is catalog-only (no rewrite, no index rebuilt): running the ALTERs in place",
+        file.name
+    ));
+    runner::apply_file(client, file, &planned, &lock_policy(&args.tuning)).await?;
+    let tables: Vec<&str> = plan.in_place.iter().map(|c| c.table.as_str()).collect();
+    printer
+        .report(&RunReport {
+            migration: file.name.clone(),
+            command: "apply",
+            phase: "applied".into(),
+            seconds: started.elapsed().as_secs_f64(),
+            message: format!("changed {} in place (catalog-only)", tables.join(", ")),
+        })
+        .map_err(io_error)
 }
 
 pub(super) async fn finish(

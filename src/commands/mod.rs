@@ -74,7 +74,14 @@ async fn make_plan(client: &Client, file: &MigrationFile, options: plan::Options
     let intents = migration::intents(file)?;
     let mut requests = Vec::new();
     for located in &intents {
-        let Intent::WidenToBigint { table, column } = &located.value;
+        let (table, column, change) = match &located.value {
+            Intent::WidenToBigint { table, column } => (table, column, None),
+            Intent::ChangeType {
+                table,
+                column,
+                change,
+            } => (table, column, Some(change.clone())),
+        };
         let oid = catalog::resolve_table(client, table)
             .await
             .map_err(|e| match e {
@@ -88,11 +95,55 @@ async fn make_plan(client: &Client, file: &MigrationFile, options: plan::Options
         requests.push(Request {
             table: oid,
             column: column.clone(),
+            change,
         });
     }
     let roots: Vec<u32> = requests.iter().map(|r| r.table).collect();
-    let snapshot = catalog::load(client, &roots).await?;
+    let mut snapshot = catalog::load(client, &roots).await?;
+    rehearse(client, &requests, &mut snapshot).await?;
     plan::build(&file.name, &file.checksum, &requests, &snapshot, options)
+}
+
+/// Rehearses each table's type changes (other than integer widenings) on an
+/// empty copy, and reads the settings the conversions will run with.
+async fn rehearse(
+    client: &Client,
+    requests: &[Request],
+    snapshot: &mut catalog::Catalog,
+) -> Result<()> {
+    let mut tables: Vec<catalog::rehearse::TableChanges> = Vec::new();
+    for r in requests {
+        let Some(change) = &r.change else { continue };
+        let Some(t) = snapshot.table(r.table) else {
+            continue;
+        };
+        let Some(c) = t.column(&r.column) else {
+            return Err(Error::UnknownColumn {
+                table: t.display(),
+                column: r.column.clone(),
+            });
+        };
+        let entry = (c.name.clone(), c.type_name.clone(), change.clone());
+        match tables.iter_mut().find(|x| x.oid == r.table) {
+            Some(x) => x.columns.push(entry),
+            None => tables.push(catalog::rehearse::TableChanges {
+                oid: t.oid,
+                schema: &t.schema,
+                name: &t.name,
+                columns: vec![entry],
+            }),
+        }
+    }
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut rehearsals = Vec::new();
+    for t in &tables {
+        rehearsals.push(catalog::rehearse::rehearse(client, t).await?);
+    }
+    snapshot.conversion_settings = catalog::rehearse::conversion_settings(client).await?;
+    snapshot.rehearsals = rehearsals;
+    Ok(())
 }
 
 fn refuse_blockers(plan: &Plan) -> Result<()> {

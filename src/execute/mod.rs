@@ -246,6 +246,15 @@ impl Runner {
     /// type, prepare without blocking, swap back in one short transaction,
     /// then drop the bigint columns. Returns how long the swap held its locks.
     pub async fn revert(&self) -> Result<Duration> {
+        let no_way_back = self.plan.no_way_back();
+        if !no_way_back.is_empty() {
+            return Err(Error::Refused(format!(
+                "cannot roll back {} after cutover: no way to convert back {}. Nothing was changed; keep the migration, \
+                 or give the way back in the file (`-- pgshift:down USING <expression>`) before you apply it",
+                self.name(),
+                no_way_back.join("; ")
+            )));
+        }
         for (table, column, sql) in ops::misfits(&self.plan) {
             let row = self
                 .worker

@@ -2,6 +2,7 @@
 //! each, and classify it into what the user asked for ([`Intent`]).
 
 mod split;
+mod type_change;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
 pub use split::{split_statements, RawStatement};
+pub use type_change::{down_annotations, type_clauses, DownAnnotation, TypeClause};
 
 /// A migration file, read and checksummed.
 #[derive(Debug, Clone)]
@@ -79,6 +81,27 @@ impl std::fmt::Display for TableName {
 pub enum Intent {
     /// `ALTER TABLE t ALTER COLUMN c [SET DATA] TYPE bigint|int8`.
     WidenToBigint { table: TableName, column: String },
+    /// Any other `ALTER TABLE t ALTER COLUMN c [SET DATA] TYPE t [COLLATE …]
+    /// [USING …]`: Postgres resolves it when pgshift rehearses it.
+    ChangeType {
+        table: TableName,
+        column: String,
+        change: TypeChange,
+    },
+}
+
+/// A column type change as the migration writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TypeChange {
+    /// The type as written, e.g. `varchar(20)`.
+    pub type_text: String,
+    /// `COLLATE` as written.
+    pub collate: Option<String>,
+    /// `USING` as written: how each row's value converts.
+    pub using: Option<String>,
+    /// `-- pgshift:down USING …`: how a value converts back, for a rollback
+    /// after cutover.
+    pub down: Option<String>,
 }
 
 /// An intent with where it came from.
@@ -106,18 +129,17 @@ pub fn intents(file: &MigrationFile) -> Result<Vec<Located<Intent>>> {
     }
     let mut out = Vec::new();
     for stmt in statements {
-        let parsed =
-            Parser::parse_sql(&PostgreSqlDialect {}, &stmt.text).map_err(|e| Error::Parse {
-                file: display.clone(),
-                line: stmt.line,
-                message: format!("could not parse this statement: {e}"),
-            })?;
+        let at_line = |message: String| Error::Parse {
+            file: display.clone(),
+            line: stmt.line,
+            message,
+        };
+        let (text, clauses) = type_clauses(&stmt.text).map_err(&at_line)?;
+        let downs = down_annotations(&stmt.comments).map_err(&at_line)?;
+        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &text)
+            .map_err(|e| at_line(format!("could not parse this statement: {e}")))?;
         for statement in parsed {
-            let found = classify(&statement).map_err(|message| Error::Parse {
-                file: display.clone(),
-                line: stmt.line,
-                message,
-            })?;
+            let found = classify(&statement, &clauses, &downs).map_err(&at_line)?;
             out.extend(found.into_iter().map(|value| Located {
                 line: stmt.line,
                 value,
@@ -127,51 +149,102 @@ pub fn intents(file: &MigrationFile) -> Result<Vec<Located<Intent>>> {
     Ok(out)
 }
 
-fn classify(statement: &Statement) -> std::result::Result<Vec<Intent>, String> {
+fn classify(
+    statement: &Statement,
+    clauses: &[TypeClause],
+    downs: &[DownAnnotation],
+) -> std::result::Result<Vec<Intent>, String> {
     let Statement::AlterTable(alter) = statement else {
         return Err(format!(
-            "unsupported statement `{}`: pgshift plans `ALTER TABLE … ALTER COLUMN … TYPE bigint` online",
+            "unsupported statement `{}`: pgshift plans `ALTER TABLE … ALTER COLUMN … TYPE …` online",
             first_words(&statement.to_string())
         ));
     };
     let table = table_name(&alter.name)?;
     let mut intents = Vec::new();
+    let mut clauses = clauses.iter();
     for op in &alter.operations {
         match op {
             AlterTableOperation::AlterColumn {
                 column_name,
-                op:
-                    AlterColumnOperation::SetDataType {
-                        data_type, using, ..
-                    },
+                op: AlterColumnOperation::SetDataType { data_type, .. },
             } => {
-                if !matches!(data_type, DataType::BigInt(None) | DataType::Int8(None)) {
-                    return Err(format!(
-                        "changing {table}.{} to {data_type} rewrites the table under an exclusive lock; \
-                         pgshift converts integer columns to bigint online",
-                        crate::names::fold(column_name)
-                    ));
+                let column = crate::names::fold(column_name);
+                let clause = clauses
+                    .next()
+                    .ok_or_else(|| format!("could not read the TYPE clause of {table}.{column}"))?;
+                let widening = matches!(data_type, DataType::BigInt(None) | DataType::Int8(None))
+                    && clause.collate.is_none()
+                    && clause.using.is_none();
+                if widening {
+                    intents.push(Intent::WidenToBigint {
+                        table: table.clone(),
+                        column,
+                    });
+                    continue;
                 }
-                if using.is_some() {
-                    return Err(format!(
-                        "`USING` on {table}.{} is not supported: the online conversion copies the value as is",
-                        crate::names::fold(column_name)
-                    ));
-                }
-                intents.push(Intent::WidenToBigint {
+                intents.push(Intent::ChangeType {
                     table: table.clone(),
-                    column: crate::names::fold(column_name),
+                    column,
+                    change: TypeChange {
+                        type_text: clause.type_text.clone(),
+                        collate: clause.collate.clone(),
+                        using: clause.using.clone(),
+                        down: None,
+                    },
                 });
             }
             other => {
                 return Err(format!(
-                    "unsupported operation `{}` on {table}: pgshift plans `ALTER COLUMN … TYPE bigint` online",
+                    "unsupported operation `{}` on {table}: pgshift plans `ALTER COLUMN … TYPE …` online",
                     first_words(&other.to_string())
                 ))
             }
         }
     }
+    attach_downs(&mut intents, downs)?;
     Ok(intents)
+}
+
+/// Gives each `-- pgshift:down` annotation to the type change it names (or
+/// to the statement's only one).
+fn attach_downs(
+    intents: &mut [Intent],
+    downs: &[DownAnnotation],
+) -> std::result::Result<(), String> {
+    for down in downs {
+        let mut changes: Vec<&mut TypeChange> = intents
+            .iter_mut()
+            .filter_map(|i| match i {
+                Intent::ChangeType { column, change, .. }
+                    if down.column.as_ref().is_none_or(|c| c == column) =>
+                {
+                    Some(change)
+                }
+                _ => None,
+            })
+            .collect();
+        match (changes.len(), &down.column) {
+            (1, _) => changes[0].down = Some(down.using.clone()),
+            (0, Some(c)) => {
+                return Err(format!(
+                    "`pgshift:down {c} USING …` names no column this statement changes the type of"
+                ))
+            }
+            (0, None) => {
+                return Err(
+                    "`pgshift:down USING …` is on a statement with no type change to undo".into(),
+                )
+            }
+            _ => {
+                return Err(
+                    "this statement changes several columns: name the column in `-- pgshift:down <column> USING …`"
+                        .into(),
+                )
+            }
+        }
+    }
+    Ok(())
 }
 
 fn table_name(name: &ObjectName) -> std::result::Result<TableName, String> {
@@ -252,12 +325,12 @@ mod tests {
     }
 
     #[test]
-    fn other_types_and_statements_are_refused_with_their_line() {
-        let err = intents(&file("\n\nALTER TABLE t ALTER COLUMN c TYPE text;")).unwrap_err();
+    fn other_statements_are_refused_with_their_line() {
+        let err = intents(&file("\n\nALTER TABLE t ADD COLUMN c text;")).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::ExitCode::InputError);
         let msg = err.to_string();
         assert!(msg.starts_with("m.sql:3:"), "{msg}");
-        assert!(msg.contains("rewrites the table"), "{msg}");
+        assert!(msg.contains("unsupported operation"), "{msg}");
 
         let msg = intents(&file("SELECT 1;\nDROP TABLE x;"))
             .unwrap_err()
@@ -266,6 +339,70 @@ mod tests {
             msg.starts_with("m.sql:1:") && msg.contains("unsupported statement"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn any_type_change_is_an_intent_with_its_clauses_and_down() {
+        let sql = "ALTER TABLE scripts ALTER COLUMN name TYPE jsonb USING name::jsonb;\n\
+                   -- pgshift:down USING started::timestamp\n\
+                   ALTER TABLE runs ALTER started TYPE timestamptz;\n\
+                   -- pgshift:down label USING label::text\n\
+                   ALTER TABLE runs ALTER COLUMN id TYPE bigint, ALTER label TYPE text COLLATE \"C\";";
+        let got: Vec<Intent> = intents(&file(sql))
+            .unwrap()
+            .into_iter()
+            .map(|l| l.value)
+            .collect();
+        let change = |t: &str, c: Option<&str>, u: Option<&str>, d: Option<&str>| TypeChange {
+            type_text: t.into(),
+            collate: c.map(str::to_string),
+            using: u.map(str::to_string),
+            down: d.map(str::to_string),
+        };
+        let table = |n: &str| TableName {
+            schema: None,
+            name: n.into(),
+        };
+        assert_eq!(
+            got,
+            vec![
+                Intent::ChangeType {
+                    table: table("scripts"),
+                    column: "name".into(),
+                    change: change("jsonb", None, Some("name::jsonb"), None)
+                },
+                Intent::ChangeType {
+                    table: table("runs"),
+                    column: "started".into(),
+                    change: change("timestamptz", None, None, Some("started::timestamp"))
+                },
+                widen(None, "runs", "id"),
+                Intent::ChangeType {
+                    table: table("runs"),
+                    column: "label".into(),
+                    change: change("text", Some("\"C\""), None, Some("label::text"))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_down_annotation_that_fits_no_change_names_the_line() {
+        let msg = intents(&file(
+            "ALTER TABLE t ALTER a TYPE text;\n-- pgshift:down b USING b::int\nALTER TABLE t ALTER a TYPE int;",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.starts_with("m.sql:3:") && msg.contains("names no column"),
+            "{msg}"
+        );
+        let msg = intents(&file(
+            "-- pgshift:down USING a::int\nALTER TABLE t ALTER a TYPE text, ALTER b TYPE text;",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("name the column"), "{msg}");
     }
 
     #[test]

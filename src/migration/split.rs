@@ -6,13 +6,17 @@
 //! reported by line or run verbatim.
 
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 /// One statement's source text (without the `;`) and its first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawStatement {
     pub line: u64,
     pub text: String,
+    /// The text of the line comments (`--`) from the end of the statement
+    /// before to the end of this one: where annotations such as
+    /// `-- pgshift:down USING …` are read.
+    pub comments: Vec<String>,
 }
 
 /// Splits `sql` at top-level semicolons. Errors carry (line, message).
@@ -34,6 +38,7 @@ pub fn split_statements(sql: &str) -> Result<Vec<RawStatement>, (u64, String)> {
 
     let mut out = Vec::new();
     let mut start: Option<(u64, usize)> = None;
+    let mut comments = Vec::new();
     for t in &tokens {
         match &t.token {
             Token::SemiColon => {
@@ -42,8 +47,12 @@ pub fn split_statements(sql: &str) -> Result<Vec<RawStatement>, (u64, String)> {
                     out.push(RawStatement {
                         line,
                         text: sql[from..to].trim_end().to_string(),
+                        comments: std::mem::take(&mut comments),
                     });
                 }
+            }
+            Token::Whitespace(Whitespace::SingleLineComment { comment, .. }) => {
+                comments.push(comment.trim_end().to_string());
             }
             Token::Whitespace(_) | Token::EOF => {}
             _ => {
@@ -60,6 +69,7 @@ pub fn split_statements(sql: &str) -> Result<Vec<RawStatement>, (u64, String)> {
         out.push(RawStatement {
             line,
             text: sql[from..].trim_end().to_string(),
+            comments,
         });
     }
     Ok(out)
@@ -84,7 +94,8 @@ mod tests {
             got[0],
             RawStatement {
                 line: 2,
-                text: "SELECT 1".into()
+                text: "SELECT 1".into(),
+                comments: vec![" header".into()],
             }
         );
         assert_eq!(got[1].line, 4);
@@ -93,14 +104,16 @@ mod tests {
             got[2],
             RawStatement {
                 line: 5,
-                text: "DROP INDEX CONCURRENTLY ix".into()
+                text: "DROP INDEX CONCURRENTLY ix".into(),
+                comments: vec![],
             }
         );
         assert_eq!(
             got[3],
             RawStatement {
                 line: 6,
-                text: "SELECT 'a;b'".into()
+                text: "SELECT 'a;b'".into(),
+                comments: vec![],
             }
         );
     }

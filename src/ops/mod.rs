@@ -80,6 +80,25 @@ pub(crate) fn step(
     }
 }
 
+/// A migration of catalog-only type changes: each `ALTER` as written.
+pub fn in_place(plan: &Plan) -> Vec<Step> {
+    plan.in_place
+        .iter()
+        .map(|c| {
+            step(
+                "in place",
+                format!(
+                    "change the column types of {} in the catalog (no rewrite, no index rebuilt)",
+                    c.table
+                ),
+                c.statement.clone(),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: None },
+            )
+        })
+        .collect()
+}
+
 /// What an index carries besides its definition, given to the index
 /// `index` (in `schema`, on `table`); `constraint`, when it backs one.
 pub(crate) fn index_marks(

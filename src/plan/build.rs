@@ -9,11 +9,13 @@ use super::*;
 use crate::catalog::{Catalog, Table};
 use crate::error::{Error, Result};
 
-/// One `ALTER COLUMN … TYPE bigint` of the migration, resolved to a table.
+/// One `ALTER COLUMN … TYPE …` of the migration, resolved to a table.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub table: u32,
     pub column: String,
+    /// A change other than an integer widening (rehearsed in the catalog).
+    pub change: Option<crate::migration::TypeChange>,
 }
 
 const WIDENABLE: [&str; 2] = ["smallint", "integer"];
@@ -49,6 +51,9 @@ pub fn build(
         EngineChoice::Copy => with(Engine::Copy),
         EngineChoice::Auto => {
             let mut copy = with(Engine::Copy)?;
+            if copy.blockers.is_empty() && !copy.in_place.is_empty() {
+                return Ok(copy);
+            }
             if copy.blockers.is_empty() {
                 copy.warnings.insert(
                     0,
@@ -102,6 +107,7 @@ fn build_with(
 
     // The requested columns.
     let mut queue = Vec::new();
+    let mut conversions = BTreeMap::new();
     for req in requests {
         let table = table(catalog, req.table)?;
         let column = table
@@ -110,6 +116,15 @@ fn build_with(
                 table: table.display(),
                 column: req.column.clone(),
             })?;
+        if let Some(change) = &req.change {
+            if let Some(conversion) =
+                super::convert::conversion(catalog, table, column, change, engine, &mut blockers)
+            {
+                conversions.insert((table.oid, column.attnum), conversion);
+                add(table.oid, column.attnum, "requested".into(), &mut order);
+            }
+            continue;
+        }
         if !WIDENABLE.contains(&column.type_name.as_str()) {
             blockers.push(Blocker {
                 object: format!("column {}.{}", table.display(), column.name),
@@ -156,10 +171,18 @@ fn build_with(
         }
     }
 
+    let in_place = super::convert::in_place(catalog, requests, &conversions, &blockers);
+    if !in_place.is_empty() {
+        order.clear();
+    }
     let mut tables = Vec::new();
     for &oid in &order {
         let t = table(catalog, oid)?;
         let mut p = plan_table(migration, t, &widen[&oid], engine, &mut blockers);
+        for c in p.columns.iter_mut() {
+            let attnum = t.column(&c.name).map(|col| col.attnum);
+            c.conversion = attnum.and_then(|a| conversions.get(&(oid, a)).cloned());
+        }
         let range = options.backfill.rows_per_part(p.estimated_rows);
         p.backfill_passes = if options.backfill.two_passes(&p.key, range) {
             2
@@ -187,6 +210,7 @@ fn build_with(
         }
     };
     let mut warnings = warnings(&tables, &views);
+    warnings.extend(super::convert::warnings(&tables, &in_place));
     for v in views.iter().filter(|v| v.materialized) {
         warnings.push(format!(
             "materialized view {}.{} (about {} rows) is recreated and refreshed inside the cutover transaction: the cutover \
@@ -245,6 +269,10 @@ fn build_with(
     );
     warnings.extend(checkpoint_warning(&wal, &catalog.wal));
     warnings.extend(slot_warnings(&catalog.slots, &wal));
+    if !in_place.is_empty() {
+        // No copy, no backfill: only what the in-place ALTERs mean.
+        warnings = super::convert::warnings(&[], &in_place);
+    }
     Ok(Plan {
         migration: migration.to_string(),
         checksum: checksum.to_string(),
@@ -258,6 +286,12 @@ fn build_with(
         engine,
         pace: options.pace,
         copy,
+        conversion_settings: if conversions.is_empty() {
+            Vec::new()
+        } else {
+            catalog.conversion_settings.clone()
+        },
+        in_place,
     })
 }
 

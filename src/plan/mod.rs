@@ -7,6 +7,7 @@
 //! migration starts and `resume` follows the stored plan, not a new one.
 
 mod build;
+mod convert;
 pub mod copy;
 mod table;
 #[cfg(test)]
@@ -156,11 +157,50 @@ pub struct Plan {
     /// The copy engine's tables, foreign keys and names (`engine` = copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<copy::CopyPlan>,
+    /// Type changes Postgres makes in the catalog alone (no rewrite, no
+    /// index rebuilt): run as the plain `ALTER` under `lock_timeout`, with
+    /// no copy. Set only when every change of the migration is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_place: Vec<InPlaceChange>,
+    /// The settings every conversion runs with (name, value), as the user's
+    /// session would have had them for the blocking `ALTER`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conversion_settings: Vec<(String, String)>,
+}
+
+/// A catalog-only type change: one `ALTER TABLE` of the migration's own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InPlaceChange {
+    /// The table, for messages.
+    pub table: String,
+    pub statement: String,
 }
 
 impl Plan {
     pub fn table(&self, oid: u32) -> Option<&TablePlan> {
         self.tables.iter().find(|t| t.oid == oid)
+    }
+
+    /// Columns whose values cannot be converted back, with the reason: a
+    /// rollback after cutover is refused for them.
+    pub fn no_way_back(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .flat_map(|t| {
+                t.columns.iter().filter_map(move |c| {
+                    let conv = c.conversion.as_ref()?;
+                    conv.back_error.as_ref().map(|e| {
+                        format!(
+                            "{}.{} ({} → {}): {e}",
+                            t.display(),
+                            c.name,
+                            c.from_type,
+                            conv.to_type
+                        )
+                    })
+                })
+            })
+            .collect()
     }
 
     pub fn estimated_rows(&self) -> i64 {
@@ -270,6 +310,28 @@ pub struct ColumnPlan {
     /// `n_distinct` and the like (`attoptions`).
     #[serde(default)]
     pub options: Vec<String>,
+    /// The conversion of a type change other than an integer widening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Conversion>,
+}
+
+/// How a column's values convert to the new type, and back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Conversion {
+    /// The new type as Postgres names it (`format_type`).
+    pub to_type: String,
+    /// The new collation, when not the type's default.
+    pub collation: Option<String>,
+    /// The migration's `USING`, when given.
+    pub using: Option<String>,
+    /// What the copy's batches and replays select for the column: the
+    /// `USING` expression, else the column (assigned to the new type as the
+    /// blocking `ALTER` assigns it).
+    pub forward: String,
+    /// What the replays after cutover select to convert a value back.
+    pub back: Option<String>,
+    /// Why there is no way back: a rollback after cutover is refused.
+    pub back_error: Option<String>,
 }
 
 impl ColumnPlan {

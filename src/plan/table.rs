@@ -118,6 +118,7 @@ pub(super) fn plan_table(
             comment: c.comment.clone(),
             statistics: c.statistics,
             options: c.options.clone(),
+            conversion: None,
         });
     }
 

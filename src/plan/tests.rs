@@ -160,6 +160,8 @@ pub(crate) fn incident() -> Catalog {
         server_version: 150000,
         wal: Default::default(),
         slots: vec![],
+        rehearsals: vec![],
+        conversion_settings: vec![],
     }
 }
 
@@ -169,6 +171,7 @@ pub(crate) fn plan(catalog: &Catalog, requests: &[(u32, &str)]) -> Plan {
         .map(|(t, c)| Request {
             table: *t,
             column: c.to_string(),
+            change: None,
         })
         .collect();
     build("m", "abc", &requests, catalog, Options::default()).unwrap()
@@ -288,6 +291,7 @@ fn tables_without_a_primary_key_or_partitioned_are_blocked_and_bigint_is_a_no_op
         &[Request {
             table: 1,
             column: "nope".into(),
+            change: None,
         }],
         &incident(),
         Options::default(),
@@ -408,6 +412,7 @@ fn copy_plan(catalog: &Catalog, cols: &[(u32, &str)]) -> Plan {
         .map(|(t, c)| Request {
             table: *t,
             column: c.to_string(),
+            change: None,
         })
         .collect();
     let options = Options {
@@ -659,6 +664,7 @@ fn engine_auto_takes_the_copy_engine_when_it_can_and_says_why_not_when_it_cannot
         let requests = [Request {
             table: 1,
             column: "id".into(),
+            change: None,
         }];
         let options = Options {
             engine: crate::plan::EngineChoice::Auto,

@@ -119,7 +119,13 @@ pub(super) fn warnings(tables: &[TablePlan], views: &[ViewPlan]) -> Vec<String> 
             columns.join(", ")
         ));
     }
-    let widened_tables: BTreeSet<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    // Only integer widenings: a view over a column whose type changes
+    // otherwise is refused (see `convert`).
+    let widened_tables: BTreeSet<&str> = tables
+        .iter()
+        .filter(|t| t.columns.iter().any(|c| c.conversion.is_none()))
+        .map(|t| t.name.as_str())
+        .collect();
     for view in views {
         for (op, branches) in set_operations(&view.definition) {
             let converted: Vec<&String> = branches

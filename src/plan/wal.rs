@@ -291,6 +291,7 @@ mod tests {
             let requests = [crate::plan::Request {
                 table: 1,
                 column: "id".into(),
+                change: None,
             }];
             let options = crate::plan::Options {
                 wal_compression: choice,
@@ -327,6 +328,7 @@ mod tests {
             let requests = [crate::plan::Request {
                 table: 1,
                 column: "id".into(),
+                change: None,
             }];
             let options = crate::plan::Options {
                 backfill: crate::plan::BackfillShape {
@@ -479,6 +481,7 @@ mod tests {
         let requests = [crate::plan::Request {
             table: 1,
             column: "id".into(),
+            change: None,
         }];
         let with = |engine, pace| {
             let options = crate::plan::Options {

@@ -16,6 +16,10 @@ pub struct PlanReport {
 
 impl PlanReport {
     pub fn new(plan: Plan) -> PlanReport {
+        if !plan.in_place.is_empty() {
+            let steps = ops::in_place(&plan);
+            return PlanReport { plan, steps };
+        }
         let mut steps = ops::expand(&plan);
         steps.extend(ops::backfill(&plan));
         steps.extend(ops::validate(&plan));
@@ -73,12 +77,28 @@ impl PlanReport {
         for t in &self.plan.tables {
             for c in &t.columns {
                 let mut line = format!(
-                    "{}.{}: {} → bigint ({})",
+                    "{}.{}: {} → {} ({})",
                     t.display(),
                     c.name,
                     c.from_type,
+                    to_type(c),
                     c.reason
                 );
+                if let Some(conv) = &c.conversion {
+                    if let Some(collation) = &conv.collation {
+                        line.push_str(&format!("; collation {collation}"));
+                    }
+                    line.push_str(&format!("; each value converts as {}", conv.forward));
+                    match (&conv.back, &conv.back_error) {
+                        (Some(back), _) => {
+                            line.push_str(&format!("; back (rollback after cutover) as {back}"))
+                        }
+                        (None, Some(e)) => {
+                            line.push_str(&format!("; no way back after cutover ({e})"))
+                        }
+                        (None, None) => {}
+                    }
+                }
                 if let Some(seq) = &c.sequence {
                     let kind = if seq.identity.is_empty() {
                         "sequence"
@@ -99,12 +119,77 @@ impl PlanReport {
         }
         out
     }
+
+    /// The settings conversions run with, when there are conversions.
+    fn settings_line(&self) -> Option<String> {
+        if self.plan.conversion_settings.is_empty() {
+            return None;
+        }
+        let set: Vec<String> = self
+            .plan
+            .conversion_settings
+            .iter()
+            .map(|(n, v)| format!("{n} = {v}"))
+            .collect();
+        Some(format!(
+            "conversions run with {} (the database's and role's defaults, as the blocking ALTER would in a new session)",
+            set.join(", ")
+        ))
+    }
+
+    fn in_place_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        let p = &self.plan;
+        writeln!(w, "Migration {} (catalog-only type changes)", p.migration)?;
+        writeln!(
+            w,
+            "Postgres changes these types in its catalog alone: no table rewrite, no index rebuilt, no copy."
+        )?;
+        writeln!(w)?;
+        writeln!(w, "Steps:")?;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(w, "{:>3}. [{}] {}", i + 1, s.phase, s.description)?;
+            writeln!(
+                w,
+                "     lock: {} (blocks traffic for milliseconds, under lock_timeout)",
+                s.lock
+            )?;
+            writeln!(w, "     | {}", s.sql)?;
+        }
+        writeln!(w)?;
+        writeln!(w, "Warnings:")?;
+        for warning in &p.warnings {
+            writeln!(w, "  - {warning}")?;
+        }
+        Ok(())
+    }
+}
+
+fn to_type(c: &crate::plan::ColumnPlan) -> &str {
+    c.conversion
+        .as_ref()
+        .map_or("bigint", |v| v.to_type.as_str())
 }
 
 impl Report for PlanReport {
     fn text(&self, w: &mut dyn Write) -> io::Result<()> {
         let p = &self.plan;
-        writeln!(w, "Migration {} (online: int → bigint)", p.migration)?;
+        if !p.in_place.is_empty() {
+            return self.in_place_text(w);
+        }
+        let converts = p
+            .tables
+            .iter()
+            .any(|t| t.columns.iter().any(|c| c.conversion.is_some()));
+        writeln!(
+            w,
+            "Migration {} (online: {})",
+            p.migration,
+            if converts {
+                "column type changes"
+            } else {
+                "int → bigint"
+            }
+        )?;
         writeln!(
             w,
             "Engine: {}",
@@ -112,7 +197,7 @@ impl Report for PlanReport {
                 Engine::Update =>
                     "update (bigint shadow columns filled in place by batched UPDATEs)",
                 Engine::Copy =>
-                    "copy (a copy of each table with bigint columns, swapped in at cutover)",
+                    "copy (a copy of each table with the new column types, swapped in at cutover)",
             }
         )?;
         writeln!(w)?;
@@ -139,6 +224,9 @@ impl Report for PlanReport {
             self.pace_note()
         )?;
         writeln!(w, "WAL: {}", self.wal_line())?;
+        if let Some(line) = self.settings_line() {
+            writeln!(w, "Settings: {line}")?;
+        }
         writeln!(w)?;
         writeln!(w, "Steps:")?;
         for (i, s) in self.steps.iter().enumerate() {
@@ -194,6 +282,9 @@ impl Report for PlanReport {
             writeln!(w, "- {line}")?;
         }
         writeln!(w, "- WAL: {}", self.wal_line())?;
+        if let Some(line) = self.settings_line() {
+            writeln!(w, "- Settings: {line}")?;
+        }
         writeln!(w)?;
         writeln!(w, "| # | phase | step | lock | blocks traffic |")?;
         writeln!(w, "| ---: | --- | --- | --- | --- |")?;
@@ -240,8 +331,12 @@ impl Report for PlanReport {
                 "estimated_rows": t.estimated_rows,
                 "total_bytes": t.total_bytes,
                 "columns": t.columns.iter().map(|c| json!({
-                    "column": c.name, "from": c.from_type, "to": "bigint", "reason": c.reason,
+                    "column": c.name, "from": c.from_type, "to": to_type(c), "reason": c.reason,
                     "sequence": c.sequence.as_ref().map(|s| s.name.clone()),
+                    "using": c.conversion.as_ref().and_then(|v| v.using.clone()),
+                    "collation": c.conversion.as_ref().and_then(|v| v.collation.clone()),
+                    "back": c.conversion.as_ref().and_then(|v| v.back.clone()),
+                    "rollback_after_cutover": c.conversion.as_ref().is_none_or(|v| v.back.is_some()),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "views": p.views.iter().map(|v| format!("{}.{}", v.schema, v.name)).collect::<Vec<_>>(),
@@ -255,6 +350,8 @@ impl Report for PlanReport {
             "advised_max_wal_size_bytes": p.wal.advised_max_wal_size_bytes,
             "estimated_timed_checkpoints": p.wal.timed_checkpoints,
             "replication_slots": p.replication_slots,
+            "catalog_only": !p.in_place.is_empty(),
+            "conversion_settings": p.conversion_settings.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         })
     }
 }

@@ -2,8 +2,9 @@
 //! the functions that replay them onto the other table, and the trigger
 //! that refuses TRUNCATE while it runs.
 
+use crate::catalog::rehearse::CONVERSION_SETTINGS;
 use crate::names::{literal, quote};
-use crate::plan::copy::CopyTable;
+use crate::plan::copy::{CopyTable, Direction};
 use crate::plan::Plan;
 
 fn columns(t: &CopyTable) -> String {
@@ -72,8 +73,10 @@ pub(super) fn replay_function(
     log: &str,
     source: &str,
     target: &str,
+    way: Direction,
 ) -> String {
     let cols = columns(t);
+    let values = t.select_list(way);
     let keys = t.key_columns();
     let key_list = t.key_list();
     let logged = t.log_columns().join(", ");
@@ -82,10 +85,18 @@ pub(super) fn replay_function(
         .indexes
         .iter()
         .filter_map(|ix| ix.unique.as_ref())
-        .map(|u| format!("({})", u.collides_with("fresh")))
+        .map(|u| {
+            format!(
+                "({})",
+                u.collides_with(
+                    &t.converted_rows("fresh", way)
+                        .unwrap_or_else(|| "fresh".into())
+                )
+            )
+        })
         .collect();
     let insert = if collisions.is_empty() {
-        format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM ONLY {source} WHERE {among};")
+        format!("INSERT INTO {target} ({cols}) SELECT {values} FROM ONLY {source} WHERE {among};")
     } else {
         // One statement, so the evictions and the insert read the source at
         // one snapshot; the insert's condition runs the eviction first.
@@ -93,7 +104,7 @@ pub(super) fn replay_function(
             "WITH fresh AS MATERIALIZED (SELECT * FROM ONLY {source} WHERE {among}),\n    \
              evicted AS (DELETE FROM {target} WHERE {} RETURNING {key_list}),\n    \
              relogged AS (INSERT INTO {log} ({logged}) SELECT {key_list} FROM evicted RETURNING 1)\n  \
-             INSERT INTO {target} ({cols}) SELECT {cols} FROM fresh WHERE (SELECT count(*) FROM relogged) >= 0;",
+             INSERT INTO {target} ({cols}) SELECT {values} FROM fresh WHERE (SELECT count(*) FROM relogged) >= 0;",
             collisions.join(" OR ")
         )
     };
@@ -110,9 +121,21 @@ pub(super) fn replay_function(
     let into: Vec<String> = (0..keys.len())
         .map(|i| format!("pgshift_keys_{i}"))
         .collect();
+    // A conversion runs with the settings the plan fixed (the transaction
+    // that creates the function sets them first: see `conversion_settings`);
+    // without one, nothing in the function depends on the search path.
+    let settings = if t.conversions.is_empty() {
+        "SET search_path = pg_catalog, pg_temp".to_string()
+    } else {
+        CONVERSION_SETTINGS
+            .iter()
+            .map(|s| format!("SET {} FROM CURRENT", quote(s)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     format!(
         "CREATE OR REPLACE FUNCTION {function}(pgshift_batch bigint) RETURNS bigint LANGUAGE plpgsql \
-         SET search_path = pg_catalog, pg_temp AS $pgshift$\nDECLARE\n{declare}  pgshift_n bigint;\n  pgshift_total bigint := 0;\nBEGIN\n  \
+         {settings} AS $pgshift$\nDECLARE\n{declare}  pgshift_n bigint;\n  pgshift_total bigint := 0;\nBEGIN\n  \
          LOOP\n  \
          WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT pgshift_batch) RETURNING {logged})\n  \
          SELECT {}, count(*) INTO {}, pgshift_n FROM (SELECT DISTINCT {logged} FROM taken) distinct_keys;\n  \

@@ -33,7 +33,7 @@ pub use swap::{cutover, locked_tables, swap_back};
 
 use super::*;
 use crate::names::{literal, quote};
-use crate::plan::copy::CopyTable;
+use crate::plan::copy::{CopyTable, Direction};
 use crate::plan::Plan;
 
 /// Log entries one replay round takes.
@@ -84,7 +84,7 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         steps.push(transaction(
             "expanding",
             format!(
-                "create {} as an empty copy of {} with bigint columns, its owner, privileges, comments and storage options",
+                "create {} as an empty copy of {} with the new column types, its owner, privileges, comments and storage options",
                 t.new_name,
                 t.display()
             ),
@@ -111,12 +111,18 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         for f in [&t.replay_forward, &t.replay_back] {
             s.push(format!("DROP FUNCTION IF EXISTS {f}(bigint)"));
         }
+        if !t.conversions.is_empty() {
+            s.extend(crate::catalog::rehearse::apply_settings(
+                &plan.conversion_settings,
+            ));
+        }
         s.push(replay_function(
             t,
             &t.replay_forward,
             &t.log_forward,
             &t.qualified(),
             &t.qualified_new(),
+            Direction::Forward,
         ));
         s.push(replay_function(
             t,
@@ -124,6 +130,7 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
             &t.log_back,
             &t.qualified(),
             &t.qualified_old(),
+            Direction::Back,
         ));
         s.push(refuse_truncate_function(plan, t));
         steps.push(transaction(
@@ -417,12 +424,13 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
 
 /// Per widened column: (table, column, query returning the count and the
 /// smallest of the values written since cutover that the old type cannot
-/// hold); the swap back would fail on them.
+/// hold); the swap back would fail on them. (A converted column's values
+/// convert back in the replays, whose failure changes nothing.)
 pub fn misfits(plan: &Plan) -> Vec<(String, String, String)> {
     plan.tables
         .iter()
         .flat_map(|t| {
-            t.columns.iter().map(move |c| {
+            t.columns.iter().filter(|c| c.conversion.is_none()).map(move |c| {
                 let (lo, hi) = c.range();
                 (
                     t.display(),

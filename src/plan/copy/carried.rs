@@ -284,7 +284,7 @@ pub(super) fn not_valid_checks(t: &Table) -> Vec<(String, String)> {
 pub(super) fn create_table(
     t: &Table,
     new_table: &str,
-    widened: &[&str],
+    alters: &[String],
     pause_autovacuum: bool,
 ) -> (Vec<String>, Vec<CopyStatistics>) {
     let mut options = t.reloptions.clone();
@@ -304,11 +304,7 @@ pub(super) fn create_table(
             .map(|ts| format!(" TABLESPACE {}", quote(ts)))
             .unwrap_or_default()
     )];
-    if !widened.is_empty() {
-        let alters: Vec<String> = widened
-            .iter()
-            .map(|c| format!("ALTER COLUMN {} TYPE bigint", quote(c)))
-            .collect();
+    if !alters.is_empty() {
         create.push(format!("ALTER TABLE {new_table} {}", alters.join(", ")));
     }
     if !t.owner.is_empty() {

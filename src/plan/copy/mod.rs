@@ -23,6 +23,7 @@ mod unique;
 pub use unique::UniqueKey;
 
 use super::{Blocker, SequencePlan, TablePlan};
+use crate::catalog::rehearse::alter_clause;
 use crate::catalog::{Catalog, Table};
 use crate::names::{self, qualified, quote};
 
@@ -129,6 +130,33 @@ pub struct CopyTable {
     /// NOT VALID checks (name, definition): added to the copy at cutover.
     #[serde(default)]
     pub not_valid_checks: Vec<(String, String)>,
+    /// Columns whose values convert on the way to the copy (and back), for
+    /// type changes other than integer widenings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conversions: Vec<CopyConversion>,
+}
+
+/// One column's conversion, as the copy's batches and the replays select it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyConversion {
+    pub column: String,
+    /// Selected from the original for the copy (the `USING` expression).
+    pub forward: String,
+    /// The copy's type.
+    pub forward_type: String,
+    /// Selected from the copy for the original after cutover; None: no way back.
+    pub back: Option<String>,
+    /// The original's type.
+    pub back_type: String,
+}
+
+/// Which way rows move between a table and its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Original to copy (before cutover).
+    Forward,
+    /// Copy to original (after cutover, for a rollback).
+    Back,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,6 +198,50 @@ impl CopyTable {
                 }
             })
             .collect()
+    }
+
+    /// What a copy or replay selects from the source, column by column in
+    /// the order of `columns`: each value converted for the target.
+    pub fn select_list(&self, way: Direction) -> String {
+        self.columns
+            .iter()
+            .map(
+                |c| match (self.conversions.iter().find(|v| &v.column == c), way) {
+                    (Some(v), Direction::Forward) => v.forward.clone(),
+                    (Some(v), Direction::Back) => v.back.clone().unwrap_or_else(|| quote(c)),
+                    (None, _) => quote(c),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The rows of `source` (a name in the FROM) with each converted column
+    /// cast to the target's type: what the replays compare unique keys on.
+    pub fn converted_rows(&self, source: &str, way: Direction) -> Option<String> {
+        if self.conversions.is_empty() {
+            return None;
+        }
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| match self.conversions.iter().find(|v| &v.column == c) {
+                Some(v) => {
+                    let (expr, ty) = match way {
+                        Direction::Forward => (v.forward.clone(), &v.forward_type),
+                        Direction::Back => {
+                            (v.back.clone().unwrap_or_else(|| quote(c)), &v.back_type)
+                        }
+                    };
+                    format!("CAST({expr} AS {ty}) AS {}", quote(c))
+                }
+                None => quote(c),
+            })
+            .collect();
+        Some(format!(
+            "(SELECT {} FROM {source}) AS {source}",
+            columns.join(", ")
+        ))
     }
 
     pub fn qualified(&self) -> String {
@@ -329,6 +401,22 @@ fn plan_table(
     let routines = carried::routines(t, blockers);
     carried::refusals(t, blockers);
     let widened: Vec<&str> = tp.columns.iter().map(|c| c.name.as_str()).collect();
+    // The empty copy takes each change as the blocking ALTER makes it (its
+    // defaults, CHECKs and collation converted by Postgres); `USING NULL`
+    // since there is no row to convert yet, so the statement can run again.
+    let alters: Vec<String> = tp
+        .columns
+        .iter()
+        .map(|c| match &c.conversion {
+            Some(conv) => alter_clause(
+                &c.name,
+                &conv.to_type,
+                conv.collation.as_deref(),
+                Some("NULL"),
+            ),
+            None => alter_clause(&c.name, "bigint", None, None),
+        })
+        .collect();
     let new_name = names::shadow("new", &t.name);
     let new_table = qualified(&t.schema, &new_name);
     let indexes = carried::indexes(t, &new_table, blockers);
@@ -339,7 +427,7 @@ fn plan_table(
         .reloptions
         .iter()
         .any(|o| o.starts_with("autovacuum_enabled="));
-    let (create, statistics) = carried::create_table(t, &new_table, &widened, pause_autovacuum);
+    let (create, statistics) = carried::create_table(t, &new_table, &alters, pause_autovacuum);
     let owned_sequences = t
         .columns
         .iter()
@@ -389,5 +477,19 @@ fn plan_table(
         refuse_truncate: pg("no_truncate"),
         pause_autovacuum,
         not_valid_checks: carried::not_valid_checks(t),
+        conversions: tp
+            .columns
+            .iter()
+            .filter_map(|c| {
+                let conv = c.conversion.as_ref()?;
+                Some(CopyConversion {
+                    column: c.name.clone(),
+                    forward: conv.forward.clone(),
+                    forward_type: conv.to_type.clone(),
+                    back: conv.back.clone(),
+                    back_type: c.from_type.clone(),
+                })
+            })
+            .collect(),
     })
 }
