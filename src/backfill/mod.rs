@@ -25,10 +25,12 @@ use crate::error::{Error, Result};
 use crate::execute::Runner;
 use crate::hint_bits::HintBits;
 use crate::output::Progress;
-use crate::plan::copy::CopyTable;
+use crate::plan::copy::{CopyTable, Direction};
 use crate::plan::{BackfillShape, TablePlan};
 use pass::{first_pass, Pass};
 pub use settings::{Settings, COPY_TARGET, UPDATE_TARGET};
+pub mod misfit;
+
 pub use sql::{batch_sql, bound_sql, columns_to_assign, copy_sql};
 use sql::{batch_sql_bounded, copy_sql_bounded};
 
@@ -362,6 +364,22 @@ async fn run_part(
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
+                if let Some(c) =
+                    copy.filter(|c| !c.conversions.is_empty() && misfit::is_conversion_error(&e))
+                {
+                    // The batch's rows, in key order, one of which does not convert.
+                    let (candidates, _) = sql::keys_in_range(t, lower.is_some(), upper.is_some());
+                    if let Some(found) =
+                        misfit::find(client, c, Direction::Forward, &candidates, &args)
+                            .await
+                            .map_err(Error::db(format!(
+                                "could not find the row of {} that does not convert",
+                                t.display()
+                            )))?
+                    {
+                        return Err(misfit_error(runner.name(), &t.display(), &found));
+                    }
+                }
                 return Err(Error::db(format!(
                     "backfill batch of {} failed",
                     t.display()
@@ -369,6 +387,16 @@ async fn run_part(
             }
         }
     }
+}
+
+/// The refusal for a row that does not convert: nothing the application
+/// uses has changed.
+pub fn misfit_error(migration: &str, table: &str, found: &misfit::Misfit) -> Error {
+    Error::Refused(format!(
+        "the row of {table} with {} does not convert to the new type: {}. The application's tables are unchanged; \
+         fix the row and run `pgshift resume {migration}`, or run `pgshift rollback {migration}`",
+        found.key, found.reason
+    ))
 }
 
 /// The server's WAL insert position, in bytes.

@@ -46,6 +46,13 @@ fn key_range(t: &TablePlan, with_lower: bool, with_upper: bool) -> (Vec<String>,
 /// The last key of the next batch: `OFFSET batch-1` on the primary key
 /// index, within `(lower, upper]` when they are given.
 pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
+    let (keys, next) = keys_in_range(t, with_lower, with_upper);
+    format!("{keys} OFFSET ${next} LIMIT 1")
+}
+
+/// The keys in `(lower, upper]` as texts, in key order, and the number of
+/// the next free parameter.
+pub fn keys_in_range(t: &TablePlan, with_lower: bool, with_upper: bool) -> (String, usize) {
     // Aliased: `ORDER BY "id"` would otherwise sort by the text output column.
     let texts: Vec<String> = t
         .key
@@ -60,11 +67,14 @@ pub fn bound_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
     } else {
         format!(" WHERE {}", conds.join(" AND "))
     };
-    format!(
-        "SELECT {} FROM {}{filter} ORDER BY {} OFFSET ${next} LIMIT 1",
-        texts.join(", "),
-        t.qualified(),
-        order.join(", ")
+    (
+        format!(
+            "SELECT {} FROM {}{filter} ORDER BY {}",
+            texts.join(", "),
+            t.qualified(),
+            order.join(", ")
+        ),
+        next,
     )
 }
 

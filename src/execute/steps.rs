@@ -259,11 +259,13 @@ impl Runner {
         let mut keys = 0i64;
         let left = loop {
             self.check_interrupt()?;
-            let taken: i64 = client
+            let taken: i64 = match client
                 .query_one(sql.as_str(), &[&ops::copy_swap::REPLAY_BATCH])
                 .await
-                .map_err(Error::db(format!("`{description}` failed")))?
-                .get(0);
+            {
+                Ok(row) => row.get(0),
+                Err(e) => return Err(self.replay_error(client, function, e, description).await),
+            };
             keys += taken;
             let pending: i64 = client
                 .query_one(pending_sql.as_str(), &[&(leave + 1)])
@@ -279,6 +281,36 @@ impl Runner {
             json!({"step": description, "keys": keys, "left": left}),
         );
         Ok(())
+    }
+
+    /// A replay's failure; for a value that does not convert, the row it is.
+    async fn replay_error(
+        &self,
+        client: &Client,
+        function: &str,
+        e: tokio_postgres::Error,
+        description: &str,
+    ) -> Error {
+        use crate::backfill::misfit;
+        use crate::plan::copy::Direction;
+        let found = self.plan.copy.iter().flat_map(|c| &c.tables).find_map(|t| {
+            if t.replay_forward == function {
+                Some((t, Direction::Forward, &t.log_forward))
+            } else if t.replay_back == function {
+                Some((t, Direction::Back, &t.log_back))
+            } else {
+                None
+            }
+        });
+        match found {
+            Some((t, way, log)) if !t.conversions.is_empty() && misfit::is_conversion_error(&e) => {
+                match misfit::find(client, t, way, &misfit::logged_keys(t, log), &[]).await {
+                    Ok(Some(m)) => crate::backfill::misfit_error(self.name(), &t.display(), &m),
+                    _ => Error::db(format!("`{description}` failed"))(e),
+                }
+            }
+            _ => Error::db(format!("`{description}` failed"))(e),
+        }
     }
 
     pub(super) async fn verify(&self, client: &Client, table: u32, step: &Step) -> Result<()> {

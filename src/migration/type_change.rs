@@ -143,9 +143,11 @@ pub fn down_annotations(comments: &[String]) -> Result<Vec<DownAnnotation>, Stri
                     };
                     (Some(ident), rest[at + 7..].trim())
                 }
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "`pgshift:down {rest}`: expected `-- pgshift:down [column] USING <expression>`"
-                )),
+                ))
+                }
             }
         };
         if using.is_empty() {

@@ -51,7 +51,11 @@ pub fn build(
         EngineChoice::Copy => with(Engine::Copy),
         EngineChoice::Auto => {
             let mut copy = with(Engine::Copy)?;
-            if copy.blockers.is_empty() && !copy.in_place.is_empty() {
+            // Only the copy engine converts types: its plan says what blocks.
+            let converts = requests.iter().any(|r| r.change.is_some());
+            if (copy.blockers.is_empty() && !copy.in_place.is_empty())
+                || (converts && !copy.blockers.is_empty())
+            {
                 return Ok(copy);
             }
             if copy.blockers.is_empty() {

@@ -192,3 +192,205 @@ pub(super) fn warnings(tables: &[TablePlan], in_place: &[InPlaceChange]) -> Vec<
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::incident;
+    use super::super::{build, Engine, EngineChoice, Options, Plan, Request};
+    use crate::catalog::{Catalog, Rehearsal, RehearsedColumn};
+    use crate::migration::TypeChange;
+    use crate::plan::copy::Direction;
+
+    fn change(type_text: &str, using: Option<&str>) -> TypeChange {
+        TypeChange {
+            type_text: type_text.into(),
+            collate: None,
+            using: using.map(str::to_string),
+            down: None,
+        }
+    }
+
+    /// The catalog with Postgres's verdict on table 1's changes.
+    fn rehearsed(rewrites: bool, columns: Vec<RehearsedColumn>) -> Catalog {
+        let mut catalog = incident();
+        catalog.rehearsals.push(Rehearsal {
+            table: 1,
+            error: None,
+            rewrites,
+            rebuilt_indexes: 0,
+            columns,
+        });
+        catalog.conversion_settings = vec![("TimeZone".into(), "Asia/Kolkata".into())];
+        catalog
+    }
+
+    fn column(name: &str, new_type: &str, back: Option<&str>) -> RehearsedColumn {
+        RehearsedColumn {
+            name: name.into(),
+            new_type: new_type.into(),
+            collation: None,
+            back: back.map(str::to_string),
+            back_error: if back.is_none() {
+                Some("cannot cast type jsonb to integer".into())
+            } else {
+                None
+            },
+        }
+    }
+
+    fn plan(catalog: &Catalog, requests: Vec<Request>, engine: EngineChoice) -> Plan {
+        let options = Options {
+            engine,
+            ..Options::default()
+        };
+        build("m", "abc", &requests, catalog, options).unwrap()
+    }
+
+    fn request(table: u32, column: &str, change: TypeChange) -> Request {
+        Request {
+            table,
+            column: column.into(),
+            change: Some(change),
+        }
+    }
+
+    #[test]
+    fn a_rewriting_change_is_a_copy_that_converts_each_value_with_the_fixed_settings() {
+        let catalog = rehearsed(true, vec![column("name", "jsonb", Some("\"name\""))]);
+        let p = plan(
+            &catalog,
+            vec![request(1, "name", change("jsonb", Some("name::jsonb")))],
+            EngineChoice::Auto,
+        );
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert_eq!(p.engine, Engine::Copy);
+        assert!(p.in_place.is_empty());
+        let conv = p.tables[0].columns[0].conversion.as_ref().unwrap();
+        assert_eq!(conv.to_type, "jsonb");
+        assert_eq!(conv.forward, "(name::jsonb)");
+        let copy = &p.copy.as_ref().unwrap().tables[0];
+        assert_eq!(
+            copy.select_list(Direction::Forward),
+            "\"id\", (name::jsonb)"
+        );
+        assert_eq!(copy.select_list(Direction::Back), "\"id\", \"name\"");
+        assert!(
+            copy.create
+                .iter()
+                .any(|s| s.ends_with("ALTER COLUMN \"name\" TYPE jsonb USING NULL")),
+            "{:?}",
+            copy.create
+        );
+        assert_eq!(p.conversion_settings, catalog.conversion_settings);
+        assert!(p.no_way_back().is_empty());
+    }
+
+    #[test]
+    fn catalog_only_changes_run_in_place_unless_the_file_also_needs_a_copy() {
+        let catalog = rehearsed(
+            false,
+            vec![column("name", "character varying(200)", Some("\"name\""))],
+        );
+        let varchar = || request(1, "name", change("varchar(200)", None));
+        let p = plan(&catalog, vec![varchar()], EngineChoice::Auto);
+        assert!(p.tables.is_empty(), "{:?}", p.tables);
+        assert_eq!(p.in_place.len(), 1);
+        assert_eq!(
+            p.in_place[0].statement,
+            "ALTER TABLE \"public\".\"scripts\" ALTER COLUMN \"name\" TYPE varchar(200)"
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("catalog-only")),
+            "{:?}",
+            p.warnings
+        );
+
+        // With an integer widening beside it, everything goes through the copy.
+        let widen = Request {
+            table: 3,
+            column: "id".into(),
+            change: None,
+        };
+        let p = plan(&catalog, vec![varchar(), widen], EngineChoice::Auto);
+        assert!(p.in_place.is_empty());
+        assert_eq!(p.tables.len(), 2);
+        assert_eq!(p.engine, Engine::Copy);
+    }
+
+    #[test]
+    fn refusals_name_the_column_and_what_to_do() {
+        let catalog = rehearsed(
+            true,
+            vec![column("id", "text", Some("CAST(\"id\" AS integer)"))],
+        );
+        let p = plan(
+            &catalog,
+            vec![request(1, "id", change("text", None))],
+            EngineChoice::Auto,
+        );
+        let reasons: Vec<&str> = p.blockers.iter().map(|b| b.reason.as_str()).collect();
+        for expected in [
+            "primary key",
+            "foreign key script_runs_script_id_fkey",
+            "sequence",
+            "view all_scripts",
+        ] {
+            assert!(
+                reasons.iter().any(|r| r.contains(expected)),
+                "{expected}: {reasons:?}"
+            );
+        }
+        assert!(p
+            .blockers
+            .iter()
+            .all(|b| b.object == "column scripts.id" && !b.remedy.is_empty()));
+
+        let p = plan(
+            &rehearsed(true, vec![column("name", "jsonb", Some("\"name\""))]),
+            vec![request(1, "name", change("jsonb", Some("name::jsonb")))],
+            EngineChoice::Update,
+        );
+        assert!(
+            p.blockers[0]
+                .reason
+                .contains("update engine converts integer"),
+            "{:?}",
+            p.blockers
+        );
+
+        let mut refused = rehearsed(true, vec![]);
+        refused.rehearsals[0].error = Some("type \"nosuchtype\" does not exist".into());
+        let p = plan(
+            &refused,
+            vec![request(1, "name", change("nosuchtype", None))],
+            EngineChoice::Auto,
+        );
+        assert!(
+            p.blockers[0].reason.contains("nosuchtype"),
+            "{:?}",
+            p.blockers
+        );
+    }
+
+    #[test]
+    fn no_way_back_is_said_up_front() {
+        let catalog = rehearsed(true, vec![column("name", "integer", None)]);
+        let p = plan(
+            &catalog,
+            vec![request(1, "name", change("integer", Some("length(name)")))],
+            EngineChoice::Copy,
+        );
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert_eq!(p.no_way_back().len(), 1);
+        assert!(
+            p.no_way_back()[0].contains("scripts.name (text → integer)"),
+            "{:?}",
+            p.no_way_back()
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("pgshift:down")),
+            "{:?}",
+            p.warnings
+        );
+    }
+}

@@ -335,6 +335,19 @@ pub struct Conversion {
 }
 
 impl ColumnPlan {
+    /// The clause of the blocking `ALTER TABLE` that makes this change.
+    pub fn blocking_alter(&self) -> String {
+        match &self.conversion {
+            Some(c) => crate::catalog::rehearse::alter_clause(
+                &self.name,
+                &c.to_type,
+                c.collation.as_deref(),
+                c.using.as_deref(),
+            ),
+            None => crate::catalog::rehearse::alter_clause(&self.name, "bigint", None, None),
+        }
+    }
+
     /// The value range of the original type, for the reverse trigger and rollback.
     pub fn range(&self) -> (i64, i64) {
         match self.from_type.as_str() {

@@ -19,7 +19,6 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::migration::split_statements;
-use crate::names::quote;
 use crate::plan::Plan;
 
 /// How the "after" plans were obtained.
@@ -242,12 +241,12 @@ pub async fn rehearsal(
             };
             ddl.push(format!("DROP {kind} {}", v.qualified()));
         }
+        // The conversions run with the settings the migration fixed.
+        ddl.extend(crate::catalog::rehearse::apply_settings(
+            &plan.conversion_settings,
+        ));
         for t in &plan.tables {
-            let alters: Vec<String> = t
-                .columns
-                .iter()
-                .map(|c| format!("ALTER COLUMN {} TYPE bigint", quote(&c.name)))
-                .collect();
+            let alters: Vec<String> = t.columns.iter().map(|c| c.blocking_alter()).collect();
             ddl.push(format!(
                 "ALTER TABLE {} {}",
                 t.qualified(),

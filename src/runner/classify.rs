@@ -1,7 +1,7 @@
 //! Each statement of an ordinary migration, in the online form pgshift runs.
 
 use sqlparser::ast::{
-    AlterColumnOperation, AlterTableOperation, ColumnOption, CreateIndex, DataType, Statement,
+    AlterColumnOperation, AlterTableOperation, ColumnOption, CreateIndex, Statement,
     TableConstraint,
 };
 use sqlparser::dialect::PostgreSqlDialect;
@@ -204,14 +204,9 @@ pub fn classify(line: u64, text: &str, options: &Options) -> Result<Planned, Ref
                         column_name,
                         op: AlterColumnOperation::SetDataType { data_type, .. },
                     } if !options.allow_rewrite => {
-                        let hint = if matches!(
-                            data_type,
-                            DataType::BigInt(None) | DataType::Int8(None)
-                        ) {
-                            "put integer → bigint changes in a migration file of their own: pgshift runs those online"
-                        } else {
-                            "add a new column and backfill it instead, or pass --allow-rewrite to accept the blocking rewrite"
-                        };
+                        let hint = "put column type changes in a migration file of their own: pgshift runs those online \
+                                    (a copy swapped in at cutover, or the plain ALTER when Postgres changes only its catalog), \
+                                    or pass --allow-rewrite to accept the blocking rewrite";
                         return Err(Refusal {
                             line,
                             message: format!("changing {table}.{column_name} to {data_type} rewrites the table under an exclusive lock; {hint}"),

@@ -3,6 +3,7 @@
 mod audit;
 mod check;
 mod cli;
+mod convert;
 mod copy;
 mod guards;
 mod harness;

@@ -1,4 +1,4 @@
-//! The copy-and-swap engine: a copy of each table with bigint columns,
+//! The copy-and-swap engine: a copy of each table with the new column types,
 //! filled without row locks while a trigger logs the keys the application
 //! changes; the log is replayed onto the copy, and the cutover replays the
 //! rest and swaps the tables' names in one short transaction. From cutover

@@ -1,0 +1,121 @@
+//! Finding the row whose value does not convert to the new type, when a
+//! copy batch or a replay fails on one: the DBA gets the table, the key of
+//! the row and Postgres's reason, instead of a batch's error.
+//!
+//! Each candidate row is converted into the target inside a savepoint that
+//! is always rolled back, so the search writes nothing.
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Error as PgError};
+
+use crate::names::quote;
+use crate::plan::copy::{CopyTable, Direction};
+
+/// The row that did not convert: its key as `col = value, …`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misfit {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Whether `e` is a value that does not convert: a data exception (class
+/// 22: invalid input, value too long, out of range), a CHECK or NOT NULL
+/// the converted value breaks.
+pub fn is_conversion_error(e: &PgError) -> bool {
+    e.code().is_some_and(|c| {
+        let c = c.code();
+        c.starts_with("22") || c == "23514" || c == "23502"
+    })
+}
+
+/// The candidate keys (texts, in key order) from `candidates_sql` run with
+/// `args`, converted one by one into the target of `way`.
+pub async fn find(
+    client: &Client,
+    t: &CopyTable,
+    way: Direction,
+    candidates_sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Misfit>, PgError> {
+    let keys = t.key_columns();
+    let target = match way {
+        Direction::Forward => t.qualified_new(),
+        Direction::Back => t.qualified_old(),
+    };
+    let cols: Vec<String> = t.columns.iter().map(|c| quote(c)).collect();
+    let matches: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{} = ${}::text::{}", quote(&k.name), i + 1, k.log_type))
+        .collect();
+    let matches = matches.join(" AND ");
+    // The target's row of the key goes first (a replay replaces it).
+    let probe = [
+        format!("DELETE FROM {target} WHERE {matches}"),
+        format!(
+            "INSERT INTO {target} ({}) SELECT {} FROM ONLY {} WHERE {matches}",
+            cols.join(", "),
+            t.select_list(way),
+            t.qualified()
+        ),
+    ];
+    client.batch_execute("BEGIN").await?;
+    let outcome = async {
+        let rows = client.query(candidates_sql, args).await?;
+        for row in rows {
+            let values: Vec<Option<String>> = (0..keys.len()).map(|i| row.get(i)).collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            client.batch_execute("SAVEPOINT pgshift_probe").await?;
+            let mut failed = None;
+            for statement in &probe {
+                if let Err(e) = client.execute(statement.as_str(), &params).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT pgshift_probe")
+                .await?;
+            match failed {
+                Some(e) if is_conversion_error(&e) => {
+                    let key: Vec<String> = keys
+                        .iter()
+                        .zip(&values)
+                        .map(|(k, v)| format!("{} = {}", k.name, v.as_deref().unwrap_or("NULL")))
+                        .collect();
+                    let reason = e
+                        .as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    return Ok(Some(Misfit {
+                        key: key.join(", "),
+                        reason,
+                    }));
+                }
+                Some(e) => return Err(e),
+                None => {}
+            }
+        }
+        Ok(None)
+    }
+    .await;
+    let _ = client.batch_execute("ROLLBACK").await;
+    outcome
+}
+
+/// The keys waiting in a change log, as texts: where a failed replay's
+/// row is.
+pub fn logged_keys(t: &CopyTable, log: &str) -> String {
+    let cols: Vec<String> = t
+        .log_columns()
+        .iter()
+        .map(|c| format!("{c}::text"))
+        .collect();
+    // The round that failed took the oldest entries.
+    format!(
+        "SELECT DISTINCT {} FROM (SELECT * FROM {log} ORDER BY seq LIMIT {}) k",
+        cols.join(", "),
+        crate::ops::copy_swap::REPLAY_BATCH
+    )
+}

@@ -1,0 +1,445 @@
+//! Column type changes other than integer widenings (issue 27): each one
+//! applied online under concurrent writes must leave exactly what the
+//! blocking `ALTER` leaves on a control copy that saw the same writes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::support::*;
+
+/// Every example of the issue on `items`, and a widening mixed with a
+/// catalog-only change on `tags` (which then goes through the copy too).
+const CHANGES: &str = "\
+ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb, ALTER COLUMN happened TYPE timestamptz, ALTER COLUMN title TYPE varchar(20);
+ALTER TABLE items ALTER COLUMN price TYPE numeric(12,2), ALTER COLUMN amount SET DATA TYPE numeric(14,4);
+ALTER TABLE items ALTER COLUMN feeling TYPE mood USING feeling::mood, ALTER COLUMN state TYPE text,
+    ALTER COLUMN qty TYPE text, ALTER COLUMN ref TYPE uuid USING ref::uuid;
+ALTER TABLE tags ALTER COLUMN id TYPE bigint, ALTER COLUMN label TYPE text;
+";
+
+const SCHEMA: &str = "
+    CREATE TYPE mood AS ENUM ('happy', 'sad', 'meh');
+    CREATE TABLE items (
+        id bigint PRIMARY KEY,
+        body text,
+        happened timestamp,
+        title varchar(100) NOT NULL DEFAULT 'untitled',
+        price int,
+        amount numeric(10,2),
+        feeling text,
+        state mood,
+        qty int,
+        ref text
+    );
+    CREATE INDEX items_title ON items (title);
+    CREATE UNIQUE INDEX items_ref ON items (ref);
+    COMMENT ON COLUMN items.body IS 'the payload';
+    INSERT INTO items
+    SELECT g, format('{\"n\": %s, \"tags\": [\"a\", \"b\"]}', g), '2024-01-01'::timestamp + g * interval '37 minutes',
+           't' || g, g, g / 7.0, CASE WHEN g % 2 = 0 THEN 'happy' ELSE 'sad' END, 'meh', g * 3,
+           format('00000000-0000-0000-0000-%s', lpad(g::text, 12, '0'))
+    FROM generate_series(1, 20000) g;
+    CREATE TABLE tags (id int PRIMARY KEY, label varchar(50));
+    INSERT INTO tags SELECT g, 'label ' || g FROM generate_series(1, 2000) g;
+    CREATE TABLE items_control AS SELECT * FROM items;
+    ALTER TABLE items_control ADD PRIMARY KEY (id);
+    CREATE TABLE tags_control AS SELECT * FROM tags;
+    ALTER TABLE tags_control ADD PRIMARY KEY (id);
+    ANALYZE;
+";
+
+/// A primary whose database converts timestamps in a zone other than UTC,
+/// with the schema above, and a client on it (which has that zone too).
+async fn typed_primary() -> (pgshift::testkit::Cluster, Client) {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute("ALTER DATABASE app SET timezone TO 'Asia/Kolkata'")
+        .await
+        .unwrap();
+    drop(client);
+    let client = connect(&cluster.url("app")).await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    (cluster, client)
+}
+
+/// An application writing the same rows into a table and its control copy
+/// in one transaction. Literals, not typed parameters: they assign to the
+/// old types before cutover and to the new ones after it. Values written
+/// after cutover take the new type directly, so they fit both (an amount
+/// of 2 decimals, say): the control copy keeps the old types until the end.
+struct MirrorWriter {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    handle: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl MirrorWriter {
+    async fn start(url: &str) -> MirrorWriter {
+        let client = connect(url).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let (s, o) = (stop.clone(), ops.clone());
+        let handle = tokio::spawn(async move {
+            let mut errors = Vec::new();
+            let mut i: i64 = 0;
+            while !s.load(Ordering::SeqCst) {
+                i += 1;
+                let k = (i * 7) % 20_000 + 1;
+                let gone = (i * 13) % 20_000 + 1;
+                let write = match i % 3 {
+                    0 => format!(
+                        "INSERT INTO {{t}} VALUES ({id}, '{{\"w\": {i}}}', '2024-03-10 01:{m:02}:00', 'w{i}', '{i}', '{i}.25', \
+                         'sad', 'meh', '{i}', '00000000-0000-0000-0001-{i:012}')",
+                        id = 1_000_000 + i,
+                        m = i % 60
+                    ),
+                    1 => format!(
+                        "UPDATE {{t}} SET body = '[{i}, null]', title = 'u{i}', price = '{i}', happened = '2024-06-01 12:00', \
+                         feeling = 'happy', state = 'sad' WHERE id = {k}"
+                    ),
+                    _ => format!("DELETE FROM {{t}} WHERE id = {gone}"),
+                };
+                let tag = format!(
+                    "UPDATE {{t}} SET label = 'seen {i}' WHERE id = {}",
+                    i % 2000 + 1
+                );
+                let sql = [
+                    write.replace("{t}", "items"),
+                    write.replace("{t}", "items_control"),
+                    tag.replace("{t}", "tags"),
+                    tag.replace("{t}", "tags_control"),
+                ]
+                .join(";\n");
+                match client.batch_execute(&sql).await {
+                    Ok(()) => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => errors.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            errors
+        });
+        MirrorWriter { stop, ops, handle }
+    }
+
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.await.unwrap()
+    }
+}
+
+/// Column names and types of `table`, in order.
+async fn types(client: &Client, table: &str) -> String {
+    one(
+        client,
+        &format!(
+            "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)
+               FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped"
+        ),
+    )
+    .await
+}
+
+/// A digest of every row of `table`, every column as Postgres prints it.
+async fn rows(client: &Client, table: &str) -> String {
+    one(
+        client,
+        &format!("SELECT md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {table} t"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_type_change_matches_the_blocking_alter_row_for_row() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0200_types", CHANGES);
+    let plan = pgshift_default_engine(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(json["engine"], "copy", "{}", plan.stdout);
+    assert_eq!(json["catalog_only"], false);
+    let settings = json["conversion_settings"].to_string();
+    assert!(settings.contains("Asia/Kolkata"), "{settings}");
+
+    let writer = MirrorWriter::start(&url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = pgshift_default_engine(&url, &["apply", &path, "--batch-size", "2000"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ops = writer.ops.load(Ordering::SeqCst);
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert!(ops > 50, "the writer barely ran ({ops} transactions)");
+
+    // The blocking ALTER on the control copies, in a session with the same zone.
+    let control = CHANGES
+        .replace("TABLE items ", "TABLE items_control ")
+        .replace("TABLE tags ", "TABLE tags_control ");
+    client.batch_execute(&control).await.unwrap();
+    for (table, control) in [("items", "items_control"), ("tags", "tags_control")] {
+        assert_eq!(types(&client, table).await, types(&client, control).await);
+        let diff = client
+            .query(
+                &format!(
+                    "(SELECT 'only in {table}', t::text FROM {table} t EXCEPT SELECT 'only in {table}', c::text FROM {control} c)
+                     UNION ALL (SELECT 'only in {control}', c::text FROM {control} c EXCEPT SELECT 'only in {control}', t::text FROM {table} t)
+                     ORDER BY 2 LIMIT 10"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let diff: Vec<String> = diff
+            .iter()
+            .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{table} differs from its control: {diff:#?}"
+        );
+        assert_eq!(
+            rows(&client, table).await,
+            rows(&client, control).await,
+            "{table} differs from what the blocking ALTER made of {control}"
+        );
+    }
+    let comment: Option<String> =
+        one(&client, "SELECT col_description('items'::regclass, 2)").await;
+    assert_eq!(comment.as_deref(), Some("the payload"));
+    let default: String = one(
+        &client,
+        "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'items'::regclass AND adnum = 4",
+    )
+    .await;
+    assert_eq!(default, "'untitled'::character varying");
+
+    let fin = pgshift(&url, &["finalize", "0200_types", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_only_changes_run_as_the_plain_alter_with_no_copy() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute("CREATE TABLE notes (id int PRIMARY KEY, short varchar(10), body varchar(40), n numeric(10,2));
+                        INSERT INTO notes SELECT g, 's', 'b', g FROM generate_series(1, 1000) g;")
+        .await
+        .unwrap();
+    let (_dir, path) = migration(
+        "0201_in_place",
+        "ALTER TABLE notes ALTER COLUMN short TYPE varchar(200), ALTER COLUMN body TYPE text, ALTER COLUMN n TYPE numeric;\n",
+    );
+    let before: u32 = one(
+        &client,
+        "SELECT relfilenode FROM pg_class WHERE relname = 'notes'",
+    )
+    .await;
+    let plan = pgshift_default_engine(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(json["catalog_only"], true, "{}", plan.stdout);
+    let text = pgshift_default_engine(&url, &["plan", &path]).await;
+    assert!(text.stdout.contains("catalog-only"), "{}", text.stdout);
+
+    let run = pgshift_default_engine(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("in place"), "{}", run.stdout);
+    let after: u32 = one(
+        &client,
+        "SELECT relfilenode FROM pg_class WHERE relname = 'notes'",
+    )
+    .await;
+    assert_eq!(before, after, "a catalog-only change rewrote the table");
+    assert_eq!(
+        types(&client, "notes").await,
+        "id integer, short character varying(200), body text, n numeric"
+    );
+    let recorded: i64 = one(
+        &client,
+        "SELECT count(*) FROM pgshift.applied WHERE name = '0201_in_place'",
+    )
+    .await;
+    assert_eq!(recorded, 1);
+    // Nothing of the copy engine was made.
+    let migrations: i64 = one(&client, "SELECT count(*) FROM pgshift.migrations").await;
+    assert_eq!(migrations, 0);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_does_not_convert_is_named_by_key_before_cutover() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute("UPDATE items SET body = 'not json' WHERE id = 12345")
+        .await
+        .unwrap();
+    let (_dir, path) = migration(
+        "0202_misfit",
+        "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &path, "--batch-size", "1000"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("items with id = 12345")
+            && run.stderr.contains("invalid input syntax for type json"),
+        "{}",
+        run.stderr
+    );
+    assert!(types(&client, "items").await.contains("body text"));
+
+    // Fixed, it resumes; a bad value written after the copy is named by the
+    // replay before the cutover swaps anything.
+    client
+        .batch_execute("UPDATE items SET body = '{}' WHERE id = 12345")
+        .await
+        .unwrap();
+    let run = pgshift(&url, &["resume", "0202_misfit", "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    client
+        .batch_execute("UPDATE items SET body = '{broken' WHERE id = 777")
+        .await
+        .unwrap();
+    let run = pgshift(&url, &["cutover", "0202_misfit"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("items with id = 777"), "{}", run.stderr);
+    assert!(types(&client, "items").await.contains("body text"));
+
+    let run = pgshift(&url, &["rollback", "0202_misfit"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_cutover_converts_writes_back_or_refuses_without_a_way_back() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    // jsonb → text has a cast back: a write made after cutover comes back.
+    let (_dir, path) = migration(
+        "0203_back",
+        "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    client
+        .batch_execute(
+            "UPDATE items SET body = '{\"after\": true}' WHERE id = 5;
+                        INSERT INTO items (id, body, title) VALUES (99999999, '[1, 2]', 'late')",
+        )
+        .await
+        .unwrap();
+    let run = pgshift(&url, &["rollback", "0203_back"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(types(&client, "items").await.contains("body text"));
+    let five: String = one(&client, "SELECT body FROM items WHERE id = 5").await;
+    assert_eq!(five, "{\"after\": true}");
+    let late: String = one(&client, "SELECT body FROM items WHERE id = 99999999").await;
+    assert_eq!(late, "[1, 2]");
+
+    // integer → interval has no cast back: the plan says so, and rollback
+    // after cutover refuses and changes nothing.
+    let (_dir2, path2) = migration(
+        "0204_no_way_back",
+        "ALTER TABLE items ALTER COLUMN qty TYPE interval USING make_interval(secs => qty);\n",
+    );
+    let plan = pgshift_default_engine(&url, &["plan", &path2]).await;
+    assert!(plan.stdout.contains("no way back"), "{}", plan.stdout);
+    let run = pgshift_default_engine(&url, &["apply", &path2]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = pgshift(&url, &["rollback", "0204_no_way_back"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no way to convert back"),
+        "{}",
+        run.stderr
+    );
+    assert!(types(&client, "items").await.contains("qty interval"));
+
+    // Kept: finalize drops the original (a table takes one migration at a time).
+    let run = pgshift(&url, &["finalize", "0204_no_way_back", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // With a pgshift:down annotation, the same change rolls back.
+    let (_dir3, path3) = migration(
+        "0205_down",
+        "-- pgshift:down USING extract(epoch FROM price)::int\n\
+         ALTER TABLE items ALTER COLUMN price TYPE interval USING make_interval(secs => price);\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &path3]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    client
+        .batch_execute("UPDATE items SET price = interval '42 seconds' WHERE id = 6")
+        .await
+        .unwrap();
+    let run = pgshift(&url, &["rollback", "0205_down"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let six: i32 = one(&client, "SELECT price FROM items WHERE id = 6").await;
+    assert_eq!(six, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_pgshift_or_postgres_refuse_exit_2_and_change_nothing() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute("CREATE VIEW item_titles AS SELECT id, title FROM items")
+        .await
+        .unwrap();
+    let before = schema_dump(&client).await;
+    for (name, sql, says) in [
+        (
+            "0210_unknown",
+            "ALTER TABLE items ALTER COLUMN body TYPE nosuchtype;",
+            "nosuchtype",
+        ),
+        (
+            "0211_no_cast",
+            "ALTER TABLE items ALTER COLUMN happened TYPE integer;",
+            "cannot be cast automatically",
+        ),
+        (
+            "0212_view",
+            "ALTER TABLE items ALTER COLUMN title TYPE text;",
+            "view item_titles uses it",
+        ),
+        (
+            "0213_key",
+            "ALTER TABLE items ALTER COLUMN id TYPE text;",
+            "primary key",
+        ),
+        (
+            "0214_using",
+            "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING no_such_column::jsonb;",
+            "no_such_column",
+        ),
+    ] {
+        let (_dir, path) = migration(name, &format!("{sql}\n"));
+        let run = pgshift_default_engine(&url, &["apply", &path]).await;
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        let plan = pgshift_default_engine(&url, &["plan", &path]).await;
+        assert!(plan.stdout.contains(says), "{name}: {}", plan.stdout);
+    }
+    // The update engine converts integers only, and says which engine does.
+    let (_dir, path) = migration(
+        "0215_update",
+        "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
+    );
+    let run = pgshift(&url, &["apply", &path, "--engine", "update"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("update engine converts integer"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        schema_dump(&client).await,
+        before,
+        "a refused migration changed the schema"
+    );
+}
