@@ -64,21 +64,47 @@ pub(super) fn conversion(
             "change the key's type with a plain ALTER in a maintenance window; pgshift converts keys from integer to bigint only",
         );
     }
-    let in_fk = t
+    // A foreign key holds on the new types only when its other side
+    // changes to the same type in this migration (the copy engine adds it
+    // again on the copies at cutover, and validates it).
+    let other_side_matches = |table: u32, attnum: i16| {
+        let Some(other) = catalog.table(table).and_then(|o| o.column_by_num(attnum)) else {
+            return false;
+        };
+        catalog
+            .rehearsal(table)
+            .and_then(|h| h.columns.iter().find(|r| r.name == other.name))
+            .is_some_and(|r| r.new_type == rehearsed.new_type)
+    };
+    let declared = t
         .constraints
         .iter()
         .filter(|k| k.kind == "f")
-        .find(|k| k.columns.contains(&c.attnum))
-        .or_else(|| {
-            t.referenced_by
-                .iter()
-                .find(|k| k.ref_columns.contains(&c.attnum))
+        .filter_map(|k| {
+            let pos = k.columns.iter().position(|&a| a == c.attnum)?;
+            Some((k, k.ref_table?, *k.ref_columns.get(pos)?))
         });
-    if let Some(fk) = in_fk {
-        block(
-            format!("it is part of foreign key {}, whose other side keeps its type", fk.name),
-            "drop the foreign key before the migration and add it again (NOT VALID, then VALIDATE) on matching types after cutover",
-        );
+    let referencing = t.referenced_by.iter().filter_map(|k| {
+        let pos = k.ref_columns.iter().position(|&a| a == c.attnum)?;
+        Some((k, k.table, *k.columns.get(pos)?))
+    });
+    for (fk, table, attnum) in declared.chain(referencing) {
+        if !other_side_matches(table, attnum) {
+            let other = catalog
+                .table(table)
+                .and_then(|o| {
+                    o.column_by_num(attnum)
+                        .map(|col| format!("{}.{}", o.display(), col.name))
+                })
+                .unwrap_or_else(|| "its other column".into());
+            block(
+                format!(
+                    "it is part of foreign key {}, and {other} does not change to {} in this migration",
+                    fk.name, rehearsed.new_type
+                ),
+                &format!("change {other} to the same type in this migration, or drop the foreign key first and add it again (NOT VALID, then VALIDATE) after cutover"),
+            );
+        }
     }
     if c.sequence.is_some() || c.is_identity() {
         block(

@@ -443,3 +443,100 @@ async fn changes_pgshift_or_postgres_refuse_exit_2_and_change_nothing() {
         "a refused migration changed the schema"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_of_a_foreign_key_change_together_or_not_at_all() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, code text NOT NULL UNIQUE);
+             CREATE TABLE orders (id int PRIMARY KEY, account_code text REFERENCES accounts (code) ON DELETE CASCADE);
+             INSERT INTO accounts SELECT g, format('00000000-0000-0000-0000-%s', lpad(g::text, 12, '0')) FROM generate_series(1, 500) g;
+             INSERT INTO orders SELECT g, (SELECT code FROM accounts WHERE id = g % 500 + 1) FROM generate_series(1, 3000) g;",
+        )
+        .await
+        .unwrap();
+    let (_dir, one_side) = migration(
+        "0220_one_side",
+        "ALTER TABLE accounts ALTER COLUMN code TYPE uuid USING code::uuid;\n",
+    );
+    let run = pgshift_default_engine(&url, &["plan", &one_side]).await;
+    assert!(
+        run.stdout.contains("orders_account_code_fkey")
+            && run
+                .stdout
+                .contains("orders.account_code does not change to uuid"),
+        "{}",
+        run.stdout
+    );
+    let (_dir, both) = migration(
+        "0221_both_sides",
+        "ALTER TABLE accounts ALTER COLUMN code TYPE uuid USING code::uuid;\n\
+         ALTER TABLE orders ALTER COLUMN account_code TYPE uuid USING account_code::uuid;\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &both]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let fk: String = one(
+        &client,
+        "SELECT pg_get_constraintdef(oid) || ' ' || convalidated FROM pg_constraint WHERE conname = 'orders_account_code_fkey'",
+    )
+    .await;
+    assert_eq!(
+        fk,
+        "FOREIGN KEY (account_code) REFERENCES accounts(code) ON DELETE CASCADE true"
+    );
+    // The key holds on the new types: a cascade reaches the orders.
+    client
+        .batch_execute("DELETE FROM accounts WHERE id = 1")
+        .await
+        .unwrap();
+    let orphans: i64 = one(
+        &client,
+        "SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT FROM accounts a WHERE a.code = o.account_code)",
+    )
+    .await;
+    assert_eq!(orphans, 0);
+    assert!(types(&client, "orders").await.contains("account_code uuid"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_during_a_converting_copy_then_resume_converts_each_row_once() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0222_kill", CHANGES);
+    let writer = MirrorWriter::start(&url).await;
+    let mut child = pgshift_command(&url)
+        .env_remove("PGSHIFT_ENGINE")
+        .args(["-q", "apply", &path, "--batch-size", "200"])
+        .spawn()
+        .unwrap();
+    let reached = wait_until(
+        &client,
+        "SELECT bool_or(rows_done >= 1000 AND NOT done) FROM pgshift.backfill",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(reached, "the copy never got going");
+    child.kill().await.unwrap(); // SIGKILL: no cleanup at all
+    let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
+    assert_eq!(phase, "backfilling");
+    let resumed = pgshift(&url, &["resume", "0222_kill", "--batch-size", "5000"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = writer.stop().await;
+    // A row copied twice would fail the primary key's build.
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    let control = CHANGES
+        .replace("TABLE items ", "TABLE items_control ")
+        .replace("TABLE tags ", "TABLE tags_control ");
+    client.batch_execute(&control).await.unwrap();
+    for (table, control) in [("items", "items_control"), ("tags", "tags_control")] {
+        assert_eq!(types(&client, table).await, types(&client, control).await);
+        assert_eq!(
+            rows(&client, table).await,
+            rows(&client, control).await,
+            "{table}"
+        );
+    }
+}
