@@ -103,6 +103,13 @@ pub struct PlanArgs {
     #[arg(long)]
     pub rebuild_matviews: bool,
 
+    /// Read every row of the tables whose column types change and convert it
+    /// (into a temporary table, rolled back) to find the values that would
+    /// not convert, before `apply`; exit 1 when one does not. Reads the whole
+    /// table, resting as long as each batch ran.
+    #[arg(long)]
+    pub scan_values: bool,
+
     /// The tuning flags of `apply`: the plan then shows the backfill that
     /// `apply` would run with them (workers, two passes, their WAL).
     #[command(flatten)]

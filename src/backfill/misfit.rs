@@ -29,18 +29,21 @@ pub fn is_conversion_error(e: &PgError) -> bool {
 }
 
 /// The candidate keys (texts, in key order) from `candidates_sql` run with
-/// `args`, converted one by one into the target of `way`.
+/// `args`, converted one by one into the target of `way` (or `into`).
 pub async fn find(
     client: &Client,
     t: &CopyTable,
     way: Direction,
+    into: Option<&str>,
+    settings: &[(String, String)],
     candidates_sql: &str,
     args: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Misfit>, PgError> {
     let keys = t.key_columns();
-    let target = match way {
-        Direction::Forward => t.qualified_new(),
-        Direction::Back => t.qualified_old(),
+    let target = match (into, way) {
+        (Some(table), _) => table.to_string(),
+        (None, Direction::Forward) => t.qualified_new(),
+        (None, Direction::Back) => t.qualified_old(),
     };
     let cols: Vec<String> = t.columns.iter().map(|c| quote(c)).collect();
     let matches: Vec<String> = keys
@@ -59,7 +62,10 @@ pub async fn find(
             t.qualified()
         ),
     ];
-    client.batch_execute("BEGIN").await?;
+    // With the settings the conversion runs with.
+    let mut begin = vec!["BEGIN".to_string()];
+    begin.extend(crate::catalog::rehearse::apply_settings(settings));
+    client.batch_execute(&begin.join(";\n")).await?;
     let outcome = async {
         let rows = client.query(candidates_sql, args).await?;
         for row in rows {

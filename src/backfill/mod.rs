@@ -30,6 +30,7 @@ use crate::plan::{BackfillShape, TablePlan};
 use pass::{first_pass, Pass};
 pub use settings::{Settings, COPY_TARGET, UPDATE_TARGET};
 pub mod misfit;
+pub mod scan;
 
 pub use sql::{batch_sql, bound_sql, columns_to_assign, copy_sql};
 use sql::{batch_sql_bounded, copy_sql_bounded};
@@ -369,14 +370,20 @@ async fn run_part(
                 {
                     // The batch's rows, in key order, one of which does not convert.
                     let (candidates, _) = sql::keys_in_range(t, lower.is_some(), upper.is_some());
-                    if let Some(found) =
-                        misfit::find(client, c, Direction::Forward, &candidates, &args)
-                            .await
-                            .map_err(Error::db(format!(
-                                "could not find the row of {} that does not convert",
-                                t.display()
-                            )))?
-                    {
+                    if let Some(found) = misfit::find(
+                        client,
+                        c,
+                        Direction::Forward,
+                        None,
+                        &runner.plan.conversion_settings,
+                        &candidates,
+                        &args,
+                    )
+                    .await
+                    .map_err(Error::db(format!(
+                        "could not find the row of {} that does not convert",
+                        t.display()
+                    )))? {
                         return Err(misfit_error(runner.name(), &t.display(), &found));
                     }
                 }
@@ -408,7 +415,7 @@ async fn wal_position(client: &Client) -> Result<i64> {
         .get(0))
 }
 
-async fn next_bound(
+pub(crate) async fn next_bound(
     client: &Client,
     t: &TablePlan,
     lower: Option<&[String]>,

@@ -98,6 +98,17 @@ pub(super) fn copy_sql_bounded(
     with_lower: bool,
     with_upper: bool,
 ) -> String {
+    convert_sql_bounded(t, c, &c.qualified_new(), with_lower, with_upper)
+}
+
+/// The rows in `(lower, upper]`, converted, inserted into `into`.
+pub(super) fn convert_sql_bounded(
+    t: &TablePlan,
+    c: &CopyTable,
+    into: &str,
+    with_lower: bool,
+    with_upper: bool,
+) -> String {
     let (conds, _) = key_range(t, with_lower, with_upper);
     let cols = c
         .columns
@@ -107,8 +118,7 @@ pub(super) fn copy_sql_bounded(
         .join(", ");
     let values = c.select_list(crate::plan::copy::Direction::Forward);
     format!(
-        "INSERT INTO {} ({cols}) SELECT {values} FROM ONLY {}{}",
-        c.qualified_new(),
+        "INSERT INTO {into} ({cols}) SELECT {values} FROM ONLY {}{}",
         t.qualified(),
         if conds.is_empty() {
             String::new()

@@ -27,10 +27,19 @@ pub(super) async fn plan(global: &GlobalArgs, printer: &Printer, args: PlanArgs)
         pace: pace(&args.tuning),
     };
     let plan = make_plan(&client, &file, options).await?;
-    printer
-        .report(&PlanReport::new(plan.clone()))
-        .map_err(io_error)?;
-    refuse_blockers(&plan)
+    let mut report = PlanReport::new(plan.clone());
+    if args.scan_values && plan.blockers.is_empty() {
+        report.values = Some(backfill::scan::scan(&client, &plan).await?);
+    }
+    printer.report(&report).map_err(io_error)?;
+    refuse_blockers(&plan)?;
+    match report.values.as_ref().and_then(|v| v.misfits.first()) {
+        Some(m) => Err(Error::Refused(format!(
+            "the row of {} with {} does not convert to the new type: {}; fix it before `pgshift apply`",
+            m.table, m.key, m.reason
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub(super) async fn status(global: &GlobalArgs, printer: &Printer, args: StatusArgs) -> Result<()> {

@@ -304,7 +304,17 @@ impl Runner {
         });
         match found {
             Some((t, way, log)) if !t.conversions.is_empty() && misfit::is_conversion_error(&e) => {
-                match misfit::find(client, t, way, &misfit::logged_keys(t, log), &[]).await {
+                match misfit::find(
+                    client,
+                    t,
+                    way,
+                    None,
+                    &self.plan.conversion_settings,
+                    &misfit::logged_keys(t, log),
+                    &[],
+                )
+                .await
+                {
                     Ok(Some(m)) => crate::backfill::misfit_error(self.name(), &t.display(), &m),
                     _ => Error::db(format!("`{description}` failed"))(e),
                 }

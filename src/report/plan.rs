@@ -12,13 +12,19 @@ use crate::state;
 pub struct PlanReport {
     pub plan: Plan,
     pub steps: Vec<Step>,
+    /// What `--scan-values` found.
+    pub values: Option<crate::backfill::scan::ValueCheck>,
 }
 
 impl PlanReport {
     pub fn new(plan: Plan) -> PlanReport {
         if !plan.in_place.is_empty() {
             let steps = ops::in_place(&plan);
-            return PlanReport { plan, steps };
+            return PlanReport {
+                plan,
+                steps,
+                values: None,
+            };
         }
         let mut steps = ops::expand(&plan);
         steps.extend(ops::backfill(&plan));
@@ -26,7 +32,11 @@ impl PlanReport {
         steps.push(ops::cutover(&plan, &state::cutover_marker(&plan.migration)));
         steps.extend(ops::after_cutover(&plan));
         steps.extend(ops::finalize(&plan));
-        PlanReport { plan, steps }
+        PlanReport {
+            plan,
+            steps,
+            values: None,
+        }
     }
 
     fn estimate_secs(&self) -> f64 {
@@ -137,6 +147,27 @@ impl PlanReport {
         ))
     }
 
+    /// What `--scan-values` found, when it ran.
+    fn values_line(&self) -> Option<String> {
+        let v = self.values.as_ref()?;
+        Some(match v.misfits.as_slice() {
+            [] => format!(
+                "{} rows read and converted: every value converts",
+                v.rows_read
+            ),
+            misfits => misfits
+                .iter()
+                .map(|m| {
+                    format!(
+                        "the row of {} with {} does not convert: {}",
+                        m.table, m.key, m.reason
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
     fn in_place_text(&self, w: &mut dyn Write) -> io::Result<()> {
         let p = &self.plan;
         writeln!(w, "Migration {} (catalog-only type changes)", p.migration)?;
@@ -227,6 +258,9 @@ impl Report for PlanReport {
         if let Some(line) = self.settings_line() {
             writeln!(w, "Settings: {line}")?;
         }
+        if let Some(line) = self.values_line() {
+            writeln!(w, "Values: {line}")?;
+        }
         writeln!(w)?;
         writeln!(w, "Steps:")?;
         for (i, s) in self.steps.iter().enumerate() {
@@ -284,6 +318,9 @@ impl Report for PlanReport {
         writeln!(w, "- WAL: {}", self.wal_line())?;
         if let Some(line) = self.settings_line() {
             writeln!(w, "- Settings: {line}")?;
+        }
+        if let Some(line) = self.values_line() {
+            writeln!(w, "- Values: {line}")?;
         }
         writeln!(w)?;
         writeln!(w, "| # | phase | step | lock | blocks traffic |")?;
@@ -351,6 +388,7 @@ impl Report for PlanReport {
             "estimated_timed_checkpoints": p.wal.timed_checkpoints,
             "replication_slots": p.replication_slots,
             "catalog_only": !p.in_place.is_empty(),
+            "value_check": self.values,
             "conversion_settings": p.conversion_settings.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         })
     }

@@ -285,6 +285,20 @@ async fn a_value_that_does_not_convert_is_named_by_key_before_cutover() {
         "0202_misfit",
         "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
     );
+    // `plan --scan-values` finds it up front, reading every row.
+    let scan =
+        pgshift_default_engine(&url, &["--format", "json", "plan", &path, "--scan-values"]).await;
+    assert_eq!(scan.code, 1, "{}", scan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&scan.stdout).unwrap();
+    assert_eq!(
+        json["value_check"]["misfits"][0]["key"], "id = 12345",
+        "{}",
+        scan.stdout
+    );
+    assert_eq!(
+        json["value_check"]["rows_read"], 10000,
+        "the batch before the misfit's"
+    );
     let run = pgshift_default_engine(&url, &["apply", &path, "--batch-size", "1000"]).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
@@ -301,6 +315,13 @@ async fn a_value_that_does_not_convert_is_named_by_key_before_cutover() {
         .batch_execute("UPDATE items SET body = '{}' WHERE id = 12345")
         .await
         .unwrap();
+    let scan = pgshift_default_engine(&url, &["plan", &path, "--scan-values"]).await;
+    assert_eq!(scan.code, 0, "{}", scan.stderr);
+    assert!(
+        scan.stdout.contains("20000 rows read and converted"),
+        "{}",
+        scan.stdout
+    );
     let run = pgshift(&url, &["resume", "0202_misfit", "--no-cutover"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     client
