@@ -131,7 +131,11 @@ pub fn lint(path: &str, sql: &str, config: &Config) -> Result<Vec<Finding>> {
             .collect();
         previous_end = end;
 
-        let parsed: Option<Statement> = Parser::parse_sql(&PostgreSqlDialect {}, &raw.text)
+        // sqlparser rejects `TYPE t COLLATE c`: parse the statement without it.
+        let parseable = crate::migration::type_clauses(&raw.text)
+            .map(|(stripped, _)| stripped)
+            .unwrap_or_else(|_| raw.text.clone());
+        let parsed: Option<Statement> = Parser::parse_sql(&PostgreSqlDialect {}, &parseable)
             .ok()
             .and_then(|mut v| (v.len() == 1).then(|| v.remove(0)));
         let words: Vec<String> = raw

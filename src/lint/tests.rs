@@ -162,3 +162,10 @@ ANALYZE \"public\".\"scripts\" (\"pgshift_new_id\");";
         found.iter().map(|f| (f.line, f.rule)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_type_change_with_collate_is_read_not_reported_unparsed() {
+    let sql = "SET lock_timeout = '2s';\nALTER TABLE scripts ALTER COLUMN name TYPE text COLLATE \"C\" USING name COLLATE \"C\";";
+    let rules: Vec<&str> = run(sql).iter().map(|f| f.rule).collect();
+    assert_eq!(rules, vec!["column-type-rewrite"]);
+}
