@@ -1,5 +1,6 @@
-//! The benchmark behind `scripts/bench`: the incident migration done two
-//! ways on identical copies of the same database, under the same fixed-rate
+//! The benchmark behind `scripts/bench`: the incident migration (or, with
+//! `--change jsonb`, `body` text → jsonb on both tables of the union view)
+//! done two ways on identical copies of the same database, under the same fixed-rate
 //! application load, on a primary with a streaming replica:
 //! (a) the blocking `ALTER TABLE … TYPE bigint` (in one transaction, with
 //!     the view dropped and recreated, as a hand-written runbook would);
@@ -58,6 +59,42 @@ struct Args {
     /// How long each repetition's baseline window lasts: at 200 tx/s, 10 s
     /// gave a p99 from 20 transactions, which ranged 1.2–7.8 ms.
     baseline_secs: u64,
+    /// Which migration: the incident's `bigint` widening, or `jsonb`
+    /// (`scripts.body` and `archived_scripts.body` text → jsonb, each value
+    /// wrapped by `jsonb_build_object`: a conversion function on every row).
+    change: Change,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Change {
+    Bigint,
+    Jsonb,
+}
+
+impl Change {
+    /// The migration's name (its file stem).
+    fn name(self) -> &'static str {
+        match self {
+            Change::Bigint => "0001_scripts_id_bigint",
+            Change::Jsonb => "0002_scripts_body_jsonb",
+        }
+    }
+
+    /// The blocking way, as a hand-written runbook runs it.
+    fn blocking(self) -> &'static str {
+        match self {
+            Change::Bigint => BLOCKING,
+            Change::Jsonb => BLOCKING_JSONB,
+        }
+    }
+
+    /// The body the application's inserts write: valid before and after.
+    fn insert_body(self) -> &'static str {
+        match self {
+            Change::Bigint => "'x'",
+            Change::Jsonb => "'{\"text\": \"x\"}'",
+        }
+    }
 }
 
 /// postgresql.conf lines of the bench's primary and replica: its own, then
@@ -89,6 +126,7 @@ fn args() -> Result<Args, Error> {
         alt_args: Vec::new(),
         server_conf: Vec::new(),
         baseline_secs: 30,
+        change: Change::Bigint,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,12 +146,28 @@ fn args() -> Result<Args, Error> {
             "--alt-args" => a.alt_args = words(&value),
             "--server-conf" => a.server_conf.push(value),
             "--baseline-secs" => a.baseline_secs = value.parse()?,
+            "--change" => {
+                a.change = match value.as_str() {
+                    "bigint" => Change::Bigint,
+                    "jsonb" => Change::Jsonb,
+                    other => return Err(format!("unknown change {other} (bigint or jsonb)").into()),
+                }
+            }
             other => {
                 return Err(format!(
-                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args, --alt-args, --server-conf, --baseline-secs)"
+                "unknown flag {other} (--rows, --reps, --rate, --clients, --ways, --default-args, --alt-args, --server-conf, --baseline-secs, --change)"
             )
                 .into())
             }
+        }
+    }
+    if a.change == Change::Jsonb {
+        // The update engine converts integers only.
+        if a.ways.iter().any(|w| w.starts_with("pgshift-")) {
+            if std::env::args().any(|f| f == "--ways") {
+                return Err("--change jsonb runs blocking and the copy-* ways only".into());
+            }
+            a.ways.retain(|w| !w.starts_with("pgshift-"));
         }
     }
     Ok(a)
@@ -193,7 +247,13 @@ struct Load {
 }
 
 impl Load {
-    async fn start(url: &str, rate: u64, clients: u64, rows: i64) -> Result<Load, Error> {
+    async fn start(
+        url: &str,
+        rate: u64,
+        clients: u64,
+        rows: i64,
+        body: &'static str,
+    ) -> Result<Load, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let out = Arc::new(Mutex::new(Latencies::default()));
         let mut tasks = Vec::new();
@@ -215,8 +275,7 @@ impl Load {
                         8..=13 => format!("SELECT name FROM all_scripts WHERE id = {id}"),
                         14..=16 => format!("UPDATE scripts SET name = 'b{i}' WHERE id = {id}"),
                         17..=18 => {
-                            "INSERT INTO scripts (account_id, name, body) VALUES (1, 'bench', 'x')"
-                                .to_string()
+                            format!("INSERT INTO scripts (account_id, name, body) VALUES (1, 'bench', {body})")
                         }
                         _ => format!(
                             "INSERT INTO script_runs (script_id, status) VALUES ({id}, 'ok')"
@@ -353,6 +412,22 @@ CREATE VIEW all_scripts AS
     SELECT id, account_id, name, body, created_at FROM archived_scripts;
 COMMIT;";
 
+const BLOCKING_JSONB: &str = "BEGIN;
+DROP VIEW all_scripts;
+ALTER TABLE scripts ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text', body);
+ALTER TABLE archived_scripts ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text', body);
+CREATE VIEW all_scripts AS
+    SELECT id, account_id, name, body, created_at FROM scripts
+    UNION ALL
+    SELECT id, account_id, name, body, created_at FROM archived_scripts;
+COMMIT;";
+
+/// The online form of `BLOCKING_JSONB`: the view holds once both columns change.
+const MIGRATION_JSONB: &str = "\
+ALTER TABLE scripts ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text', body);
+ALTER TABLE archived_scripts ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text', body);
+";
+
 /// One way, measured.
 #[derive(Clone, Debug, serde::Serialize)]
 struct Way {
@@ -424,7 +499,14 @@ async fn run_way(
 ) -> Result<Way, Error> {
     let url = primary.url(db);
     let admin = connect(&url).await?;
-    let load = Load::start(&url, args.rate, args.clients, args.rows).await?;
+    let load = Load::start(
+        &url,
+        args.rate,
+        args.clients,
+        args.rows,
+        args.change.insert_body(),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stop_lag = Arc::new(AtomicBool::new(false));
     let lag = watch_lag(replica.url(db), stop_lag.clone());
@@ -438,7 +520,7 @@ async fn run_way(
     let mut phases: Vec<(std::time::SystemTime, String)> = Vec::new();
     let mut steps: Vec<(std::time::SystemTime, std::time::SystemTime, String)> = Vec::new();
     if way == "blocking" {
-        admin.batch_execute(BLOCKING).await?;
+        admin.batch_execute(args.change.blocking()).await?;
     } else {
         let events = std::env::temp_dir().join(format!("pgshift-bench-{db}.jsonl"));
         let _ = std::fs::remove_file(&events);
@@ -535,7 +617,7 @@ async fn run_way(
                 &url,
                 "-q",
                 "rollback",
-                "0001_scripts_id_bigint",
+                args.change.name(),
                 "--events",
             ])
             .arg(&events)
@@ -562,7 +644,7 @@ async fn run_way(
                 &url,
                 "-q",
                 "finalize",
-                "0001_scripts_id_bigint",
+                args.change.name(),
                 "--yes",
                 "--events",
             ])
@@ -804,7 +886,14 @@ fn parse_events(events: &[serde_json::Value], rows: i64) -> FromEvents {
 }
 
 async fn baseline(primary: &Cluster, db: &str, args: &Args) -> Result<Latencies, Error> {
-    let load = Load::start(&primary.url(db), args.rate, args.clients, args.rows).await?;
+    let load = Load::start(
+        &primary.url(db),
+        args.rate,
+        args.clients,
+        args.rows,
+        args.change.insert_body(),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
     Ok(load.stop().await)
 }
@@ -857,10 +946,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> Result<(), Error> {
     let args = args()?;
     let bin = std::env::var("PGSHIFT_BIN").unwrap_or_else(|_| "target/release/pgshift".into());
-    let migration = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/migrations/0001_scripts_id_bigint.sql"
-    );
+    let jsonb_dir = tempfile::tempdir()?;
+    let jsonb_path = jsonb_dir
+        .path()
+        .join(format!("{}.sql", Change::Jsonb.name()));
+    std::fs::write(&jsonb_path, MIGRATION_JSONB)?;
+    let jsonb_path = jsonb_path.display().to_string();
+    let migration = match args.change {
+        Change::Bigint => concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/0001_scripts_id_bigint.sql"
+        ),
+        Change::Jsonb => jsonb_path.as_str(),
+    };
     eprintln!(
         "bench: {} rows, {} repetition(s), load {} tx/s on {} clients",
         args.rows, args.reps, args.rate, args.clients
@@ -944,8 +1042,10 @@ async fn main() -> Result<(), Error> {
     };
     let blocking_s = med("blocking", &|r| r.seconds);
     println!(
-        "## pgshift benchmark: {} rows, {} repetition(s), medians\n",
-        args.rows, args.reps
+        "## pgshift benchmark: {}, {} rows, {} repetition(s), medians\n",
+        args.change.name(),
+        args.rows,
+        args.reps
     );
     let base_p50 = median(bases.iter().map(|b| b.pct(0.5)).collect());
     let base_p99 = median(bases.iter().map(|b| b.pct(0.99)).collect());

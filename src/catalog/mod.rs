@@ -33,6 +33,17 @@ pub struct Catalog {
     /// [`rehearse::CONVERSION_SETTINGS`].
     #[serde(default)]
     pub conversion_settings: Vec<(String, String)>,
+    /// The views over those tables, created again on the rehearsed copies.
+    #[serde(default)]
+    pub rehearsed_views: Vec<RehearsedView>,
+}
+
+/// Whether a view's definition still holds on the new column types.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RehearsedView {
+    pub oid: u32,
+    /// Postgres's message when it does not.
+    pub error: Option<String>,
 }
 
 /// What the blocking `ALTER` would do to one table, as Postgres did it to an

@@ -11,13 +11,10 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::{Rehearsal, RehearsedColumn};
+use super::{Rehearsal, RehearsedColumn, RehearsedView, View};
 use crate::error::{Error, Result};
 use crate::migration::TypeChange;
 use crate::names::{literal, qualified, quote};
-
-const SCRATCH: &str = "pg_temp.pgshift_rehearsal";
-const SCRATCH_BACK: &str = "pg_temp.pgshift_rehearsal_back";
 
 /// The settings a conversion can depend on (`timestamp` → `timestamptz` on
 /// `TimeZone`, text → date on `DateStyle`, unqualified names on
@@ -86,28 +83,40 @@ pub fn alter_clause(
     s
 }
 
-pub async fn rehearse(client: &Client, changes: &TableChanges<'_>) -> Result<Rehearsal> {
-    let context = || format!("could not rehearse the type changes of {}", changes.name);
+/// Rehearses every table's changes, then the views over those tables, in
+/// one transaction that is rolled back. Each table's copy takes the table's
+/// own name in `pg_temp`, which Postgres searches first for relations: the
+/// views' definitions, re-created as temporary views, then read the copies
+/// with their new types, as they will read the real tables after cutover.
+pub async fn rehearse(
+    client: &Client,
+    tables: &[TableChanges<'_>],
+    views: &[View],
+) -> Result<(Vec<Rehearsal>, Vec<RehearsedView>)> {
+    let context = "could not rehearse the type changes";
     client
         .batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '30s'")
         .await
-        .map_err(Error::db(context()))?;
-    let outcome = rehearse_in(client, changes).await;
+        .map_err(Error::db(context))?;
+    let outcome = rehearse_in(client, tables, views).await;
     client
         .batch_execute("ROLLBACK")
         .await
-        .map_err(Error::db(context()))?;
-    outcome.map_err(Error::db(context()))
+        .map_err(Error::db(context))?;
+    outcome.map_err(Error::db(context))
 }
 
-/// The relfilenodes of the scratch table and of its indexes.
-async fn files(client: &Client) -> std::result::Result<(u32, Vec<u32>), tokio_postgres::Error> {
+/// The relfilenodes of a scratch table and of its indexes.
+async fn files(
+    client: &Client,
+    scratch: &str,
+) -> std::result::Result<(u32, Vec<u32>), tokio_postgres::Error> {
     let row = client
         .query_one(
             &format!(
                 "SELECT c.relfilenode, ARRAY(SELECT i.relfilenode FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
                  WHERE x.indrelid = c.oid) FROM pg_class c WHERE c.oid = {}::regclass",
-                literal(SCRATCH)
+                literal(scratch)
             ),
             &[],
         )
@@ -147,22 +156,82 @@ async fn attempt(
 
 async fn rehearse_in(
     client: &Client,
+    tables: &[TableChanges<'_>],
+    views: &[View],
+) -> std::result::Result<(Vec<Rehearsal>, Vec<RehearsedView>), tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for (i, changes) in tables.iter().enumerate() {
+        // The table's own name, unless two tables of the migration share it.
+        let shadows = tables.iter().filter(|t| t.name == changes.name).count() == 1;
+        let name = if shadows {
+            changes.name.to_string()
+        } else {
+            format!("pgshift_rehearsal_{i}")
+        };
+        out.push(rehearse_table(client, changes, &name, i).await?);
+    }
+    let mut rehearsed_views = Vec::new();
+    for v in in_creation_order(views) {
+        let error = attempt(
+            client,
+            &format!(
+                "CREATE TEMP VIEW {} AS {}",
+                quote(&v.name),
+                v.definition.trim_end_matches(';')
+            ),
+        )
+        .await?;
+        rehearsed_views.push(RehearsedView { oid: v.oid, error });
+    }
+    Ok((out, rehearsed_views))
+}
+
+/// Views after the views they read.
+fn in_creation_order(views: &[View]) -> Vec<&View> {
+    let mut ordered: Vec<&View> = Vec::new();
+    let mut remaining: Vec<&View> = views.iter().collect();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|v| {
+            let ready = v
+                .depends_on_views
+                .iter()
+                .all(|d| !views.iter().any(|w| w.oid == *d) || ordered.iter().any(|o| o.oid == *d));
+            if ready {
+                ordered.push(v);
+            }
+            !ready
+        });
+        if remaining.len() == before {
+            ordered.append(&mut remaining);
+        }
+    }
+    ordered
+}
+
+async fn rehearse_table(
+    client: &Client,
     changes: &TableChanges<'_>,
+    name: &str,
+    i: usize,
 ) -> std::result::Result<Rehearsal, tokio_postgres::Error> {
     let mut out = Rehearsal {
         table: changes.oid,
         ..Rehearsal::default()
     };
     let table = qualified(changes.schema, changes.name);
+    let scratch = format!("pg_temp.{}", quote(name));
+    let back = format!("pg_temp.pgshift_rehearsal_back_{i}");
     // The copy to change, and the table as it is, to insert values
     // converted back into: the swap back's replays assign them alike.
     client
         .batch_execute(&format!(
-            "CREATE TEMP TABLE pgshift_rehearsal (LIKE {table} INCLUDING ALL); \
-             CREATE TEMP TABLE pgshift_rehearsal_back (LIKE {table})"
+            "CREATE TEMP TABLE {} (LIKE {table} INCLUDING ALL); \
+             CREATE TEMP TABLE pgshift_rehearsal_back_{i} (LIKE {table})",
+            quote(name)
         ))
         .await?;
-    let (table_before, indexes_before) = files(client).await?;
+    let (table_before, indexes_before) = files(client, &scratch).await?;
     let clauses: Vec<String> = changes
         .columns
         .iter()
@@ -170,12 +239,12 @@ async fn rehearse_in(
             alter_clause(c, &ch.type_text, ch.collate.as_deref(), ch.using.as_deref())
         })
         .collect();
-    let alter = format!("ALTER TABLE {SCRATCH} {}", clauses.join(", "));
+    let alter = format!("ALTER TABLE {scratch} {}", clauses.join(", "));
     if let Some(message) = attempt(client, &alter).await? {
         out.error = Some(message);
         return Ok(out);
     }
-    let (table_after, indexes_after) = files(client).await?;
+    let (table_after, indexes_after) = files(client, &scratch).await?;
     out.rewrites = table_after != table_before;
     out.rebuilt_indexes = indexes_after
         .iter()
@@ -192,17 +261,18 @@ async fn rehearse_in(
                                    WHERE l.oid = a.attcollation) END
                        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                       WHERE a.attrelid = {}::regclass AND a.attname = $1",
-                    literal(SCRATCH)
+                    literal(&scratch)
                 ),
                 &[column],
             )
             .await?;
-        let (back, back_error) = way_back(client, column, old_type, change).await?;
+        let (back_expr, back_error) =
+            way_back(client, &scratch, &back, column, old_type, change).await?;
         out.columns.push(RehearsedColumn {
             name: column.clone(),
             new_type: row.get(0),
             collation: row.get(1),
-            back,
+            back: back_expr,
             back_error,
         });
     }
@@ -216,13 +286,15 @@ async fn rehearse_in(
 /// casts to the unlimited type and the assignment checks the length.
 async fn way_back(
     client: &Client,
+    scratch: &str,
+    back: &str,
     column: &str,
     old_type: &str,
     change: &TypeChange,
 ) -> std::result::Result<(Option<String>, Option<String>), tokio_postgres::Error> {
     let insert = |expr: &str| {
         format!(
-            "INSERT INTO {SCRATCH_BACK} ({}) SELECT {expr} FROM {SCRATCH}",
+            "INSERT INTO {back} ({}) SELECT {expr} FROM {scratch}",
             quote(column)
         )
     };

@@ -137,12 +137,34 @@ async fn rehearse(
     if tables.is_empty() {
         return Ok(());
     }
-    let mut rehearsals = Vec::new();
-    for t in &tables {
-        rehearsals.push(catalog::rehearse::rehearse(client, t).await?);
+    // The views over the changing tables, directly or through other views.
+    let mut views: Vec<catalog::View> = Vec::new();
+    loop {
+        let more: Vec<catalog::View> = snapshot
+            .views
+            .iter()
+            .filter(|v| !views.iter().any(|w| w.oid == v.oid))
+            .filter(|v| {
+                v.table_columns
+                    .iter()
+                    .any(|(t, _)| tables.iter().any(|x| x.oid == *t))
+                    || v.depends_on_views
+                        .iter()
+                        .any(|d| views.iter().any(|w| w.oid == *d))
+            })
+            .cloned()
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        views.extend(more);
     }
-    snapshot.conversion_settings = catalog::rehearse::conversion_settings(client).await?;
+    let (rehearsals, rehearsed_views) =
+        catalog::rehearse::rehearse(client, &tables, &views).await?;
+    let settings = catalog::rehearse::conversion_settings(client).await?;
+    snapshot.conversion_settings = settings;
     snapshot.rehearsals = rehearsals;
+    snapshot.rehearsed_views = rehearsed_views;
     Ok(())
 }
 

@@ -175,6 +175,9 @@ fn build_with(
         }
     }
 
+    if !conversions.is_empty() {
+        super::convert::view_blockers(catalog, &mut blockers);
+    }
     let in_place = super::convert::in_place(catalog, requests, &conversions, &blockers);
     if !in_place.is_empty() {
         order.clear();

@@ -162,6 +162,7 @@ pub(crate) fn incident() -> Catalog {
         slots: vec![],
         rehearsals: vec![],
         conversion_settings: vec![],
+        rehearsed_views: vec![],
     }
 }
 

@@ -409,7 +409,7 @@ async fn changes_pgshift_or_postgres_refuse_exit_2_and_change_nothing() {
     let (cluster, client) = typed_primary().await;
     let url = cluster.url("app");
     client
-        .batch_execute("CREATE VIEW item_titles AS SELECT id, title FROM items")
+        .batch_execute("CREATE VIEW item_titles AS SELECT id, upper(feeling) AS loud FROM items")
         .await
         .unwrap();
     let before = schema_dump(&client).await;
@@ -426,8 +426,13 @@ async fn changes_pgshift_or_postgres_refuse_exit_2_and_change_nothing() {
         ),
         (
             "0212_view",
-            "ALTER TABLE items ALTER COLUMN title TYPE text;",
-            "view item_titles uses it",
+            "ALTER TABLE items ALTER COLUMN feeling TYPE integer USING length(feeling);",
+            "its definition does not hold on the new column types: function upper(integer) does not exist",
+        ),
+        (
+            "0216_default",
+            "ALTER TABLE items ALTER COLUMN title TYPE integer USING length(title);",
+            "default for column \"title\" cannot be cast automatically to type integer",
         ),
         (
             "0213_key",
@@ -560,4 +565,57 @@ async fn kill_nine_during_a_converting_copy_then_resume_converts_each_row_once()
             "{table}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_a_changed_column_are_made_again_on_the_new_type_when_they_hold() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "CREATE TABLE archived_items (id bigint PRIMARY KEY, body text);
+             INSERT INTO archived_items SELECT g, '{}' FROM generate_series(1, 100) g;
+             CREATE VIEW all_bodies AS SELECT id, body FROM items UNION ALL SELECT id, body FROM archived_items;
+             CREATE VIEW short_titles AS SELECT id, title FROM items WHERE id < 10;
+             GRANT SELECT ON all_bodies TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    // One side of the union alone: the view would not hold, as Postgres says.
+    let (_dir, one_branch) = migration(
+        "0230_one_branch",
+        "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
+    );
+    let plan = pgshift_default_engine(&url, &["plan", &one_branch]).await;
+    assert_eq!(plan.code, 2, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("view all_bodies") && plan.stdout.contains("UNION types"),
+        "{}",
+        plan.stdout
+    );
+    // Both branches, and a catalog-only change under a view (which the plain
+    // ALTER refuses): through the copy, with the views made again.
+    let (_dir, both) = migration(
+        "0231_both_branches",
+        "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb, ALTER COLUMN title TYPE varchar(200);\n\
+         ALTER TABLE archived_items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &both]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(types(&client, "all_bodies").await.contains("body jsonb"));
+    assert!(types(&client, "short_titles")
+        .await
+        .contains("title character varying(200)"));
+    let n: i64 = one(
+        &client,
+        "SELECT count(*) FROM all_bodies WHERE body = '{}'::jsonb",
+    )
+    .await;
+    assert_eq!(n, 100);
+    let granted: bool = one(
+        &client,
+        "SELECT has_table_privilege('public', 'all_bodies', 'SELECT')",
+    )
+    .await;
+    assert!(granted);
 }
