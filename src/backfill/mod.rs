@@ -384,7 +384,12 @@ async fn run_part(
                         "could not find the row of {} that does not convert",
                         t.display()
                     )))? {
-                        return Err(misfit_error(runner.name(), &t.display(), &found));
+                        return Err(misfit_error(
+                            runner.name(),
+                            &t.display(),
+                            &found,
+                            Direction::Forward,
+                        ));
                     }
                 }
                 return Err(Error::db(format!(
@@ -398,12 +403,20 @@ async fn run_part(
 
 /// The refusal for a row that does not convert: nothing the application
 /// uses has changed.
-pub fn misfit_error(migration: &str, table: &str, found: &misfit::Misfit) -> Error {
-    Error::Refused(format!(
-        "the row of {table} with {} does not convert to the new type: {}. The application's tables are unchanged; \
-         fix the row and run `pgshift resume {migration}`, or run `pgshift rollback {migration}`",
-        found.key, found.reason
-    ))
+pub fn misfit_error(migration: &str, table: &str, found: &misfit::Misfit, way: Direction) -> Error {
+    Error::Refused(match way {
+        Direction::Forward => format!(
+            "the row of {table} with {} does not convert to the new type: {}. The application's tables are unchanged; \
+             fix the row and run `pgshift resume {migration}`, or run `pgshift rollback {migration}`",
+            found.key, found.reason
+        ),
+        Direction::Back => format!(
+            "the row of {table} with {} (written after cutover) does not convert back to the old type: {}. Nothing was \
+             changed and the migration stays cut over; fix the row and run `pgshift rollback {migration}` again, or keep \
+             the migration",
+            found.key, found.reason
+        ),
+    })
 }
 
 /// The server's WAL insert position, in bytes.

@@ -315,7 +315,9 @@ impl Runner {
                 )
                 .await
                 {
-                    Ok(Some(m)) => crate::backfill::misfit_error(self.name(), &t.display(), &m),
+                    Ok(Some(m)) => {
+                        crate::backfill::misfit_error(self.name(), &t.display(), &m, way)
+                    }
                     _ => Error::db(format!("`{description}` failed"))(e),
                 }
             }

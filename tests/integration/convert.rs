@@ -364,6 +364,36 @@ async fn rollback_after_cutover_converts_writes_back_or_refuses_without_a_way_ba
     let late: String = one(&client, "SELECT body FROM items WHERE id = 99999999").await;
     assert_eq!(late, "[1, 2]");
 
+    // A value written after cutover that does not convert back stops the
+    // rollback before it swaps anything; fixed, the rollback goes through.
+    let (_dir, qty) = migration(
+        "0206_qty_text",
+        "ALTER TABLE items ALTER COLUMN qty TYPE text;\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &qty]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    client
+        .batch_execute("UPDATE items SET qty = 'a dozen' WHERE id = 8")
+        .await
+        .unwrap();
+    let run = pgshift(&url, &["rollback", "0206_qty_text"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("items with id = 8 (written after cutover) does not convert back"),
+        "{}",
+        run.stderr
+    );
+    assert!(types(&client, "items").await.contains("qty text"));
+    client
+        .batch_execute("UPDATE items SET qty = '12' WHERE id = 8")
+        .await
+        .unwrap();
+    let run = pgshift(&url, &["rollback", "0206_qty_text"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let eight: i32 = one(&client, "SELECT qty FROM items WHERE id = 8").await;
+    assert_eq!(eight, 12);
+
     // integer → interval has no cast back: the plan says so, and rollback
     // after cutover refuses and changes nothing.
     let (_dir2, path2) = migration(
