@@ -82,6 +82,9 @@ pub(super) async fn check(global: &GlobalArgs, printer: &Printer, args: CheckArg
             &file,
             plan::Options {
                 rebuild_matviews: true,
+                // The rehearsal runs the blocking ALTER, whatever the engine;
+                // the update engine's plan would leave type changes out.
+                engine: plan::EngineChoice::Auto,
                 ..Default::default()
             },
         )

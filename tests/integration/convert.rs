@@ -649,3 +649,55 @@ async fn views_over_a_changed_column_are_made_again_on_the_new_type_when_they_ho
     .await;
     assert!(granted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_check_flags_a_query_that_loses_its_index_on_the_new_type() {
+    let (cluster, client) = typed_primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute("CREATE INDEX items_body ON items (body); ANALYZE items;")
+        .await
+        .unwrap();
+    let (dir, path) = migration(
+        "0240_check",
+        "ALTER TABLE items ALTER COLUMN body TYPE jsonb USING body::jsonb;\n",
+    );
+    // On text, `body::text` is the column itself and reads the index; on
+    // jsonb it is a cast of every row's value.
+    let queries = dir.path().join("workload.sql");
+    std::fs::write(
+        &queries,
+        "SELECT id FROM items WHERE body::text = $1;\nSELECT body FROM items WHERE id = $1;\n",
+    )
+    .unwrap();
+    let before = schema_dump(&client).await;
+    let run = pgshift_default_engine(
+        &url,
+        &[
+            "--replica-url",
+            &url,
+            "--format",
+            "json",
+            "check",
+            &path,
+            "--queries",
+            queries.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["method"], "rehearsal");
+    let regressed: Vec<bool> = json["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["regressed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(regressed, [true, false], "{}", run.stdout);
+    assert_eq!(
+        schema_dump(&client).await,
+        before,
+        "the rehearsal left something behind"
+    );
+}
