@@ -371,13 +371,20 @@ async fn update_counts(client: &Client) -> Result<(i64, i64), Error> {
 /// Buffers written out so far: by checkpoints, by the background writer,
 /// and by backends evicting a dirty page themselves (the writes that no
 /// `*_flush_after` paces, left in the kernel's page cache).
+/// Postgres 17 moved the checkpointer's count to `pg_stat_checkpointer` and
+/// the backends' to `pg_stat_io` (write operations of client backends).
 async fn buffer_writes(client: &Client) -> Result<[i64; 3], Error> {
-    let r = client
-        .query_one(
-            "SELECT buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter",
-            &[],
-        )
-        .await?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let sql = if version >= 170000 {
+        "SELECT (SELECT buffers_written FROM pg_stat_checkpointer), (SELECT buffers_clean FROM pg_stat_bgwriter),
+                (SELECT coalesce(sum(writes), 0)::int8 FROM pg_stat_io WHERE backend_type = 'client backend')"
+    } else {
+        "SELECT buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter"
+    };
+    let r = client.query_one(sql, &[]).await?;
     Ok([r.get(0), r.get(1), r.get(2)])
 }
 

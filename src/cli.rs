@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "pgshift",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PGSHIFT_GIT_COMMIT"), ")"),
     about = "Zero-downtime schema changes for live PostgreSQL databases",
     after_help = "Exit codes: 0 success; 1 a check failed or a guard refused; \
                   2 usage or input error (nothing changed); 3 runtime failure (state kept: resume or rollback)."
@@ -84,6 +84,17 @@ pub enum Command {
     Pause(NameArg),
     /// Find integer keys near exhaustion.
     Audit(AuditArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `pgshift man > pgshift.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: `pgshift completions bash > /etc/bash_completion.d/pgshift`.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -197,8 +197,33 @@ impl Target {
             .batch_execute(&self.session_settings())
             .await
             .map_err(Error::db("could not apply session settings"))?;
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+                &[],
+            )
+            .await
+            .map_err(Error::db("could not read the server version"))?;
+        require_supported(&self.describe(), row.get(0), row.get(1))?;
         Ok(client)
     }
+}
+
+/// The oldest Postgres pgshift is tested on and supports.
+pub const MIN_SERVER_VERSION: i32 = 140000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`] (exit 2): its
+/// catalogs and statistics views differ from those pgshift reads.
+pub fn require_supported(server: &str, version_num: i32, version: &str) -> Result<()> {
+    if version_num >= MIN_SERVER_VERSION {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        what: format!("the server at {server}"),
+        reason: format!(
+            "it runs PostgreSQL {version}, and pgshift supports PostgreSQL 14 and later (tested on 14 to 18)"
+        ),
+    })
 }
 
 impl Target {
@@ -289,6 +314,19 @@ pub fn ssl_mode(target: &Target) -> SslMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_older_than_14_are_refused_with_their_version() {
+        let err = require_supported("127.0.0.1:5432", 130016, "13.16").unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::ExitCode::InputError);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("PostgreSQL 13.16") && msg.contains("14 and later"),
+            "{msg}"
+        );
+        assert!(require_supported("s", 140000, "14.0").is_ok());
+        assert!(require_supported("s", 180004, "18.4").is_ok());
+    }
 
     #[test]
     fn verify_full_becomes_require_with_full_verification() {

@@ -209,7 +209,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                           FROM aclexplode(a.attacl) x),
                     col_description(a.attrelid, a.attnum),
                     COALESCE(a.attstattarget::int4, -1)::int2,
-                    COALESCE(a.attoptions, '{}')
+                    COALESCE(a.attoptions, '{}'),
+                    (SELECT k.conname::text FROM pg_constraint k
+                      WHERE k.conrelid = a.attrelid AND k.contype = 'n' AND k.conkey = ARRAY[a.attnum])
              FROM pg_attribute a
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -237,6 +239,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
             comment: row.get(9),
             statistics: row.get(10),
             options: row.get(11),
+            not_null_name: row.get(12),
         });
     }
 

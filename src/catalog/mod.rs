@@ -297,6 +297,9 @@ pub struct Column {
     /// `attoptions` (`n_distinct=…`, `n_distinct_inherited=…`).
     #[serde(default)]
     pub options: Vec<String>,
+    /// The name of its NOT NULL constraint (Postgres 18 names them).
+    #[serde(default)]
+    pub not_null_name: Option<String>,
 }
 
 impl Column {

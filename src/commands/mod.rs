@@ -59,6 +59,8 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<()> {
         Command::Finalize(args) => finalize(&global, &printer, args).await,
         Command::Pause(args) => pause(&global, &printer, args).await,
         Command::Audit(args) => audit(&global, &printer, args).await,
+        Command::Completions(args) => completions(&printer, args.shell),
+        Command::Man => man(&printer),
     }
 }
 
@@ -166,6 +168,26 @@ async fn rehearse(
     snapshot.rehearsals = rehearsals;
     snapshot.rehearsed_views = rehearsed_views;
     Ok(())
+}
+
+/// A completion script for `shell`, from the CLI definition itself.
+fn completions(printer: &Printer, shell: clap_complete::Shell) -> Result<()> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    printer
+        .raw(|w| {
+            clap_complete::generate(shell, &mut command, "pgshift", w);
+            Ok(())
+        })
+        .map_err(io_error)
+}
+
+/// The man page (roff), from the CLI definition itself.
+fn man(printer: &Printer) -> Result<()> {
+    use clap::CommandFactory;
+    printer
+        .raw(|w| clap_mangen::Man::new(Cli::command()).render(w))
+        .map_err(io_error)
 }
 
 fn refuse_blockers(plan: &Plan) -> Result<()> {

@@ -313,6 +313,10 @@ pub struct ColumnPlan {
     /// The conversion of a type change other than an integer widening.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<Conversion>,
+    /// The name of the column's NOT NULL constraint (Postgres 18 names
+    /// them): the shadow column's takes it at finalize.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_null_name: Option<String>,
 }
 
 /// How a column's values convert to the new type, and back.

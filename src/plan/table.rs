@@ -119,6 +119,7 @@ pub(super) fn plan_table(
             statistics: c.statistics,
             options: c.options.clone(),
             conversion: None,
+            not_null_name: c.not_null_name.clone(),
         });
     }
 

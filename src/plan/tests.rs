@@ -17,6 +17,7 @@ fn column(attnum: i16, name: &str, type_name: &str) -> Column {
         comment: None,
         statistics: -1,
         options: vec![],
+        not_null_name: None,
     }
 }
 

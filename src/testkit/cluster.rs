@@ -118,24 +118,29 @@ impl Cluster {
             dir,
         };
         let data = replica.data_dir();
-        replica.run_checked(
-            Command::new(self.bin.join("pg_basebackup"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-X",
-                    "stream",
-                    "-R",
-                    "--checkpoint=fast",
-                ])
-                .args(["-p", &self.port.to_string()])
-                .arg("--no-sync")
-                .arg("-D")
-                .arg(&data),
-            "pg_basebackup",
-        )?;
+        match self.streaming_client("pg_basebackup") {
+            Some(basebackup) => {
+                replica.run_checked(
+                    Command::new(basebackup)
+                        .args([
+                            "-h",
+                            "127.0.0.1",
+                            "-U",
+                            "postgres",
+                            "-X",
+                            "stream",
+                            "-R",
+                            "--checkpoint=fast",
+                        ])
+                        .args(["-p", &self.port.to_string()])
+                        .arg("--no-sync")
+                        .arg("-D")
+                        .arg(&data),
+                    "pg_basebackup",
+                )?;
+            }
+            None => self.copy_for_replica(&data)?,
+        }
         append(
             &data.join("postgresql.conf"),
             &format!(
@@ -145,6 +150,63 @@ impl Cluster {
         )?;
         replica.start_on_free_port()?;
         Ok(replica)
+    }
+
+    /// A base backup without pg_basebackup (the npm registry's binaries have
+    /// none, and Debian's refuses a newer server): the low-level backup API
+    /// around a file copy, in one psql session, then `standby.signal` and
+    /// `primary_conninfo` as `pg_basebackup -R` writes them.
+    fn copy_for_replica(&self, data: &Path) -> io::Result<()> {
+        fs::create_dir_all(data)?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(data, Some(uid), Some(gid))?;
+        }
+        fs::set_permissions(data, fs::Permissions::from_mode(0o700))?;
+        let (start, stop) = if self.major() >= 15 {
+            (
+                "pg_backup_start('pgshift replica', true)",
+                "pg_backup_stop(true)",
+            )
+        } else {
+            (
+                "pg_start_backup('pgshift replica', true, false)",
+                "pg_stop_backup(false, true)",
+            )
+        };
+        let from = self.data_dir();
+        let script = format!(
+            "\\set ON_ERROR_STOP 1\nSELECT {start};\n\
+             \\! cp -a '{from}/.' '{to}/' && rm -rf '{to}/pg_wal' '{to}/postmaster.pid' '{to}/postmaster.opts' && mkdir -p '{to}/pg_wal/archive_status'\n\
+             \\t on\n\\a\n\\o '{to}/backup_label'\nSELECT labelfile FROM {stop};\n\\o\n",
+            from = from.display(),
+            to = data.display(),
+        );
+        self.psql_script("postgres", &script)?;
+        if let Some((uid, gid)) = self.run_as {
+            for entry in ["pg_wal", "pg_wal/archive_status", "backup_label"] {
+                std::os::unix::fs::chown(data.join(entry), Some(uid), Some(gid))?;
+            }
+        }
+        fs::write(data.join("standby.signal"), "")?;
+        append(
+            &data.join("postgresql.auto.conf"),
+            &format!(
+                "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n",
+                self.port
+            ),
+        )
+    }
+
+    /// A client program that can stream from this server (its own, or
+    /// Debian's when that is not older): None on servers newer than every
+    /// client here (the npm registry's binaries ship none).
+    pub fn streaming_client(&self, name: &str) -> Option<PathBuf> {
+        client_tool(&self.bin, name).filter(|t| tool_major(t) >= self.major())
+    }
+
+    /// The server's major version (14, 15, …), from its binaries.
+    pub fn major(&self) -> u32 {
+        tool_major(&self.bin.join("postgres"))
     }
 
     fn enable_tls_only(&self) -> io::Result<()> {
@@ -209,15 +271,35 @@ impl Cluster {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// Runs SQL through psql (used by setup code that is not under test).
+    /// Runs SQL through psql (used by setup code that is not under test):
+    /// the server's own, else Debian's (a client talks to newer servers).
     pub fn psql(&self, dbname: &str, sql: &str) -> io::Result<String> {
-        let out = Command::new(self.bin.join("psql"))
+        let psql = client_tool(&self.bin, "psql").ok_or_else(|| {
+            io::Error::other("psql not found: install Debian's postgresql-client")
+        })?;
+        let out = Command::new(psql)
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .args(["-h", "127.0.0.1", "-U", "postgres"])
             .args(["-p", &self.port.to_string(), "-d", dbname, "-c", sql])
             .output()?;
         check("psql", &out)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs a psql script (with meta-commands) in one session.
+    fn psql_script(&self, dbname: &str, script: &str) -> io::Result<()> {
+        let psql = client_tool(&self.bin, "psql").ok_or_else(|| {
+            io::Error::other("psql not found: install Debian's postgresql-client")
+        })?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("script.sql");
+        fs::write(&file, script)?;
+        let out = Command::new(psql)
+            .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", dbname, "-f"])
+            .arg(&file)
+            .output()?;
+        check("psql", &out)
     }
 
     /// Creates a database.
@@ -361,8 +443,9 @@ fn non_root_user() -> io::Result<Option<(u32, u32)>> {
     ))
 }
 
-/// Finds the directory of the Postgres server binaries: `PG_BIN`, then
-/// `initdb` on PATH, then the newest `/usr/lib/postgresql/*/bin`.
+/// Finds the directory of the Postgres server binaries: `PGSHIFT_TEST_PGBIN`
+/// (see `scripts/postgres-binaries`), `PG_BIN`, then `initdb` on PATH, then
+/// the newest `/usr/lib/postgresql/*/bin`.
 pub fn postgres_bin_dir() -> io::Result<PathBuf> {
     static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
     FOUND
@@ -377,8 +460,10 @@ pub fn postgres_bin_dir() -> io::Result<PathBuf> {
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Some(PathBuf::from(dir));
+    for var in ["PGSHIFT_TEST_PGBIN", "PG_BIN"] {
+        if let Some(dir) = std::env::var_os(var).filter(|d| !d.is_empty()) {
+            return Some(PathBuf::from(dir));
+        }
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
@@ -400,4 +485,45 @@ fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// A client program: beside the server's binaries, else the newest of
+/// Debian's, else on PATH.
+fn client_tool(bin: &Path, name: &str) -> Option<PathBuf> {
+    let own = bin.join(name);
+    if own.is_file() {
+        return Some(own);
+    }
+    let mut debian: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let tool = e.path().join("bin").join(name);
+            tool.is_file().then_some((v, tool))
+        })
+        .collect();
+    debian.sort();
+    if let Some((_, tool)) = debian.pop() {
+        return Some(tool);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The major version a Postgres program reports (`… (PostgreSQL) 18.4`); 0 when unknown.
+fn tool_major(tool: &Path) -> u32 {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let version = text.split_whitespace().last()?.to_string();
+            version.split(['.', 'b', 'r']).next()?.parse().ok()
+        })
+        .unwrap_or(0)
 }

@@ -32,11 +32,71 @@ fn help_lists_only_built_commands_and_the_global_flags() {
     assert_eq!(
         commands,
         [
-            "lint", "plan", "check", "apply", "status", "resume", "cutover", "rollback",
-            "finalize", "pause", "audit", "help"
+            "lint",
+            "plan",
+            "check",
+            "apply",
+            "status",
+            "resume",
+            "cutover",
+            "rollback",
+            "finalize",
+            "pause",
+            "audit",
+            "completions",
+            "man",
+            "help"
         ]
     );
     insta::assert_snapshot!("help", help);
+}
+
+#[test]
+fn version_names_the_commit_and_completions_and_man_page_come_from_the_cli() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = run(&["--version"]);
+    assert!(
+        version.starts_with(&format!("pgshift {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    // Built from this checkout: its commit (`-modified` after it when the
+    // checkout had uncommitted changes).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Ok(head) = head {
+        if head.status.success() {
+            let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+            assert!(
+                version.contains(&head),
+                "{version} is not built from {head}"
+            );
+        }
+    }
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("_pgshift()") && bash.contains("--scan-values"),
+        "{bash}"
+    );
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef pgshift"), "{zsh}");
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH pgshift") && man.contains("rollback"),
+        "{man}"
+    );
 }
 
 #[tokio::test]

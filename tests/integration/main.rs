@@ -7,6 +7,7 @@ mod convert;
 mod copy;
 mod guards;
 mod harness;
+mod names;
 mod rollback;
 mod runner;
 mod support;

@@ -399,8 +399,43 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
             ACCESS_EXCLUSIVE,
             Action::Ddl { skip_if: None },
         ));
+        let renames: Vec<String> = t
+            .columns
+            .iter()
+            .filter_map(|c| Some(rename_not_null(t, &c.name, c.not_null_name.as_deref()?)))
+            .collect();
+        if !renames.is_empty() {
+            steps.push(step(
+                "finalize",
+                format!(
+                    "give the NOT NULL constraints of {} their original names (Postgres 18 named the new columns' after them)",
+                    t.display()
+                ),
+                renames.join(";\n"),
+                ACCESS_EXCLUSIVE,
+                Action::Ddl { skip_if: None },
+            ));
+        }
     }
     steps
+}
+
+/// Renames `column`'s NOT NULL constraint to `name` unless it has it: the
+/// shadow column's was named after the shadow (`…_pgshift_new_id_not_null`)
+/// when it was added, and the original's name is free once finalize
+/// dropped the retired column. Idempotent.
+fn rename_not_null(t: &crate::plan::TablePlan, column: &str, name: &str) -> String {
+    let table = literal(&t.qualified());
+    format!(
+        "DO $pgshift$DECLARE current name; BEGIN\n  \
+         SELECT k.conname INTO current FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid AND k.conkey = ARRAY[a.attnum]\n   \
+          WHERE k.conrelid = {table}::regclass AND k.contype = 'n' AND a.attname = {col};\n  \
+         IF current IS NOT NULL AND current <> {name_lit} THEN\n    \
+         EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', {table}::regclass, current, {name_lit});\n  \
+         END IF;\nEND$pgshift$",
+        col = literal(column),
+        name_lit = literal(name),
+    )
 }
 
 #[cfg(test)]
