@@ -18,7 +18,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -237,10 +236,7 @@ async fn run_part(
     // A batch that converts values runs with the settings the plan fixed.
     let conversion: String = match copy {
         Some(c) if !c.conversions.is_empty() => {
-            crate::catalog::rehearse::apply_settings(&runner.plan.conversion_settings)
-                .iter()
-                .map(|s| format!("; {s}"))
-                .collect()
+            crate::catalog::rehearse::settings_suffix(&runner.plan.conversion_settings)
         }
         _ => String::new(),
     };
@@ -261,13 +257,7 @@ async fn run_part(
             (true, _) => (upper.clone(), pass, true),
             (false, _) => (upper.clone(), pass, false),
         };
-        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        if let Some(lo) = &lower {
-            args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));
-        }
-        if let Some(hi) = &upper {
-            args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
-        }
+        let args = sql::range_args(lower.as_deref(), upper.as_deref());
         let work = async {
             // An update batch's commit does not wait for its WAL flush: a
             // crash can lose only the last batches together with their
@@ -437,13 +427,7 @@ pub(crate) async fn next_bound(
 ) -> Result<Option<Vec<String>>> {
     let sql = bound_sql(t, lower.is_some(), upper.is_some());
     let offset = batch - 1;
-    let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(lo) = lower {
-        args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));
-    }
-    if let Some(hi) = upper {
-        args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
-    }
+    let mut args = sql::range_args(lower, upper);
     args.push(&offset);
     let row = client
         .query_opt(&sql, &args)

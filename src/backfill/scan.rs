@@ -10,12 +10,11 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::misfit;
-use super::sql::{convert_sql_bounded, keys_in_range};
-use crate::catalog::rehearse::{alter_clause, apply_settings};
+use super::sql::{convert_sql_bounded, keys_in_range, range_args};
+use crate::catalog::rehearse::{alter_clause, settings_suffix};
 use crate::error::{Error, Result};
 use crate::plan::copy::Direction;
 use crate::plan::Plan;
@@ -74,21 +73,12 @@ pub async fn scan(client: &Client, plan: &Plan) -> Result<ValueCheck> {
             .batch_execute(&setup.join(";\n"))
             .await
             .map_err(Error::db(context()))?;
-        let settings: String = apply_settings(&plan.conversion_settings)
-            .iter()
-            .map(|s| format!("; {s}"))
-            .collect();
+        let settings = settings_suffix(&plan.conversion_settings);
         let mut lower: Option<Vec<String>> = None;
         loop {
             let upper = super::next_bound(client, t, lower.as_deref(), None, SCAN_BATCH).await?;
             let insert = convert_sql_bounded(t, c, SCRATCH, lower.is_some(), upper.is_some());
-            let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
-            if let Some(lo) = &lower {
-                args.extend(lo.iter().map(|v| v as &(dyn ToSql + Sync)));
-            }
-            if let Some(hi) = &upper {
-                args.extend(hi.iter().map(|v| v as &(dyn ToSql + Sync)));
-            }
+            let args = range_args(lower.as_deref(), upper.as_deref());
             let started = Instant::now();
             client
                 .batch_execute(&format!("BEGIN READ WRITE{settings}"))

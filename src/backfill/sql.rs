@@ -27,6 +27,20 @@ fn params(t: &TablePlan, first: usize) -> String {
     format!("({})", ps.join(", "))
 }
 
+/// The parameters of [`key_range`]'s conditions: the lower bound's keys,
+/// then the upper's, for the bounds given.
+pub fn range_args<'a>(
+    lower: Option<&'a [String]>,
+    upper: Option<&'a [String]>,
+) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+    lower
+        .into_iter()
+        .chain(upper)
+        .flatten()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
 /// `key > $n` and `key <= $m` for the bounds given, and the number of the
 /// next free parameter.
 fn key_range(t: &TablePlan, with_lower: bool, with_upper: bool) -> (Vec<String>, usize) {

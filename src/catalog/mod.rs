@@ -75,6 +75,55 @@ pub struct RehearsedColumn {
 }
 
 impl Catalog {
+    /// The views `reads` picks and every view over those, a view after the
+    /// views it reads (the order to create them in).
+    pub fn views_over(&self, reads: impl Fn(&View) -> bool) -> Vec<&View> {
+        let mut affected: std::collections::BTreeSet<u32> = self
+            .views
+            .iter()
+            .filter(|v| reads(v))
+            .map(|v| v.oid)
+            .collect();
+        loop {
+            let more: Vec<u32> = self
+                .views
+                .iter()
+                .filter(|v| {
+                    !affected.contains(&v.oid)
+                        && v.depends_on_views.iter().any(|d| affected.contains(d))
+                })
+                .map(|v| v.oid)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            affected.extend(more);
+        }
+        let mut ordered: Vec<&View> = Vec::new();
+        let mut remaining: Vec<&View> = self
+            .views
+            .iter()
+            .filter(|v| affected.contains(&v.oid))
+            .collect();
+        while !remaining.is_empty() {
+            let before = remaining.len();
+            remaining.retain(|v| {
+                let ready = v
+                    .depends_on_views
+                    .iter()
+                    .all(|d| !affected.contains(d) || ordered.iter().any(|o| o.oid == *d));
+                if ready {
+                    ordered.push(v);
+                }
+                !ready
+            });
+            if remaining.len() == before {
+                ordered.append(&mut remaining);
+            }
+        }
+        ordered
+    }
+
     pub fn rehearsal(&self, table: u32) -> Option<&Rehearsal> {
         self.rehearsals.iter().find(|r| r.table == table)
     }

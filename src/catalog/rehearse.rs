@@ -58,6 +58,15 @@ pub fn apply_settings(settings: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// [`apply_settings`] as one string to append to a batch of statements
+/// (each after a `; `).
+pub fn settings_suffix(settings: &[(String, String)]) -> String {
+    apply_settings(settings)
+        .iter()
+        .map(|s| format!("; {s}"))
+        .collect()
+}
+
 /// One table's changes: (column, current type, change).
 pub struct TableChanges<'a> {
     pub oid: u32,
@@ -83,7 +92,7 @@ pub fn alter_clause(
     s
 }
 
-/// Rehearses every table's changes, then the views over those tables, in
+/// Rehearses every table's changes, then `views` (in creation order), in
 /// one transaction that is rolled back. Each table's copy takes the table's
 /// own name in `pg_temp`, which Postgres searches first for relations: the
 /// views' definitions, re-created as temporary views, then read the copies
@@ -91,7 +100,7 @@ pub fn alter_clause(
 pub async fn rehearse(
     client: &Client,
     tables: &[TableChanges<'_>],
-    views: &[View],
+    views: &[&View],
 ) -> Result<(Vec<Rehearsal>, Vec<RehearsedView>)> {
     let context = "could not rehearse the type changes";
     client
@@ -157,7 +166,7 @@ async fn attempt(
 async fn rehearse_in(
     client: &Client,
     tables: &[TableChanges<'_>],
-    views: &[View],
+    views: &[&View],
 ) -> std::result::Result<(Vec<Rehearsal>, Vec<RehearsedView>), tokio_postgres::Error> {
     let mut out = Vec::new();
     for (i, changes) in tables.iter().enumerate() {
@@ -171,7 +180,7 @@ async fn rehearse_in(
         out.push(rehearse_table(client, changes, &name, i).await?);
     }
     let mut rehearsed_views = Vec::new();
-    for v in in_creation_order(views) {
+    for v in views {
         let error = attempt(
             client,
             &format!(
@@ -184,29 +193,6 @@ async fn rehearse_in(
         rehearsed_views.push(RehearsedView { oid: v.oid, error });
     }
     Ok((out, rehearsed_views))
-}
-
-/// Views after the views they read.
-fn in_creation_order(views: &[View]) -> Vec<&View> {
-    let mut ordered: Vec<&View> = Vec::new();
-    let mut remaining: Vec<&View> = views.iter().collect();
-    while !remaining.is_empty() {
-        let before = remaining.len();
-        remaining.retain(|v| {
-            let ready = v
-                .depends_on_views
-                .iter()
-                .all(|d| !views.iter().any(|w| w.oid == *d) || ordered.iter().any(|o| o.oid == *d));
-            if ready {
-                ordered.push(v);
-            }
-            !ready
-        });
-        if remaining.len() == before {
-            ordered.append(&mut remaining);
-        }
-    }
-    ordered
 }
 
 async fn rehearse_table(

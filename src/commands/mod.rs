@@ -140,27 +140,11 @@ async fn rehearse(
         return Ok(());
     }
     // The views over the changing tables, directly or through other views.
-    let mut views: Vec<catalog::View> = Vec::new();
-    loop {
-        let more: Vec<catalog::View> = snapshot
-            .views
+    let views = snapshot.views_over(|v| {
+        v.table_columns
             .iter()
-            .filter(|v| !views.iter().any(|w| w.oid == v.oid))
-            .filter(|v| {
-                v.table_columns
-                    .iter()
-                    .any(|(t, _)| tables.iter().any(|x| x.oid == *t))
-                    || v.depends_on_views
-                        .iter()
-                        .any(|d| views.iter().any(|w| w.oid == *d))
-            })
-            .cloned()
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        views.extend(more);
-    }
+            .any(|(t, _)| tables.iter().any(|x| x.oid == *t))
+    });
     let (rehearsals, rehearsed_views) =
         catalog::rehearse::rehearse(client, &tables, &views).await?;
     let settings = catalog::rehearse::conversion_settings(client).await?;

@@ -8,7 +8,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::*;
-use crate::catalog::{Catalog, View};
+use crate::catalog::Catalog;
 
 /// Views over widened columns (and views over those), in creation order.
 pub(super) fn plan_views(
@@ -17,54 +17,11 @@ pub(super) fn plan_views(
     blockers: &mut Vec<Blocker>,
     options: Options,
 ) -> Vec<ViewPlan> {
-    let mut affected: BTreeSet<u32> = catalog
-        .views
-        .iter()
-        .filter(|v| {
-            v.table_columns
-                .iter()
-                .any(|(t, a)| widen.get(t).is_some_and(|c| c.contains_key(a)))
-        })
-        .map(|v| v.oid)
-        .collect();
-    loop {
-        let more: Vec<u32> = catalog
-            .views
+    let ordered = catalog.views_over(|v| {
+        v.table_columns
             .iter()
-            .filter(|v| {
-                !affected.contains(&v.oid)
-                    && v.depends_on_views.iter().any(|d| affected.contains(d))
-            })
-            .map(|v| v.oid)
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        affected.extend(more);
-    }
-    // Topological order: a view after the views it reads.
-    let mut ordered: Vec<&View> = Vec::new();
-    let mut remaining: Vec<&View> = catalog
-        .views
-        .iter()
-        .filter(|v| affected.contains(&v.oid))
-        .collect();
-    while !remaining.is_empty() {
-        let before = remaining.len();
-        remaining.retain(|v| {
-            let ready = v
-                .depends_on_views
-                .iter()
-                .all(|d| !affected.contains(d) || ordered.iter().any(|o| o.oid == *d));
-            if ready {
-                ordered.push(v);
-            }
-            !ready
-        });
-        if remaining.len() == before {
-            ordered.append(&mut remaining);
-        }
-    }
+            .any(|(t, a)| widen.get(t).is_some_and(|c| c.contains_key(a)))
+    });
     let mut out = Vec::new();
     for v in ordered {
         if v.kind == "m" && !options.rebuild_matviews {

@@ -153,6 +153,43 @@ async fn rows(client: &Client, table: &str) -> String {
     .await
 }
 
+/// Runs the blocking `ALTER`s of `CHANGES` on the control copies, in a
+/// session with the same settings, and asserts each table now holds what
+/// its control holds: column types, and every row as Postgres prints it.
+async fn assert_matches_the_blocking_alter(client: &Client) {
+    let control = CHANGES
+        .replace("TABLE items ", "TABLE items_control ")
+        .replace("TABLE tags ", "TABLE tags_control ");
+    client.batch_execute(&control).await.unwrap();
+    for (table, control) in [("items", "items_control"), ("tags", "tags_control")] {
+        assert_eq!(types(client, table).await, types(client, control).await);
+        let diff = client
+            .query(
+                &format!(
+                    "(SELECT 'only in {table}', t::text FROM {table} t EXCEPT SELECT 'only in {table}', c::text FROM {control} c)
+                     UNION ALL (SELECT 'only in {control}', c::text FROM {control} c EXCEPT SELECT 'only in {control}', t::text FROM {table} t)
+                     ORDER BY 2 LIMIT 10"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let diff: Vec<String> = diff
+            .iter()
+            .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{table} differs from its control: {diff:#?}"
+        );
+        assert_eq!(
+            rows(client, table).await,
+            rows(client, control).await,
+            "{table} differs from what the blocking ALTER made of {control}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_type_change_matches_the_blocking_alter_row_for_row() {
     let (cluster, client) = typed_primary().await;
@@ -177,37 +214,7 @@ async fn every_kind_of_type_change_matches_the_blocking_alter_row_for_row() {
     assert!(ops > 50, "the writer barely ran ({ops} transactions)");
 
     // The blocking ALTER on the control copies, in a session with the same zone.
-    let control = CHANGES
-        .replace("TABLE items ", "TABLE items_control ")
-        .replace("TABLE tags ", "TABLE tags_control ");
-    client.batch_execute(&control).await.unwrap();
-    for (table, control) in [("items", "items_control"), ("tags", "tags_control")] {
-        assert_eq!(types(&client, table).await, types(&client, control).await);
-        let diff = client
-            .query(
-                &format!(
-                    "(SELECT 'only in {table}', t::text FROM {table} t EXCEPT SELECT 'only in {table}', c::text FROM {control} c)
-                     UNION ALL (SELECT 'only in {control}', c::text FROM {control} c EXCEPT SELECT 'only in {control}', t::text FROM {table} t)
-                     ORDER BY 2 LIMIT 10"
-                ),
-                &[],
-            )
-            .await
-            .unwrap();
-        let diff: Vec<String> = diff
-            .iter()
-            .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, String>(1)))
-            .collect();
-        assert!(
-            diff.is_empty(),
-            "{table} differs from its control: {diff:#?}"
-        );
-        assert_eq!(
-            rows(&client, table).await,
-            rows(&client, control).await,
-            "{table} differs from what the blocking ALTER made of {control}"
-        );
-    }
+    assert_matches_the_blocking_alter(&client).await;
     let comment: Option<String> =
         one(&client, "SELECT col_description('items'::regclass, 2)").await;
     assert_eq!(comment.as_deref(), Some("the payload"));
@@ -583,18 +590,7 @@ async fn kill_nine_during_a_converting_copy_then_resume_converts_each_row_once()
     // A row copied twice would fail the primary key's build.
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert!(errors.is_empty(), "the application saw errors: {errors:?}");
-    let control = CHANGES
-        .replace("TABLE items ", "TABLE items_control ")
-        .replace("TABLE tags ", "TABLE tags_control ");
-    client.batch_execute(&control).await.unwrap();
-    for (table, control) in [("items", "items_control"), ("tags", "tags_control")] {
-        assert_eq!(types(&client, table).await, types(&client, control).await);
-        assert_eq!(
-            rows(&client, table).await,
-            rows(&client, control).await,
-            "{table}"
-        );
-    }
+    assert_matches_the_blocking_alter(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
