@@ -284,8 +284,11 @@ pub struct ColumnPlan {
     /// `smallint` or `integer`.
     pub from_type: String,
     pub not_null: bool,
-    /// Name of the `CHECK (shadow IS NOT NULL)` that makes `SET NOT NULL`
-    /// instant, in plans whose shadow column is added nullable.
+    /// Name of the constraint that proves the shadow column NOT NULL before
+    /// cutover, in plans whose shadow column is added nullable: a
+    /// `CHECK (shadow IS NOT NULL)` that makes `SET NOT NULL` instant, or on
+    /// Postgres 18 the NOT NULL itself, added `NOT VALID` and validated
+    /// (see [`ColumnPlan::named_not_null`]).
     pub not_null_check: String,
     /// The shadow column of a NOT NULL column is added `NOT NULL DEFAULT 0`:
     /// a catalog change like a nullable column (Postgres stores the default
@@ -314,7 +317,7 @@ pub struct ColumnPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<Conversion>,
     /// The name of the column's NOT NULL constraint (Postgres 18 names
-    /// them): the shadow column's takes it at finalize.
+    /// them): the incoming column's takes it at cutover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_null_name: Option<String>,
 }
@@ -339,6 +342,14 @@ pub struct Conversion {
 }
 
 impl ColumnPlan {
+    /// Whether the column's NOT NULL is a named constraint (Postgres 18 and
+    /// later): then the shadow's NOT NULL is added `NOT VALID`, validated
+    /// without blocking writes, and only renamed at cutover, instead of a
+    /// CHECK that `SET NOT NULL` reads and the cutover drops.
+    pub fn named_not_null(&self) -> bool {
+        self.not_null && self.not_null_name.is_some()
+    }
+
     /// The clause of the blocking `ALTER TABLE` that makes this change.
     pub fn blocking_alter(&self) -> String {
         match &self.conversion {

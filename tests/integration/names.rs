@@ -70,6 +70,18 @@ async fn keeps_every_name(engine: &str) {
             let (_dir, path) = migration(&name, MIGRATION);
             let run = pgshift(&url, &["apply", &path, "--engine", engine]).await;
             assert_eq!(run.code, 0, "{engine}: {}", run.stderr);
+            // From cutover on, not only after finalize: the NOT NULL
+            // constraints (Postgres 18 names them) carry their names.
+            let applied = names(&client).await;
+            let not_null: Vec<&String> = before
+                .iter()
+                .filter(|n| n.starts_with("constraint ") && n.ends_with(" n"))
+                .filter(|n| !applied.contains(n))
+                .collect();
+            assert!(
+                not_null.is_empty(),
+                "{engine} after apply: lost {not_null:#?}"
+            );
             let run = match end {
                 "finalize" => pgshift(&url, &["finalize", &name, "--yes"]).await,
                 _ => pgshift(&url, &["rollback", &name]).await,

@@ -275,13 +275,12 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
         {
             brief.push(step(
                 "validating",
-                format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name),
-                format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
-                    t.qualified(),
-                    quote(&c.not_null_check),
-                    quote(&c.shadow)
-                ),
+                if c.named_not_null() {
+                    format!("NOT NULL of {}.{} added NOT VALID (validated without blocking writes, renamed at cutover)", t.display(), c.name)
+                } else {
+                    format!("NOT NULL of {}.{} as a NOT VALID check (makes SET NOT NULL at cutover instant)", t.display(), c.name)
+                },
+                add_not_null_proof(&t.qualified(), &c.not_null_check, &c.shadow, c.named_not_null()),
                 ACCESS_EXCLUSIVE,
                 Action::Ddl { skip_if: Some(constraint_exists(t, &c.not_null_check)) },
             ));
@@ -356,6 +355,25 @@ pub fn differs(t: &TablePlan) -> String {
         .join(" OR ")
 }
 
+/// The `NOT VALID` constraint that proves `column` NOT NULL once validated:
+/// on Postgres 18 the NOT NULL itself (`named`), before that a CHECK that
+/// lets `SET NOT NULL` skip its scan.
+fn add_not_null_proof(table: &str, name: &str, column: &str, named: bool) -> String {
+    if named {
+        format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {} NOT NULL {} NOT VALID",
+            quote(name),
+            quote(column)
+        )
+    } else {
+        format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+            quote(name),
+            quote(column)
+        )
+    }
+}
+
 fn validate_step(table: &str, constraint: &str) -> Step {
     step(
         "validating",
@@ -424,7 +442,7 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
 /// shadow column's was named after the shadow (`…_pgshift_new_id_not_null`)
 /// when it was added, and the original's name is free once finalize
 /// dropped the retired column. Idempotent.
-fn rename_not_null(t: &crate::plan::TablePlan, column: &str, name: &str) -> String {
+pub(super) fn rename_not_null(t: &crate::plan::TablePlan, column: &str, name: &str) -> String {
     let table = literal(&t.qualified());
     format!(
         "DO $pgshift$DECLARE current name; BEGIN\n  \
@@ -556,5 +574,43 @@ mod tests {
             "{cutover}"
         );
         assert!(sql_of(&abort(&p)).contains("DROP CONSTRAINT IF EXISTS \"pgshift_nn_scripts_id\""));
+    }
+
+    #[test]
+    fn on_postgres_18_the_not_null_is_added_not_valid_and_renamed_at_cutover() {
+        let mut p = plan(&incident(), &[(1, "id")]);
+        for t in &mut p.tables {
+            for c in &mut t.columns {
+                c.shadow_not_null = false;
+                c.not_null_name = Some(format!("{}_{}_not_null", t.name, c.name));
+            }
+        }
+        let validate = sql_of(&validate(&p));
+        assert!(
+            validate.contains(
+                "ADD CONSTRAINT \"pgshift_nn_scripts_id\" NOT NULL \"pgshift_new_id\" NOT VALID"
+            ),
+            "{validate}"
+        );
+        assert!(
+            !validate.contains("CHECK (\"pgshift_new_id\""),
+            "{validate}"
+        );
+        let cutover = cutover(&p, "SELECT 1").sql;
+        // The parked column's constraint goes first, so its name is free.
+        let dropped = cutover
+            .find("ALTER COLUMN \"pgshift_old_id\" DROP NOT NULL")
+            .expect(&cutover);
+        let renamed = cutover.find("'scripts_id_not_null'").expect(&cutover);
+        assert!(dropped < renamed, "{cutover}");
+        assert!(
+            cutover.contains("DROP CONSTRAINT IF EXISTS \"pgshift_nn_scripts_id\""),
+            "{cutover}"
+        );
+        let prepare = sql_of(&revert::prepare(&p));
+        assert!(
+            prepare.contains("NOT NULL \"pgshift_old_id\" NOT VALID"),
+            "{prepare}"
+        );
     }
 }

@@ -73,16 +73,16 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
             steps.push(step(
                 "rollback",
                 format!(
-                    "NOT NULL of the old {}.{} as a NOT VALID check",
+                    "NOT NULL of the old {}.{} as a NOT VALID {}",
                     t.display(),
-                    c.name
+                    c.name,
+                    if c.named_not_null() {
+                        "constraint"
+                    } else {
+                        "check"
+                    }
                 ),
-                format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
-                    t.qualified(),
-                    quote(&check),
-                    quote(&c.retired)
-                ),
+                super::add_not_null_proof(&t.qualified(), &check, &c.retired, c.named_not_null()),
                 ACCESS_EXCLUSIVE,
                 Action::Ddl {
                     skip_if: Some(constraint_exists(t, &check)),
@@ -225,8 +225,8 @@ pub fn swap_back(plan: &Plan, mark_phase: &str) -> Step {
     )
 }
 
-/// The `CHECK (old IS NOT NULL)` that gives the original column NOT NULL
-/// back without a scan.
+/// The `NOT VALID` constraint (a CHECK, or the NOT NULL itself on
+/// Postgres 18) that gives the original column NOT NULL back without a scan.
 pub(super) fn not_null_check(t: &TablePlan, c: &ColumnPlan) -> String {
     shadow("rbnn", &format!("{}_{}", t.name, c.name))
 }

@@ -228,7 +228,22 @@ pub(super) fn swap_column(
             "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
             quote(parked)
         ));
-        if !incoming_not_null {
+        if let Some(original) = c.not_null_name.as_deref() {
+            // Postgres 18: the incoming column is NOT NULL already (a
+            // validated NOT NULL, or a shadow added NOT NULL) and SET NOT NULL
+            // finds it; a plan begun by a pgshift that proved it with a CHECK
+            // gets it from the check, without a scan. It then takes the name
+            // the parked column's constraint just freed.
+            s.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
+                quote(&c.name)
+            ));
+            s.push(super::rename_not_null(t, &c.name, original));
+            s.push(format!(
+                "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}",
+                quote(&check)
+            ));
+        } else if !incoming_not_null {
             s.push(format!(
                 "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
                 quote(&c.name)
