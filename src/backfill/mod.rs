@@ -382,6 +382,11 @@ async fn run_part(
                         ));
                     }
                 }
+                if copy.is_none() {
+                    if let Some(refusal) = broken_constraint(runner.name(), &t.display(), &e) {
+                        return Err(refusal);
+                    }
+                }
                 return Err(Error::db(format!(
                     "backfill batch of {} failed",
                     t.display()
@@ -389,6 +394,31 @@ async fn run_part(
             }
         }
     }
+}
+
+/// The update engine's batch updated a row that breaks a NOT VALID
+/// constraint (Postgres checks it on every updated row): the row, named by
+/// Postgres's detail, is the user's to fix; nothing the application uses
+/// has changed.
+fn broken_constraint(migration: &str, table: &str, e: &tokio_postgres::Error) -> Option<Error> {
+    let db = e.as_db_error()?;
+    if !matches!(
+        db.code(),
+        &SqlState::CHECK_VIOLATION | &SqlState::NOT_NULL_VIOLATION
+    ) {
+        return None;
+    }
+    let constraint = db
+        .constraint()
+        .map(|c| format!("constraint {c}"))
+        .unwrap_or_else(|| format!("the NOT NULL of column {}", db.column().unwrap_or("?")));
+    Some(Error::Refused(format!(
+        "a row of {table} breaks the NOT VALID {constraint}, which Postgres checks on every row the update engine's \
+         backfill updates ({}{}). The application's tables are unchanged; fix the row and run `pgshift resume {migration}`, \
+         or run `pgshift rollback {migration}` and apply with --engine copy, which keeps the constraint NOT VALID",
+        db.message(),
+        db.detail().map(|d| format!("; {d}")).unwrap_or_default(),
+    )))
 }
 
 /// The refusal for a row that does not convert: nothing the application

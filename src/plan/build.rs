@@ -243,6 +243,34 @@ fn build_with(
         ));
     }
 
+    // The update engine's backfill updates every row, and Postgres checks a
+    // NOT VALID constraint (a CHECK; on 18 a NOT NULL too) on each updated
+    // row: a row that breaks it, which nobody has updated since, stops the
+    // backfill there. The copy engine adds such constraints back NOT VALID.
+    if engine == super::Engine::Update {
+        let not_valid: Vec<String> = order
+            .iter()
+            .filter_map(|oid| catalog.table(*oid))
+            .flat_map(|t| {
+                t.constraints
+                    .iter()
+                    .filter(|c| matches!(c.kind.as_str(), "c" | "n") && !c.validated)
+                    .map(move |c| format!("{} on {}", c.name, t.display()))
+            })
+            .collect();
+        if !not_valid.is_empty() {
+            warnings.push(format!(
+                "NOT VALID constraint{} {}: the update engine's backfill updates every row and Postgres checks {} on each one, \
+                 so a row that breaks {} stops the backfill with that row's values (fix the row and resume, or roll back); \
+                 --engine copy keeps {} NOT VALID and never stops on such a row",
+                if not_valid.len() == 1 { "" } else { "s" },
+                not_valid.join(", "),
+                if not_valid.len() == 1 { "it" } else { "them" },
+                if not_valid.len() == 1 { "it" } else { "one" },
+                if not_valid.len() == 1 { "it" } else { "them" },
+            ));
+        }
+    }
     if engine == super::Engine::Update && blockers.is_empty() {
         let mut refused = Vec::new();
         super::copy::plan(migration, catalog, &tables, &mut refused);

@@ -97,3 +97,161 @@ async fn keeps_every_name(engine: &str) {
         }
     }
 }
+
+/// The table's constraints (name, validated, definition), its columns'
+/// generation kind and default: what NOT VALID constraints and generated
+/// columns must come out of a migration with.
+async fn constraints_and_columns(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT conname || ' ' || convalidated || ' ' || pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE conrelid = 'things'::regclass
+             UNION ALL
+             SELECT attname || ' generated=' || attgenerated::text || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = 'things'::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'note'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Regression: Postgres checks a NOT VALID constraint on every updated row,
+/// so the update engine's backfill stopped at a row that broke one; and on
+/// 18 `LIKE` made a NOT VALID NOT NULL valid on the copy, whose first batch
+/// then failed on a NULL. On 18 also a virtual generated column and a
+/// `uuidv7()` default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_valid_constraints_stay_not_valid_and_generated_columns_stay_generated() {
+    let (cluster, client) = primary().await;
+    let pg18 = cluster.major() >= 18;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE things (
+                 id int PRIMARY KEY,
+                 code int,
+                 twice int GENERATED ALWAYS AS (code * 2) {},
+                 u uuid DEFAULT {},
+                 note text);
+             INSERT INTO things (id, code, note)
+                 SELECT g, CASE WHEN g % 100 = 0 THEN NULL WHEN g % 97 = 0 THEN -g ELSE g END, 'n' || g
+                 FROM generate_series(1, 3000) g;
+             ALTER TABLE things ADD CONSTRAINT things_code_positive CHECK (code > 0) NOT VALID;
+             {}",
+            if pg18 { "VIRTUAL" } else { "STORED" },
+            if pg18 { "uuidv7()" } else { "gen_random_uuid()" },
+            if pg18 {
+                "ALTER TABLE things ADD CONSTRAINT things_code_present NOT NULL code NOT VALID;"
+            } else {
+                ""
+            }
+        ))
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let before = constraints_and_columns(&client).await;
+    assert!(
+        before
+            .iter()
+            .any(|c| c.starts_with("things_code_positive false")),
+        "{before:#?}"
+    );
+    let (_dir, path) = migration(
+        "0301_things",
+        "ALTER TABLE things ALTER COLUMN id TYPE bigint;\nALTER TABLE things ALTER COLUMN note TYPE varchar(40);\n",
+    );
+
+    // The update engine warns, and stops at the first row that breaks one,
+    // naming it; nothing is lost and a rollback undoes it.
+    let (_widen_dir, widen) = migration(
+        "0302_things_id",
+        "ALTER TABLE things ALTER COLUMN id TYPE bigint;\n",
+    );
+    let run = pgshift(&url, &["plan", &widen, "--engine", "update"]).await;
+    assert!(
+        run.stdout.contains("things_code_positive on things")
+            && run
+                .stdout
+                .contains("the update engine's backfill updates every row"),
+        "{}",
+        run.stdout
+    );
+    let run = pgshift(&url, &["apply", "--engine", "update", &widen]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("a row of things breaks the NOT VALID constraint things_code_positive")
+            && run.stderr.contains("Failing row contains (97, -97"),
+        "{}",
+        run.stderr
+    );
+    let run = pgshift(&url, &["rollback", "0302_things_id"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        constraints_and_columns(&client).await,
+        before,
+        "after the update engine's rollback"
+    );
+
+    for end in ["rollback", "finalize"] {
+        // auto: the copy engine
+        let run = pgshift_default_engine(&url, &["apply", &path]).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(
+            constraints_and_columns(&client).await,
+            before,
+            "after apply"
+        );
+        // The constraints hold for new rows, as before.
+        let refused = client
+            .execute("INSERT INTO things (id, code) VALUES (5000, -5)", &[])
+            .await;
+        assert!(
+            refused.is_err(),
+            "a row breaking the NOT VALID check went in"
+        );
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO things (id, code) VALUES ({}, 7)",
+                    if end == "rollback" { 6001 } else { 6002 }
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let run = match end {
+            "finalize" => pgshift(&url, &["finalize", "0301_things", "--yes"]).await,
+            _ => pgshift(&url, &["rollback", "0301_things"]).await,
+        };
+        assert_eq!(run.code, 0, "{end}: {}", run.stderr);
+        assert_eq!(
+            constraints_and_columns(&client).await,
+            before,
+            "after {end}"
+        );
+    }
+    let (kept, broken, generated): (i64, i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE id IN (6001, 6002)), count(*) FILTER (WHERE code <= 0 OR code IS NULL),
+                        count(*) FILTER (WHERE twice = code * 2)
+                   FROM things",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(kept, 2, "the writes after each cutover are kept");
+    assert_eq!(
+        broken,
+        30 + 30,
+        "the rows that break the NOT VALID constraints are kept as they were"
+    );
+    assert_eq!(generated, 3000 - 30 + 2);
+}

@@ -268,12 +268,14 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
     out
 }
 
-/// NOT VALID checks (name, definition): the copy's old rows may break them,
-/// so they come off the copy and are added again, NOT VALID, at cutover.
+/// NOT VALID checks, and on Postgres 18 NOT VALID NOT NULLs (name,
+/// definition): the copy's old rows may break them (and `LIKE` makes a NOT
+/// NULL valid), so they come off the copy and are added again, NOT VALID,
+/// at cutover.
 pub(super) fn not_valid_checks(t: &Table) -> Vec<(String, String)> {
     t.constraints
         .iter()
-        .filter(|c| c.kind == "c" && !c.validated)
+        .filter(|c| matches!(c.kind.as_str(), "c" | "n") && !c.validated)
         .map(|c| (c.name.clone(), c.definition.clone()))
         .collect()
 }
