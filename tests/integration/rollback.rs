@@ -175,7 +175,9 @@ async fn the_watch_window_rolls_back_a_cutover_that_made_a_query_slow() {
         "0013_watch",
         "ALTER TABLE scripts ALTER COLUMN id TYPE bigint;",
     );
-    let started = std::time::Instant::now();
+    // Only a breach found inside the window rolls back (gate.rs): the
+    // message below is the proof, with no clock in the test (a wall-clock
+    // bound on the whole apply failed once on a loaded CI machine).
     let run = pgshift(&url, &["apply", &path, "--watch", "30s"]).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     load.await.unwrap();
@@ -196,10 +198,6 @@ async fn the_watch_window_rolls_back_a_cutover_that_made_a_query_slow() {
         run.stderr.contains("Rolled back automatically"),
         "{}",
         run.stderr
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(40),
-        "the rollback came within the window"
     );
     let t: String = client
         .query_one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'scripts'::regclass AND attname = 'id'", &[])
