@@ -58,6 +58,8 @@ pub enum Format {
     Markdown,
     /// GitHub Actions annotations (lint); other commands print text.
     Github,
+    /// SARIF 2.1.0 for code scanning (lint); other commands print text.
+    Sarif,
 }
 
 #[derive(Debug, Subcommand)]
@@ -397,11 +399,11 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// Migration files, or directories of them.
+    /// Migration files, directories of them, glob patterns (`'db/**/*.sql'`), or `-` for standard input.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 
-    /// Lint configuration (`[lint] disable = ["rule", …]`).
+    /// Lint configuration (`[lint.severity] rule = "error" | "warning" | "off"`, `[lint] disable = ["rule", …]`).
     #[arg(long, default_value = "pgshift.toml")]
     pub config: PathBuf,
 }

@@ -47,7 +47,7 @@ impl Printer {
         let stdout = io::stdout();
         let mut out = stdout.lock();
         match self.format {
-            Format::Text | Format::Github => report.text(&mut out)?,
+            Format::Text | Format::Github | Format::Sarif => report.text(&mut out)?,
             Format::Markdown => report.markdown(&mut out)?,
             Format::Json => {
                 serde_json::to_writer_pretty(&mut out, &report.json())?;

@@ -139,15 +139,23 @@ pub(super) fn lint(printer: &Printer, args: LintArgs) -> Result<()> {
     let files = crate::lint::files(&args.paths)?;
     let mut findings = Vec::new();
     for file in &files {
-        let sql = std::fs::read_to_string(file).map_err(|source| Error::Read {
-            path: file.clone(),
-            source,
-        })?;
-        findings.extend(crate::lint::lint(
-            &file.display().to_string(),
-            &sql,
-            &config,
-        )?);
+        let (name, sql) = if file.as_os_str() == "-" {
+            let mut sql = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut sql).map_err(|source| {
+                Error::Read {
+                    path: file.clone(),
+                    source,
+                }
+            })?;
+            ("stdin".to_string(), sql)
+        } else {
+            let sql = std::fs::read_to_string(file).map_err(|source| Error::Read {
+                path: file.clone(),
+                source,
+            })?;
+            (file.display().to_string(), sql)
+        };
+        findings.extend(crate::lint::lint(&name, &sql, &config)?);
     }
     let report = LintReport {
         findings,
@@ -155,6 +163,8 @@ pub(super) fn lint(printer: &Printer, args: LintArgs) -> Result<()> {
     };
     if printer.format() == crate::cli::Format::Github {
         printer.raw(|w| report.github(w)).map_err(io_error)?;
+    } else if printer.format() == crate::cli::Format::Sarif {
+        printer.raw(|w| report.sarif(w)).map_err(io_error)?;
     } else {
         printer.report(&report).map_err(io_error)?;
     }

@@ -1,5 +1,5 @@
 //! Lint findings: text with the source line and a caret, JSON, GitHub
-//! workflow annotations, markdown.
+//! workflow annotations, SARIF 2.1.0 for code scanning, markdown.
 
 use std::io::{self, Write};
 
@@ -46,6 +46,61 @@ impl LintReport {
             )?;
         }
         Ok(())
+    }
+}
+
+impl LintReport {
+    /// SARIF 2.1.0: one run, every rule in the driver, one result per finding.
+    pub fn sarif(&self, w: &mut dyn Write) -> io::Result<()> {
+        let rules: Vec<Value> = crate::lint::RULES
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.name,
+                    "shortDescription": { "text": r.summary },
+                    "defaultConfiguration": { "level": level(r.severity) },
+                })
+            })
+            .collect();
+        let results: Vec<Value> = self
+            .findings
+            .iter()
+            .map(|f| {
+                json!({
+                    "ruleId": f.rule,
+                    "ruleIndex": crate::lint::RULES.iter().position(|r| r.name == f.rule),
+                    "level": level(f.severity),
+                    "message": { "text": format!("{} Suggestion: {}", f.message, f.suggestion) },
+                    "locations": [{
+                        "physicalLocation": {
+                            "artifactLocation": { "uri": f.path },
+                            "region": { "startLine": f.line },
+                        }
+                    }],
+                })
+            })
+            .collect();
+        let doc = json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": { "driver": {
+                    "name": "pgshift",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "rules": rules,
+                }},
+                "results": results,
+            }],
+        });
+        serde_json::to_writer_pretty(&mut *w, &doc)?;
+        writeln!(w)
+    }
+}
+
+fn level(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
     }
 }
 

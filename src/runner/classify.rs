@@ -226,7 +226,7 @@ fn build_index(ix: &CreateIndex) -> Action {
     concurrent.concurrently = true;
     Action::BuildIndex {
         sql: concurrent.to_string(),
-        name: ix.name.as_ref().map(crate::lint::rules::last),
+        name: ix.name.as_ref().map(last),
     }
 }
 
@@ -239,6 +239,14 @@ fn constraint_name(c: &TableConstraint) -> Option<String> {
         _ => None,
     }?;
     Some(crate::names::fold(name))
+}
+
+/// The last part of a name, folded as Postgres does.
+fn last(name: &sqlparser::ast::ObjectName) -> String {
+    match name.0.last() {
+        Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => crate::names::fold(i),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

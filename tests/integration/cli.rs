@@ -187,7 +187,7 @@ fn lint_reports_per_file_and_line_and_exits_1_on_errors() {
     .unwrap();
     std::fs::write(
         dir.path().join("0002_bad.sql"),
-        "SET lock_timeout = '2s';\n\nCREATE INDEX i2 ON t (c);\nALTER TABLE t DROP COLUMN d;\n",
+        "SET lock_timeout = '2s';\nSET statement_timeout = '1h';\nCREATE INDEX i2 ON t (c);\nALTER TABLE t DROP COLUMN d;\n",
     )
     .unwrap();
     let lint = |args: &[&str]| {
@@ -231,13 +231,49 @@ fn lint_reports_per_file_and_line_and_exits_1_on_errors() {
         "{text}"
     );
     assert!(
-        text.contains("::warning file=0002_bad.sql,line=4,title=pgshift drop-column::"),
+        text.contains("::error file=0002_bad.sql,line=4,title=pgshift drop-column::"),
         "{text}"
+    );
+    // SARIF for code scanning; standard input; glob patterns.
+    let out = lint(&["--format", "sarif", "lint", "0002_bad.sql"]);
+    assert_eq!(out.status.code(), Some(1));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 2);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .current_dir(dir.path())
+        .args(["--format", "json", "lint", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"SET lock_timeout = '1s';\nTRUNCATE t;\n",
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["findings"][0]["path"], "stdin");
+    assert_eq!(json["findings"][0]["line"], 2);
+    assert_eq!(json["findings"][0]["rule"], "truncate");
+    let out = lint(&["--format", "json", "lint", "000[1]_*.sql"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lint(&["lint", "9*.sql"]).status.code(),
+        Some(2),
+        "a pattern that matches nothing"
     );
     assert_eq!(lint(&["lint", "0001_ok.sql"]).status.code(), Some(0));
     std::fs::write(
         dir.path().join("pgshift.toml"),
-        "[lint]\ndisable = [\"blocking-index-build\"]\n",
+        "[lint]\ndisable = [\"blocking-index-build\"]\n[lint.severity]\ndrop-column = \"warning\"\n",
     )
     .unwrap();
     assert_eq!(

@@ -1,24 +1,26 @@
 //! `CREATE INDEX` without `CONCURRENTLY` blocks every write to the table for the whole build.
 
-use sqlparser::ast::Statement;
+use pg_query::NodeEnum;
 
-use super::{Context, Hit, Rule, Severity};
+use super::{relation, Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "blocking-index-build",
     severity: Severity::Error,
+    summary: "CREATE INDEX without CONCURRENTLY on an existing table",
     check,
 };
 
 fn check(ctx: &Context) -> Vec<Hit> {
-    let Some(Statement::CreateIndex(ix)) = ctx.statement else {
+    let Some(NodeEnum::IndexStmt(ix)) = ctx.statement else {
         return vec![];
     };
-    if ix.concurrently || ctx.is_new_table(&ix.table_name) {
+    let table = relation(ix.relation.as_ref());
+    if ix.concurrent || ctx.is_new_table(&table) {
         return vec![];
     }
     vec![Hit {
-        message: format!("CREATE INDEX on {} blocks writes to it for the whole build", ix.table_name),
+        message: format!("CREATE INDEX on {table} blocks writes to it for the whole build"),
         suggestion: "CREATE INDEX CONCURRENTLY (outside a transaction block); pgshift apply runs it that way".into(),
     }]
 }

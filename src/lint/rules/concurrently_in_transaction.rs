@@ -1,12 +1,13 @@
 //! `CONCURRENTLY` cannot run inside a transaction block: the migration fails halfway.
 
-use sqlparser::ast::Statement;
+use pg_query::NodeEnum;
 
-use super::{Context, Hit, Rule, Severity};
+use super::{has_option, Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "concurrently-in-transaction",
     severity: Severity::Error,
+    summary: "CREATE/DROP/REINDEX … CONCURRENTLY inside BEGIN … COMMIT",
     check,
 };
 
@@ -15,12 +16,15 @@ fn check(ctx: &Context) -> Vec<Hit> {
         return vec![];
     }
     let concurrent = match ctx.statement {
-        Some(Statement::CreateIndex(ix)) => ix.concurrently,
-        // DROP/REINDEX … CONCURRENTLY may not parse: look at the words.
-        _ => ctx
-            .text
-            .split_whitespace()
-            .any(|w| w.eq_ignore_ascii_case("concurrently")),
+        Some(NodeEnum::IndexStmt(ix)) => ix.concurrent,
+        Some(NodeEnum::DropStmt(d)) => d.concurrent,
+        Some(NodeEnum::ReindexStmt(r)) => has_option(&r.params, "concurrently"),
+        Some(NodeEnum::AlterTableStmt(a)) => a.cmds.iter().any(|c| {
+            matches!(c.node.as_ref(), Some(NodeEnum::AlterTableCmd(c))
+                if c.subtype == pg_query::protobuf::AlterTableType::AtDetachPartition as i32
+                    && matches!(c.def.as_ref().and_then(|d| d.node.as_ref()), Some(NodeEnum::PartitionCmd(p)) if p.concurrent))
+        }),
+        _ => false,
     };
     if !concurrent {
         return vec![];

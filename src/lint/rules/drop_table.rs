@@ -1,35 +1,33 @@
-//! `DROP TABLE` is irreversible: the data is gone.
+//! `DROP TABLE` is irreversible: the data is gone, and code still using it breaks.
 
-use sqlparser::ast::{ObjectType, Statement};
+use pg_query::protobuf::ObjectType;
+use pg_query::NodeEnum;
 
-use super::{Context, Hit, Rule, Severity};
+use super::{dropped_names, Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "drop-table",
     severity: Severity::Error,
+    summary: "DROP TABLE",
     check,
 };
 
 fn check(ctx: &Context) -> Vec<Hit> {
-    let Some(Statement::Drop {
-        object_type: ObjectType::Table,
-        names,
-        ..
-    }) = ctx.statement
-    else {
+    let Some(NodeEnum::DropStmt(d)) = ctx.statement else {
         return vec![];
     };
+    if d.remove_type != ObjectType::ObjectTable as i32 {
+        return vec![];
+    }
+    let names: Vec<String> = dropped_names(d)
+        .into_iter()
+        .filter(|n| !ctx.is_new_table(n))
+        .collect();
+    if names.is_empty() {
+        return vec![];
+    }
     vec![Hit {
-        message: format!(
-            "DROP TABLE {} deletes its data irreversibly",
-            names
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        suggestion:
-            "rename it aside (or move it to an archive schema) and drop it later, after a backup"
-                .into(),
+        message: format!("DROP TABLE {} deletes its data irreversibly and breaks code still using it", names.join(", ")),
+        suggestion: "rename it aside (or move it to an archive schema) once no code uses it, and drop it later, after a backup".into(),
     }]
 }

@@ -1,58 +1,50 @@
-//! A new `integer`/`serial` primary key runs out at 2^31 − 1; widening it later is a migration.
+//! A new `integer`/`serial`/`smallint` primary key runs out at 2^31 − 1 (2^15 − 1); widening it
+//! later is the migration that started pgshift.
 
-use sqlparser::ast::{ColumnOption, DataType, Statement, TableConstraint};
+use pg_query::protobuf::ConstrType;
+use pg_query::NodeEnum;
 
-use super::{Context, Hit, Rule, Severity};
+use super::{
+    column_constraints, display_type, is_small_integer, kind, new_columns, type_of, Context, Hit,
+    Rule, Severity,
+};
 
 pub const RULE: Rule = Rule {
     name: "integer-primary-key",
-    severity: Severity::Warning,
+    severity: Severity::Error,
+    summary: "a new integer, serial or smallint primary key (or identity)",
     check,
 };
 
-fn small(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Int(_)
-            | DataType::Integer(_)
-            | DataType::Int4(_)
-            | DataType::SmallInt(_)
-            | DataType::Int2(_)
-    ) || matches!(t, DataType::Custom(name, _) if ["serial", "serial4", "smallserial", "serial2"].contains(&name.to_string().to_lowercase().as_str()))
-}
-
 fn check(ctx: &Context) -> Vec<Hit> {
-    let Some(Statement::CreateTable(ct)) = ctx.statement else {
-        return vec![];
-    };
-    let mut pk_cols: Vec<String> = ct
-        .columns
-        .iter()
-        .filter(|c| {
-            c.options
-                .iter()
-                .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
-        })
-        .map(|c| c.name.value.to_lowercase())
-        .collect();
-    for tc in &ct.constraints {
-        if let TableConstraint::PrimaryKey(pk) = tc {
-            pk_cols.extend(
-                pk.columns
-                    .iter()
-                    .map(|c| c.to_string().trim_matches('"').to_lowercase()),
-            );
+    let mut pk: Vec<String> = Vec::new();
+    if let Some(NodeEnum::CreateStmt(c)) = ctx.statement {
+        for e in &c.table_elts {
+            if let Some(NodeEnum::Constraint(k)) = e.node.as_ref() {
+                if kind(k, ConstrType::ConstrPrimary) {
+                    pk.extend(k.keys.iter().filter_map(|n| match n.node.as_ref() {
+                        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                        _ => None,
+                    }));
+                }
+            }
         }
     }
-    ct.columns
-        .iter()
-        .filter(|c| pk_cols.contains(&c.name.value.to_lowercase()) && small(&c.data_type))
-        .map(|c| Hit {
-            message: format!(
-                "{}.{} is a {} primary key: it runs out at 2^31 − 1 (or 2^15 − 1)",
-                ct.name, c.name, c.data_type
-            ),
-            suggestion: "use bigint (bigserial, or bigint GENERATED ALWAYS AS IDENTITY)".into(),
+    new_columns(ctx)
+        .into_iter()
+        .filter_map(|(table, cd, _)| {
+            let (name, mods) = type_of(cd)?;
+            let key = pk.contains(&cd.colname)
+                || column_constraints(cd).any(|k| kind(k, ConstrType::ConstrPrimary) || kind(k, ConstrType::ConstrIdentity));
+            (key && is_small_integer(&name)).then(|| Hit {
+                message: format!(
+                    "{table}.{} is a {} key: it runs out at {}, and widening it later rewrites the table and every key that references it",
+                    cd.colname,
+                    display_type(&name, &mods),
+                    if name.contains('2') || name == "smallserial" { "32,767" } else { "2,147,483,647" }
+                ),
+                suggestion: "use bigint GENERATED ALWAYS AS IDENTITY (or bigserial)".into(),
+            })
         })
         .collect()
 }

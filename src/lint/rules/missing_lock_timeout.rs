@@ -1,15 +1,16 @@
 //! DDL without `lock_timeout` waits for its lock forever, and every query on the table queues behind it.
 
-use super::{takes_blocking_lock, Context, Hit, Rule, Severity};
+use super::{blocking_lock, Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "missing-lock-timeout",
     severity: Severity::Warning,
+    summary: "a blocking lock with no lock_timeout set before it (pgshift apply sets one)",
     check,
 };
 
 fn check(ctx: &Context) -> Vec<Hit> {
-    if ctx.lock_timeout_set || !takes_blocking_lock(ctx) {
+    if ctx.lock_timeout_set || blocking_lock(ctx).is_none() {
         return vec![];
     }
     vec![Hit {

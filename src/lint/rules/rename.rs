@@ -1,30 +1,44 @@
 //! Renaming a column or table breaks running application code that uses the old name.
 
-use sqlparser::ast::AlterTableOperation;
+use pg_query::protobuf::ObjectType;
+use pg_query::NodeEnum;
 
-use super::{alter_ops, Context, Hit, Rule, Severity};
+use super::{object_kind, relation, Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "rename",
-    severity: Severity::Warning,
+    severity: Severity::Error,
+    summary: "RENAME of a table, view or column (breaks the running application)",
     check,
 };
 
 fn check(ctx: &Context) -> Vec<Hit> {
-    let Some((table, ops)) = alter_ops(ctx) else {
+    let Some(NodeEnum::RenameStmt(r)) = ctx.statement else {
         return vec![];
     };
-    ops.iter()
-        .filter_map(|op| match op {
-            AlterTableOperation::RenameColumn { old_column_name, new_column_name } => Some(Hit {
-                message: format!("renaming {table}.{old_column_name} to {new_column_name} breaks code that uses the old name"),
-                suggestion: "add the new column, write both, switch readers, then drop the old one".into(),
-            }),
-            AlterTableOperation::RenameTable { .. } => Some(Hit {
-                message: format!("renaming table {table} breaks code that uses the old name"),
-                suggestion: "rename, then create a view with the old name until the code is deployed".into(),
-            }),
-            _ => None,
-        })
-        .collect()
+    let table = relation(r.relation.as_ref());
+    if ctx.is_new_table(&table) {
+        return vec![];
+    }
+    let t = r.rename_type;
+    if t == ObjectType::ObjectColumn as i32 {
+        vec![Hit {
+            message: format!("renaming {table}.{} to {} breaks code that uses the old name", r.subname, r.newname),
+            suggestion: "expand/contract: add the new column, write both (a trigger), backfill, switch readers, then drop the old one".into(),
+        }]
+    } else if [
+        ObjectType::ObjectTable,
+        ObjectType::ObjectView,
+        ObjectType::ObjectMatview,
+    ]
+    .iter()
+    .any(|k| *k as i32 == t)
+    {
+        vec![Hit {
+            message: format!("renaming {} {table} to {} breaks code that uses the old name", object_kind(t), r.newname),
+            suggestion: "rename, and create a view with the old name (simple views are updatable) until no code uses it".into(),
+        }]
+    } else {
+        vec![]
+    }
 }

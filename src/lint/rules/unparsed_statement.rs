@@ -1,19 +1,20 @@
-//! A statement pgshift's parser does not understand is not checked by the other rules.
+//! A statement Postgres's own parser rejects would fail when the migration runs.
 
 use super::{Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "unparsed-statement",
-    severity: Severity::Warning,
+    severity: Severity::Error,
+    summary: "a statement Postgres's parser rejects (the migration would fail there)",
     check,
 };
 
 fn check(ctx: &Context) -> Vec<Hit> {
-    if ctx.statement.is_some() {
+    let Some(error) = ctx.parse_error else {
         return vec![];
-    }
+    };
     vec![Hit {
-        message: "pgshift's SQL parser does not understand this statement, so no other rule checked it".into(),
-        suggestion: "review it by hand; `pgshift apply --allow-unparsed` runs such statements verbatim under lock_timeout".into(),
+        message: format!("Postgres rejects this statement: {error}; the migration would fail here"),
+        suggestion: "fix the SQL (psql meta-commands such as \\set or \\connect are not SQL and do not run in a migration)".into(),
     }]
 }

@@ -1,12 +1,15 @@
-//! `ADD COLUMN … DEFAULT <volatile>` rewrites the table (constant and stable defaults do not, since Postgres 11).
+//! `ADD COLUMN … DEFAULT <volatile>` (or a serial type) rewrites the table: constant and
+//! stable defaults do not, since Postgres 11.
 
-use sqlparser::ast::{AlterTableOperation, ColumnOption, Expr};
+use pg_query::protobuf::ConstrType;
 
-use super::{alter_ops, Context, Hit, Rule, Severity};
+use super::{calls, column_constraints, kind, new_columns, type_of, Context, Hit, Rule, Severity};
 
 pub const RULE: Rule = Rule {
     name: "volatile-default",
     severity: Severity::Error,
+    summary:
+        "ADD COLUMN with a volatile default or a serial type (a rewrite under ACCESS EXCLUSIVE)",
     check,
 };
 
@@ -15,43 +18,42 @@ const VOLATILE: &[&str] = &[
     "clock_timestamp",
     "timeofday",
     "gen_random_uuid",
+    "uuidv4",
+    "uuidv7",
     "uuid_generate_v1",
+    "uuid_generate_v1mc",
     "uuid_generate_v4",
     "nextval",
     "setseed",
+    "txid_current",
 ];
 
-/// Whether a default expression calls a volatile function (and so rewrites
-/// the table when added with its column).
+/// Whether a default expression (SQL text) calls a volatile function.
 pub fn is_volatile(expr: &str) -> bool {
     let text = expr.to_lowercase();
     VOLATILE.iter().any(|f| text.contains(&format!("{f}(")))
 }
 
-fn volatile(e: &Expr) -> bool {
-    is_volatile(&e.to_string())
-}
-
 fn check(ctx: &Context) -> Vec<Hit> {
-    let Some((table, ops)) = alter_ops(ctx) else {
-        return vec![];
-    };
-    if ctx.is_new_table(table) {
-        return vec![];
-    }
-    ops.iter()
-        .filter_map(|op| match op {
-            AlterTableOperation::AddColumn { column_def, .. } => column_def.options.iter().find_map(|o| match &o.option {
-                ColumnOption::Default(e) if volatile(e) => Some(Hit {
-                    message: format!(
-                        "ADD COLUMN {} with the volatile default {e} rewrites {table} under an ACCESS EXCLUSIVE lock",
-                        column_def.name
-                    ),
-                    suggestion: "add the column without a default, backfill it in batches, then SET DEFAULT".into(),
-                }),
-                _ => None,
-            }),
-            _ => None,
+    new_columns(ctx)
+        .into_iter()
+        .filter(|(_, _, existing)| *existing)
+        .filter_map(|(table, cd, _)| {
+            let serial = type_of(cd).is_some_and(|(n, _)| n.contains("serial"));
+            let volatile = column_constraints(cd)
+                .filter(|k| kind(k, ConstrType::ConstrDefault))
+                .filter_map(|k| k.raw_expr.as_deref())
+                .flat_map(calls)
+                .find(|f| VOLATILE.contains(&f.as_str()));
+            let why = match (serial, volatile) {
+                (true, _) => "a serial type (its DEFAULT nextval() is volatile)".to_string(),
+                (_, Some(f)) => format!("the volatile default {f}()"),
+                _ => return None,
+            };
+            Some(Hit {
+                message: format!("ADD COLUMN {} with {why} rewrites {table} under an ACCESS EXCLUSIVE lock", cd.colname),
+                suggestion: "add the column without a default, SET DEFAULT for new rows, and backfill old rows in batches".into(),
+            })
         })
         .collect()
 }
