@@ -103,7 +103,56 @@ async fn make_plan(client: &Client, file: &MigrationFile, options: plan::Options
     let roots: Vec<u32> = requests.iter().map(|r| r.table).collect();
     let mut snapshot = catalog::load(client, &roots).await?;
     rehearse(client, &requests, &mut snapshot).await?;
-    plan::build(&file.name, &file.checksum, &requests, &snapshot, options)
+    let mut plan = plan::build(&file.name, &file.checksum, &requests, &snapshot, options)?;
+    plan.blockers
+        .extend(held_by_unfinished(client, &plan).await?);
+    Ok(plan)
+}
+
+/// Tables of `plan` that another migration has not finished with: one cut
+/// over keeps its original in sync (as `pgshift_old_…`) until finalize, and
+/// one before cutover has its own copy or shadow columns there. A second
+/// migration on them would fail at its cutover, after all its work.
+async fn held_by_unfinished(client: &Client, plan: &Plan) -> Result<Vec<plan::Blocker>> {
+    let mut blockers = Vec::new();
+    for other in state::list(client).await? {
+        if other.name == plan.migration
+            || matches!(other.phase, Phase::Finalized | Phase::RolledBack)
+        {
+            continue;
+        }
+        for t in plan.tables.iter().filter(|t| {
+            other
+                .plan
+                .tables
+                .iter()
+                .any(|o| o.schema == t.schema && o.name == t.name)
+        }) {
+            let (why, remedy) = if other.phase == Phase::CutOver {
+                (
+                    format!(
+                        "migration {} is cut over on it and keeps the original in sync for its rollback until finalized",
+                        other.name
+                    ),
+                    format!("run `pgshift finalize {0}` (or `pgshift rollback {0}`) first", other.name),
+                )
+            } else {
+                (
+                    format!("migration {} is at phase {} on it", other.name, other.phase),
+                    format!(
+                        "let it finish (`pgshift resume {0}`, then `pgshift finalize {0}`) or run `pgshift rollback {0}` first",
+                        other.name
+                    ),
+                )
+            };
+            blockers.push(plan::Blocker {
+                object: format!("table {}", t.display()),
+                reason: why,
+                remedy,
+            });
+        }
+    }
+    Ok(blockers)
 }
 
 /// Rehearses each table's type changes (other than integer widenings) on an

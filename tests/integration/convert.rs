@@ -697,3 +697,55 @@ async fn the_plan_check_flags_a_query_that_loses_its_index_on_the_new_type() {
         "the rehearsal left something behind"
     );
 }
+
+/// Regression: a second migration on a table whose first one was cut over
+/// but not finalized copied the whole table, then failed at its cutover
+/// ("relation pgshift_old_…_pkey already exists"). It is refused at plan
+/// time now, naming the first and what to run; after finalize it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_another_migration_has_not_finished_with_is_refused_up_front() {
+    let (cluster, client) = incident_primary(2_000).await;
+    let url = cluster.url("app");
+    let (_d1, first) = migration(
+        "0401_status",
+        "ALTER TABLE script_runs ALTER COLUMN status TYPE jsonb USING to_jsonb(status);\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &first]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_d2, second) = migration(
+        "0402_status_back",
+        "ALTER TABLE script_runs ALTER COLUMN status TYPE varchar(200) USING status #>> '{}';\n",
+    );
+    let before = schema_dump(&client).await;
+    let run = pgshift_default_engine(&url, &["apply", &second]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("table script_runs: migration 0401_status is cut over on it"),
+        "{}",
+        run.stderr
+    );
+    let run = pgshift_default_engine(&url, &["--format", "json", "plan", &second]).await;
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let remedy = plan["blockers"][0]["remedy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        remedy.contains("pgshift finalize 0401_status"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        schema_dump(&client).await,
+        before,
+        "the refusal changed nothing"
+    );
+
+    let run = pgshift_default_engine(&url, &["finalize", "0401_status", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = pgshift_default_engine(&url, &["apply", &second]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let t = types(&client, "script_runs").await;
+    assert!(t.contains("status character varying(200)"), "{t}");
+}
