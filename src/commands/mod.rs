@@ -109,9 +109,10 @@ async fn make_plan(client: &Client, file: &MigrationFile, options: plan::Options
     Ok(plan)
 }
 
-/// Tables of `plan` that another migration has not finished with: one cut
-/// over keeps its original in sync (as `pgshift_old_…`) until finalize, and
-/// one before cutover has its own copy or shadow columns there. A second
+/// Tables of `plan` that another migration has not finished with: the copy
+/// engine's, cut over, keeps its original in sync (as `pgshift_old_…`)
+/// until finalize, and one before cutover has its copy or shadow columns
+/// there. A second
 /// migration on them would fail at its cutover, after all its work.
 async fn held_by_unfinished(client: &Client, plan: &Plan) -> Result<Vec<plan::Blocker>> {
     let mut blockers = Vec::new();
@@ -119,6 +120,12 @@ async fn held_by_unfinished(client: &Client, plan: &Plan) -> Result<Vec<plan::Bl
         if other.name == plan.migration
             || matches!(other.phase, Phase::Finalized | Phase::RolledBack)
         {
+            continue;
+        }
+        // After an update engine's cutover the table is the user's again (a
+        // retired column and a reverse trigger ride along, and a copy
+        // carries both); a copy engine's keeps the original beside it.
+        if other.phase == Phase::CutOver && other.plan.engine != plan::Engine::Copy {
             continue;
         }
         for t in plan.tables.iter().filter(|t| {
