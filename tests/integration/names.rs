@@ -12,9 +12,9 @@ ALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;
 /// Names (and comments) of the constraints, indexes, triggers, sequences,
 /// views and columns of schema public.
 async fn names(client: &tokio_postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || contype::text
+    texts(
+        client,
+        "SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || contype::text
                     || coalesce(' -- ' || obj_description(oid, 'pg_constraint'), '')
                FROM pg_constraint WHERE connamespace = 'public'::regnamespace
              UNION ALL
@@ -27,13 +27,8 @@ async fn names(client: &tokio_postgres::Client) -> Vec<String> {
              UNION ALL
              SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal
              ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    )
+    .await
 }
 
 async fn with_comments(client: &tokio_postgres::Client) {
@@ -102,22 +97,17 @@ async fn keeps_every_name(engine: &str) {
 /// generation kind and default: what NOT VALID constraints and generated
 /// columns must come out of a migration with.
 async fn constraints_and_columns(client: &tokio_postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT conname || ' ' || convalidated || ' ' || pg_get_constraintdef(oid)
+    texts(
+        client,
+        "SELECT conname || ' ' || convalidated || ' ' || pg_get_constraintdef(oid)
                FROM pg_constraint WHERE conrelid = 'things'::regclass
              UNION ALL
              SELECT attname || ' generated=' || attgenerated::text || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE a.attrelid = 'things'::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'note'
              ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    )
+    .await
 }
 
 /// Regression: Postgres checks a NOT VALID constraint on every updated row,

@@ -280,8 +280,8 @@ pub async fn schema_dump(client: &Client) -> String {
 
 /// Names of objects pgshift created that still exist (should be none when done).
 pub async fn leftovers(client: &Client) -> Vec<String> {
-    client
-        .query(
+    texts(
+        client,
             "SELECT 'relation ' || relname FROM pg_class WHERE relname LIKE 'pgshift\\_%' AND relkind <> 'i'
                  AND relnamespace <> 'pgshift'::regnamespace
              UNION ALL SELECT 'index ' || relname FROM pg_class WHERE relname LIKE 'pgshift\\_%' AND relkind = 'i'
@@ -291,8 +291,15 @@ pub async fn leftovers(client: &Client) -> Vec<String> {
              UNION ALL SELECT 'constraint ' || conname FROM pg_constraint WHERE conname LIKE 'pgshift\\_%'
              UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgname LIKE 'pgshift\\_%'
              UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'pgshift\\_%'",
-            &[],
-        )
+    )
+    .await
+}
+
+/// Polls `sql` (returning one bool) until true or the timeout.
+/// The first column of every row of `sql`, as text.
+pub async fn texts(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
         .await
         .unwrap()
         .iter()
@@ -300,7 +307,6 @@ pub async fn leftovers(client: &Client) -> Vec<String> {
         .collect()
 }
 
-/// Polls `sql` (returning one bool) until true or the timeout.
 pub async fn wait_until(client: &Client, sql: &str, timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
