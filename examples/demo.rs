@@ -1,7 +1,8 @@
 //! The demo behind `scripts/demo`: starts a throwaway primary and streaming
 //! replica, loads the incident schema, runs an application load (writes,
-//! and reads through the union view), and widens `scripts.id` online with
-//! the pgshift binary, printing the plan and what the application saw.
+//! and reads through the union view), widens `scripts.id` online with the
+//! pgshift binary, printing the plan and what the application saw, then
+//! changes `body` from text to jsonb online and rolls that back in one step.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -163,8 +164,85 @@ async fn main() -> Result<(), Error> {
         "7. Finalize (drops the original tables; irreversible)"
     });
     run(&bin, &url, &["finalize", "0001_scripts_id_bigint", "--yes"]).await?;
+
+    section("8. Any type change: body text -> jsonb on both tables of the view, under the same load");
+    let body = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/0002_scripts_body_jsonb.sql"
+    );
+    // The update engine converts integers only.
+    let engine = if engine == "update" { "auto".to_string() } else { engine };
+    run(&bin, &url, &["plan", body, "--engine", &engine]).await?;
+    // The application writes JSON text, which both types take: a write that
+    // is not JSON fails after cutover, as after the blocking ALTER.
+    let load = Load::start(&url).await?;
+    let started = Instant::now();
+    run(&bin, &url, &["apply", body, "--engine", &engine]).await?;
+    let took = started.elapsed();
+    // A write after cutover: the rollback below keeps it, converted back.
+    let after: i64 = client
+        .query_one(
+            "INSERT INTO scripts (account_id, name, body) VALUES (1, 'after cutover', '{\"steps\": 3}') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    let (reads, writes, errors) = load.stop().await;
+    println!(
+        "apply took {:.1} s; the application made {writes} writes and {} reads meanwhile, with {} errors; worst read {:?}",
+        took.as_secs_f64(),
+        reads.len(),
+        errors.len(),
+        load_max(&load_stats(&reads))
+    );
+    for e in errors.iter().take(3) {
+        println!("  error: {e}");
+    }
+    print_body_types(&client).await?;
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM scripts", &[])
+        .await?
+        .get(0);
+
+    section("9. One-step rollback after cutover (pgshift rollback): every write kept");
+    run(&bin, &url, &["rollback", "0002_scripts_body_jsonb"]).await?;
+    print_body_types(&client).await?;
+    let (back, kept): (i64, Option<String>) = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM scripts), (SELECT body FROM scripts WHERE id = $1)",
+            &[&after],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))?;
+    println!(
+        "scripts has {back} rows, as before the rollback ({total}); script {after}, written after cutover, has body {}",
+        kept.as_deref().unwrap_or("NULL")
+    );
     println!("\ndone; the clusters are removed on exit");
     Ok(())
+}
+
+async fn print_body_types(client: &tokio_postgres::Client) -> Result<(), Error> {
+    for row in client
+        .query(
+            "SELECT attrelid::regclass::text, format_type(atttypid, atttypmod)
+             FROM pg_attribute WHERE attname = 'body' AND NOT attisdropped
+               AND attrelid IN ('scripts'::regclass, 'archived_scripts'::regclass, 'all_scripts'::regclass)
+             ORDER BY 1",
+            &[],
+        )
+        .await?
+    {
+        println!("{}.body: {}", row.get::<_, String>(0), row.get::<_, String>(1));
+    }
+    Ok(())
+}
+
+/// The server's message, not tokio-postgres's bare "db error".
+fn describe(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| format!("{}: {}", d.code().code(), d.message()))
+        .unwrap_or_else(|| e.to_string())
 }
 
 static WRITE_MAX: AtomicU64 = AtomicU64::new(0);
@@ -248,7 +326,7 @@ impl Load {
                 let r = if i % 2 == 0 {
                     writer
                         .execute(
-                            "INSERT INTO scripts (account_id, name, body) VALUES (1, 'live', 'x')",
+                            "INSERT INTO scripts (account_id, name, body) VALUES (1, 'live', '{\"steps\": 1}')",
                             &[],
                         )
                         .await
@@ -258,7 +336,7 @@ impl Load {
                 WRITE_MAX.fetch_max(t.elapsed().as_micros() as u64, Ordering::SeqCst);
                 match r {
                     Ok(_) => n += 1,
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => errors.push(describe(&e)),
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -281,7 +359,7 @@ impl Load {
                         m.fetch_max(d.as_micros() as u64, Ordering::SeqCst);
                         lat.push(d);
                     }
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => errors.push(describe(&e)),
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

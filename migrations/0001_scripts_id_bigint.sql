@@ -6,7 +6,7 @@
 -- from pushing `WHERE id = …` into them (the outage behind pgshift).
 -- Run with `pgshift apply` (online); run by another tool these would rewrite
 -- the tables under an exclusive lock, which `pgshift lint` reports.
--- pgshift:ignore column-type-rewrite, missing-lock-timeout
+-- pgshift:ignore column-type-rewrite, missing-lock-timeout, missing-statement-timeout
 ALTER TABLE scripts ALTER COLUMN id TYPE bigint;
--- pgshift:ignore column-type-rewrite, missing-lock-timeout
+-- pgshift:ignore column-type-rewrite, missing-lock-timeout, missing-statement-timeout
 ALTER TABLE archived_scripts ALTER COLUMN id TYPE bigint;
