@@ -165,13 +165,19 @@ async fn main() -> Result<(), Error> {
     });
     run(&bin, &url, &["finalize", "0001_scripts_id_bigint", "--yes"]).await?;
 
-    section("8. Any type change: body text -> jsonb on both tables of the view, under the same load");
+    section(
+        "8. Any type change: body text -> jsonb on both tables of the view, under the same load",
+    );
     let body = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/migrations/0002_scripts_body_jsonb.sql"
     );
     // The update engine converts integers only.
-    let engine = if engine == "update" { "auto".to_string() } else { engine };
+    let engine = if engine == "update" {
+        "auto".to_string()
+    } else {
+        engine
+    };
     run(&bin, &url, &["plan", body, "--engine", &engine]).await?;
     // The application writes JSON text, which both types take: a write that
     // is not JSON fails after cutover, as after the blocking ALTER.

@@ -56,9 +56,10 @@ pub async fn find(
     let probe = [
         format!("DELETE FROM {target} WHERE {matches}"),
         format!(
-            "INSERT INTO {target} ({}) SELECT {} FROM ONLY {} WHERE {matches}",
+            "INSERT INTO {target} ({}) SELECT {} FROM {}{} WHERE {matches}",
             cols.join(", "),
             t.select_list(way),
+            t.only(),
             t.qualified()
         ),
     ];

@@ -55,6 +55,27 @@ pub async fn run(runner: &Runner, t: &TablePlan) -> Result<()> {
 /// `run` on `client`, split into at most `workers` parts; the parts past the
 /// first take more connections from the pool.
 pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TablePlan) -> Result<()> {
+    let copy = runner
+        .plan
+        .copy
+        .as_ref()
+        .and_then(|c| c.tables.iter().find(|c| c.oid == t.oid));
+    run_with(runner, client, workers, t, copy).await
+}
+
+/// The copy engine's backfill of one leaf of a partitioned table: `t` and
+/// `copy` name the leaf and its copy (see `CopyTable::for_leaf`).
+pub async fn run_leaf(runner: &Runner, t: &TablePlan, copy: &CopyTable) -> Result<()> {
+    run_with(runner, &runner.worker, runner.workers, t, Some(copy)).await
+}
+
+async fn run_with(
+    runner: &Runner,
+    client: &Client,
+    workers: usize,
+    t: &TablePlan,
+    copy: Option<&CopyTable>,
+) -> Result<()> {
     let (parts, done_rows, total_rows) = ensure_parts(runner, client, workers, t).await?;
     if parts.is_empty() {
         return Ok(());
@@ -70,11 +91,6 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
     for _ in 1..parts.len() {
         extra.push(runner.extra_worker().await?);
     }
-    let copy = runner
-        .plan
-        .copy
-        .as_ref()
-        .and_then(|c| c.tables.iter().find(|c| c.oid == t.oid));
     let assign = match copy {
         Some(_) => Vec::new(),
         None => columns_to_assign(client, t).await?,

@@ -76,7 +76,37 @@ pub async fn load(client: &Client, roots: &[u32]) -> Result<Catalog> {
         if !seen.insert(oid) {
             continue;
         }
-        let table = load_table(client, oid).await?;
+        let mut table = load_table(client, oid).await?;
+        if table.kind == "p" {
+            table.partitions = load_partitions(client, oid).await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_get_partkeydef($1),
+                            ARRAY(SELECT DISTINCT a.attname::text
+                                  FROM pg_partition_tree($1::oid::regclass) t
+                                  JOIN pg_partitioned_table pt ON pt.partrelid = t.relid
+                                  JOIN pg_attribute a ON a.attrelid = t.relid
+                                                     AND a.attnum = ANY (pt.partattrs::int2[])
+                                  ORDER BY 1),
+                            EXISTS (SELECT 1 FROM pg_partition_tree($1::oid::regclass) t
+                                    JOIN pg_partitioned_table pt ON pt.partrelid = t.relid
+                                    WHERE 0 = ANY (pt.partattrs::int2[]))",
+                    &[&oid],
+                )
+                .await
+                .map_err(Error::db(format!(
+                    "could not read the partition key of table oid {oid}"
+                )))?;
+            table.partition_key = row.get(0);
+            table.partition_columns = row.get(1);
+            table.partition_expressions = row.get(2);
+            // A partitioned table has no storage of its own: its leaves'.
+            for p in &table.partitions {
+                table.estimated_rows += p.estimated_rows;
+                table.total_bytes += p.total_bytes;
+                table.heap_bytes += p.heap_bytes;
+            }
+        }
         queue.extend(table.referenced_by.iter().map(|fk| fk.table));
         catalog.tables.push(table);
     }
@@ -118,7 +148,9 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
     let row = client
         .query_one(
             "SELECT n.nspname, c.relname, c.relkind::text, c.relispartition,
-                    EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid),
+                    -- partitions are in pg_inherits too: only inheritance counts here
+                    c.relkind <> 'p' AND NOT c.relispartition
+                      AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid),
                     ARRAY(SELECT p.pubname::text FROM pg_publication p
                           WHERE p.puballtables
                              OR EXISTS (SELECT 1 FROM pg_publication_rel r
@@ -193,6 +225,10 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
         referenced_by: Vec::new(),
         triggers: Vec::new(),
         column_dependents: Vec::new(),
+        partitions: Vec::new(),
+        partition_key: None,
+        partition_columns: Vec::new(),
+        partition_expressions: false,
     };
 
     for row in client
@@ -304,9 +340,14 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                 con.condeferrable, con.condeferred, obj_description(con.oid, 'pg_constraint')
          FROM pg_constraint con WHERE ";
     for (filter, into_referenced) in [
-        ("con.conrelid = $1 ORDER BY con.conname", false),
+        // Not the clones Postgres keeps of a constraint for each partition
+        // (conparentid): they come and go with the constraint.
         (
-            "con.confrelid = $1 AND con.contype = 'f' ORDER BY con.conname",
+            "con.conrelid = $1 AND con.conparentid = 0 ORDER BY con.conname",
+            false,
+        ),
+        (
+            "con.confrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 ORDER BY con.conname",
             true,
         ),
     ] {
@@ -607,4 +648,114 @@ async fn load_views(client: &Client, tables: &BTreeSet<u32>) -> Result<Vec<View>
         });
     }
     Ok(views)
+}
+
+/// The partition tree under `root`, parents before their children, each with
+/// its bound, storage, owner, privileges, indexes, and what it has of its
+/// own that a copy would not carry.
+async fn load_partitions(client: &Client, root: u32) -> Result<Vec<Partition>> {
+    let ctx =
+        |what: &str| format!("could not read the {what} of the partitions of table oid {root}");
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, t.parentrelid::oid, c.relkind::text,
+                    pg_get_expr(c.relpartbound, c.oid),
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+                    GREATEST(c.reltuples, 0)::int8,
+                    pg_total_relation_size(c.oid), pg_relation_size(c.oid),
+                    pg_get_userbyid(c.relowner)::text,
+                    ARRAY(SELECT x.privilege_type || ' ' ||
+                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
+                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+                          FROM aclexplode(c.relacl) x WHERE x.grantee <> c.relowner),
+                    obj_description(c.oid, 'pg_class'),
+                    COALESCE(c.reloptions, '{}'),
+                    (SELECT spcname::text FROM pg_tablespace WHERE oid = c.reltablespace),
+                    c.relpersistence::text,
+                    ARRAY(
+                      SELECT format('trigger %s', g.tgname) FROM pg_trigger g
+                       WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgparentid = 0
+                      UNION ALL
+                      SELECT format('constraint %s', k.conname) FROM pg_constraint k
+                       WHERE k.conrelid = c.oid AND k.conparentid = 0
+                         AND (k.contype IN ('p', 'u', 'f', 'x') OR (k.contype = 'c' AND k.conislocal))
+                      UNION ALL
+                      SELECT DISTINCT format('view %s', v.oid::regclass) FROM pg_depend d
+                        JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+                       WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                         AND d.refobjid = c.oid AND v.oid <> c.oid
+                      UNION ALL
+                      SELECT format('rule %s', r.rulename) FROM pg_rewrite r
+                       WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'
+                      UNION ALL
+                      SELECT format('row security policy %s', p.polname) FROM pg_policy p WHERE p.polrelid = c.oid
+                      UNION ALL
+                      SELECT 'row level security' WHERE c.relrowsecurity
+                      UNION ALL
+                      SELECT format('statistics %s', s.stxname) FROM pg_statistic_ext s WHERE s.stxrelid = c.oid
+                      UNION ALL
+                      SELECT format('publication %s', p.pubname) FROM pg_publication_rel pr
+                        JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = c.oid)
+             FROM pg_partition_tree($1::oid::regclass) t
+             JOIN pg_class c ON c.oid = t.relid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE t.level > 0
+             ORDER BY t.level, c.relname",
+            &[&root],
+        )
+        .await
+        .map_err(Error::db(ctx("tree")))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let oid: u32 = row.get(0);
+        let indexes = client
+            .query(
+                "SELECT i.indexrelid, ic.relname::text, pg_get_indexdef(i.indexrelid),
+                        (SELECT h.inhparent FROM pg_inherits h WHERE h.inhrelid = i.indexrelid),
+                        k.contype::text, pg_get_constraintdef(k.oid), i.indisunique, i.indisvalid,
+                        (SELECT spcname::text FROM pg_tablespace WHERE oid = ic.reltablespace)
+                 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                 LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+                                          AND k.contype IN ('p', 'u')
+                 WHERE i.indrelid = $1
+                 ORDER BY ic.relname",
+                &[&oid],
+            )
+            .await
+            .map_err(Error::db(ctx("indexes")))?
+            .iter()
+            .map(|r| PartitionIndex {
+                oid: r.get(0),
+                name: r.get(1),
+                definition: r.get(2),
+                parent: r.get(3),
+                constraint: r.get(4),
+                constraint_definition: r.get(5),
+                is_unique: r.get(6),
+                is_valid: r.get(7),
+                tablespace: r.get(8),
+            })
+            .collect();
+        out.push(Partition {
+            oid,
+            schema: row.get(1),
+            name: row.get(2),
+            parent: row.get(3),
+            kind: row.get(4),
+            bound: row.get(5),
+            partition_key: row.get(6),
+            estimated_rows: row.get(7),
+            total_bytes: row.get(8),
+            heap_bytes: row.get(9),
+            owner: row.get(10),
+            grants: row.get(11),
+            comment: row.get(12),
+            reloptions: row.get(13),
+            tablespace: row.get(14),
+            persistence: row.get(15),
+            own_objects: row.get(16),
+            indexes,
+        });
+    }
+    Ok(out)
 }

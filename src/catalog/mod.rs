@@ -291,6 +291,64 @@ pub struct Table {
     pub triggers: Vec<Trigger>,
     /// Other catalog objects that depend on a column (catch-all, described).
     pub column_dependents: Vec<Dependent>,
+    /// A partitioned table's partition tree, parents before their children.
+    #[serde(default)]
+    pub partitions: Vec<Partition>,
+    /// A partitioned table's `pg_get_partkeydef` (`RANGE (created_at)`).
+    #[serde(default)]
+    pub partition_key: Option<String>,
+    /// Columns in the partition key of any level of the tree, by name; and
+    /// whether a key of some level is an expression.
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    #[serde(default)]
+    pub partition_expressions: bool,
+}
+
+/// One member of a partitioned table's tree below the root: a leaf, or a
+/// partitioned table of its own (sub-partitioning).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Partition {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// Its parent's oid (the root's, or a sub-partitioned partition's).
+    pub parent: u32,
+    /// `relkind`: `r` a leaf, `p` partitioned itself, `f` a foreign table.
+    pub kind: String,
+    /// `FOR VALUES …` or `DEFAULT` (`pg_get_expr(relpartbound)`).
+    pub bound: String,
+    /// `pg_get_partkeydef` when partitioned itself.
+    pub partition_key: Option<String>,
+    pub estimated_rows: i64,
+    pub total_bytes: i64,
+    pub heap_bytes: i64,
+    pub owner: String,
+    pub grants: Vec<String>,
+    pub comment: Option<String>,
+    pub reloptions: Vec<String>,
+    pub tablespace: Option<String>,
+    pub persistence: String,
+    pub indexes: Vec<PartitionIndex>,
+    /// What belongs to this partition alone and the copy engine does not
+    /// carry yet (a trigger, a constraint, a view, …), described.
+    pub own_objects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionIndex {
+    pub oid: u32,
+    pub name: String,
+    pub definition: String,
+    /// The partitioned index it is attached to.
+    pub parent: Option<u32>,
+    /// `p` or `u` when it backs that constraint (named like the index).
+    pub constraint: Option<String>,
+    /// `pg_get_constraintdef` of that constraint.
+    pub constraint_definition: Option<String>,
+    pub is_unique: bool,
+    pub is_valid: bool,
+    pub tablespace: Option<String>,
 }
 
 fn full() -> i32 {

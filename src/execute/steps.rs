@@ -132,10 +132,13 @@ impl Runner {
                     .await
             }
             Action::Backfill { table } => {
-                let t = self.plan.table(*table).ok_or_else(|| {
+                if let Some(t) = self.plan.table(*table) {
+                    return backfill::run(self, t).await;
+                }
+                let (t, copy) = self.plan.leaf(*table).ok_or_else(|| {
                     Error::Runtime(format!("table oid {table} is not in the plan"))
                 })?;
-                backfill::run(self, t).await
+                backfill::run_leaf(self, &t, &copy).await
             }
             Action::Verify { table } => self.verify(client, *table, step).await,
             Action::Replay { function, log } => {

@@ -51,10 +51,15 @@ pub fn build(
         EngineChoice::Copy => with(Engine::Copy),
         EngineChoice::Auto => {
             let mut copy = with(Engine::Copy)?;
-            // Only the copy engine converts types: its plan says what blocks.
+            // Only the copy engine converts types and takes partitioned
+            // tables: then its plan says what blocks.
             let converts = requests.iter().any(|r| r.change.is_some());
+            let partitioned = requests
+                .iter()
+                .filter_map(|r| catalog.table(r.table))
+                .any(|t| t.kind == "p");
             if (copy.blockers.is_empty() && !copy.in_place.is_empty())
-                || (converts && !copy.blockers.is_empty())
+                || ((converts || partitioned) && !copy.blockers.is_empty())
             {
                 return Ok(copy);
             }

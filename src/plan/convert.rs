@@ -56,6 +56,12 @@ pub(super) fn conversion(
             "use --engine copy (or auto, the default), which converts any type",
         );
     }
+    if t.partition_columns.contains(&c.name) {
+        block(
+            "it is in the partition key, and Postgres does not change the type of a partition key column".into(),
+            "keep the partition key's type, or convert the tree by hand (a new partitioned table, then ATTACH)",
+        );
+    }
     if t.primary_key()
         .is_some_and(|pk| pk.columns.contains(&c.attnum))
     {

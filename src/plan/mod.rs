@@ -258,6 +258,26 @@ fn one_pass() -> u8 {
     1
 }
 
+impl Plan {
+    /// A leaf of a partitioned table the copy engine copies: its table's plan
+    /// and copy, with the leaf's names (what its backfill walks and fills).
+    pub fn leaf(&self, oid: u32) -> Option<(TablePlan, copy::CopyTable)> {
+        self.copy.as_ref()?.tables.iter().find_map(|c| {
+            let leaf = c.leaves().find(|p| p.oid == oid)?;
+            let root = self.table(c.oid)?;
+            let t = TablePlan {
+                oid: leaf.oid,
+                schema: leaf.schema.clone(),
+                name: leaf.name.clone(),
+                estimated_rows: leaf.estimated_rows,
+                total_bytes: leaf.total_bytes,
+                ..root.clone()
+            };
+            Some((t, c.for_leaf(leaf)))
+        })
+    }
+}
+
 impl TablePlan {
     pub fn qualified(&self) -> String {
         crate::names::qualified(&self.schema, &self.name)

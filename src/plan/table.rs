@@ -34,9 +34,19 @@ pub(super) fn plan_table(
             remedy: remedy.to_string(),
         })
     };
-    if t.kind == "p" || t.is_partition {
-        block(object.clone(), "it is partitioned or a partition".into(),
-              "widen each partition's column with a plain ALTER during a maintenance window, or wait for pgshift's partition support");
+    if t.is_partition {
+        block(
+            object.clone(),
+            "it is a partition: its columns are its partitioned table's".into(),
+            "change the column on the partitioned table at the root of its tree (the copy engine takes the whole tree)",
+        );
+    }
+    if t.kind == "p" && engine == super::Engine::Update {
+        block(
+            object.clone(),
+            "the update engine does not take partitioned tables".into(),
+            "use --engine copy (or auto, the default), which copies the tree partition by partition",
+        );
     }
     if t.has_inheritance {
         block(

@@ -57,6 +57,10 @@ fn table(oid: u32, name: &str, columns: Vec<Column>) -> Table {
         referenced_by: vec![],
         triggers: vec![],
         column_dependents: vec![],
+        partitions: vec![],
+        partition_key: None,
+        partition_columns: vec![],
+        partition_expressions: false,
     }
 }
 

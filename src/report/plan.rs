@@ -39,6 +39,16 @@ impl PlanReport {
         }
     }
 
+    /// The leaves of a partitioned table the copy engine copies, one by one.
+    fn leaves(&self, table: u32) -> impl Iterator<Item = &crate::plan::copy::CopyPartition> {
+        self.plan
+            .copy
+            .iter()
+            .flat_map(|c| &c.tables)
+            .filter(move |c| c.oid == table)
+            .flat_map(|c| c.leaves())
+    }
+
     fn estimate_secs(&self) -> f64 {
         self.plan.estimated_backfill_secs()
     }
@@ -241,6 +251,16 @@ impl Report for PlanReport {
                 t.estimated_rows,
                 super::bytes(t.total_bytes)
             )?;
+            for leaf in self.leaves(t.oid) {
+                writeln!(
+                    w,
+                    "    partition {} ~{} rows, {}, about {:.0} s",
+                    leaf.display(),
+                    leaf.estimated_rows,
+                    super::bytes(leaf.total_bytes),
+                    p.pace.backfill_secs(leaf.estimated_rows, p.engine).ceil()
+                )?;
+            }
         }
         writeln!(w, "Columns:")?;
         for line in self.column_lines() {
@@ -310,6 +330,15 @@ impl Report for PlanReport {
                 t.estimated_rows,
                 super::bytes(t.total_bytes)
             )?;
+            for leaf in self.leaves(t.oid) {
+                writeln!(
+                    w,
+                    "| `{}` (partition) | {} | {} |",
+                    leaf.display(),
+                    leaf.estimated_rows,
+                    super::bytes(leaf.total_bytes)
+                )?;
+            }
         }
         writeln!(w)?;
         for line in self.column_lines() {
@@ -367,6 +396,13 @@ impl Report for PlanReport {
                 "table": t.display(),
                 "estimated_rows": t.estimated_rows,
                 "total_bytes": t.total_bytes,
+                "partitions": self.leaves(t.oid).map(|leaf| json!({
+                    "partition": leaf.display(),
+                    "parent": leaf.parent,
+                    "estimated_rows": leaf.estimated_rows,
+                    "total_bytes": leaf.total_bytes,
+                    "estimated_backfill_seconds": p.pace.backfill_secs(leaf.estimated_rows, p.engine).ceil(),
+                })).collect::<Vec<_>>(),
                 "columns": t.columns.iter().map(|c| json!({
                     "column": c.name, "from": c.from_type, "to": to_type(c), "reason": c.reason,
                     "sequence": c.sequence.as_ref().map(|s| s.name.clone()),

@@ -2,8 +2,7 @@
 //! applied online under concurrent writes must leave exactly what the
 //! blocking `ALTER` leaves on a control copy that saw the same writes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -65,71 +64,37 @@ async fn typed_primary() -> (pgshift::testkit::Cluster, Client) {
     (cluster, client)
 }
 
-/// An application writing the same rows into a table and its control copy
-/// in one transaction. Literals, not typed parameters: they assign to the
-/// old types before cutover and to the new ones after it. Values written
-/// after cutover take the new type directly, so they fit both (an amount
-/// of 2 decimals, say): the control copy keeps the old types until the end.
-struct MirrorWriter {
-    stop: Arc<AtomicBool>,
-    ops: Arc<AtomicU64>,
-    handle: tokio::task::JoinHandle<Vec<String>>,
-}
-
-impl MirrorWriter {
-    async fn start(url: &str) -> MirrorWriter {
-        let client = connect(url).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ops = Arc::new(AtomicU64::new(0));
-        let (s, o) = (stop.clone(), ops.clone());
-        let handle = tokio::spawn(async move {
-            let mut errors = Vec::new();
-            let mut i: i64 = 0;
-            while !s.load(Ordering::SeqCst) {
-                i += 1;
-                let k = (i * 7) % 20_000 + 1;
-                let gone = (i * 13) % 20_000 + 1;
-                let write = match i % 3 {
-                    0 => format!(
-                        "INSERT INTO {{t}} VALUES ({id}, '{{\"w\": {i}}}', '2024-03-10 01:{m:02}:00', 'w{i}', '{i}', '{i}.25', \
-                         'sad', 'meh', '{i}', '00000000-0000-0000-0001-{i:012}')",
-                        id = 1_000_000 + i,
-                        m = i % 60
-                    ),
-                    1 => format!(
-                        "UPDATE {{t}} SET body = '[{i}, null]', title = 'u{i}', price = '{i}', happened = '2024-06-01 12:00', \
-                         feeling = 'happy', state = 'sad' WHERE id = {k}"
-                    ),
-                    _ => format!("DELETE FROM {{t}} WHERE id = {gone}"),
-                };
-                let tag = format!(
-                    "UPDATE {{t}} SET label = 'seen {i}' WHERE id = {}",
-                    i % 2000 + 1
-                );
-                let sql = [
-                    write.replace("{t}", "items"),
-                    write.replace("{t}", "items_control"),
-                    tag.replace("{t}", "tags"),
-                    tag.replace("{t}", "tags_control"),
-                ]
-                .join(";\n");
-                match client.batch_execute(&sql).await {
-                    Ok(()) => {
-                        o.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => errors.push(format!("{e:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            errors
-        });
-        MirrorWriter { stop, ops, handle }
-    }
-
-    async fn stop(self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.await.unwrap()
-    }
+/// The same rows written into a table and its control copy in one
+/// transaction. Values written after cutover take the new type directly, so
+/// they fit both (an amount of 2 decimals, say): the control copy keeps the
+/// old types until the end.
+fn mirrored_write(i: i64) -> String {
+    let k = (i * 7) % 20_000 + 1;
+    let gone = (i * 13) % 20_000 + 1;
+    let write = match i % 3 {
+        0 => format!(
+            "INSERT INTO {{t}} VALUES ({id}, '{{\"w\": {i}}}', '2024-03-10 01:{m:02}:00', 'w{i}', '{i}', '{i}.25', \
+             'sad', 'meh', '{i}', '00000000-0000-0000-0001-{i:012}')",
+            id = 1_000_000 + i,
+            m = i % 60
+        ),
+        1 => format!(
+            "UPDATE {{t}} SET body = '[{i}, null]', title = 'u{i}', price = '{i}', happened = '2024-06-01 12:00', \
+             feeling = 'happy', state = 'sad' WHERE id = {k}"
+        ),
+        _ => format!("DELETE FROM {{t}} WHERE id = {gone}"),
+    };
+    let tag = format!(
+        "UPDATE {{t}} SET label = 'seen {i}' WHERE id = {}",
+        i % 2000 + 1
+    );
+    [
+        write.replace("{t}", "items"),
+        write.replace("{t}", "items_control"),
+        tag.replace("{t}", "tags"),
+        tag.replace("{t}", "tags_control"),
+    ]
+    .join(";\n")
 }
 
 /// Column names and types of `table`, in order.
@@ -203,7 +168,7 @@ async fn every_kind_of_type_change_matches_the_blocking_alter_row_for_row() {
     let settings = json["conversion_settings"].to_string();
     assert!(settings.contains("Asia/Kolkata"), "{settings}");
 
-    let writer = MirrorWriter::start(&url).await;
+    let writer = Mirror::start(&url, mirrored_write).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let run = pgshift_default_engine(&url, &["apply", &path, "--batch-size", "2000"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -568,7 +533,7 @@ async fn kill_nine_during_a_converting_copy_then_resume_converts_each_row_once()
     let (cluster, client) = typed_primary().await;
     let url = cluster.url("app");
     let (_dir, path) = migration("0222_kill", CHANGES);
-    let writer = MirrorWriter::start(&url).await;
+    let writer = Mirror::start(&url, mirrored_write).await;
     let mut child = pgshift_command(&url)
         .env_remove("PGSHIFT_ENGINE")
         .args(["-q", "apply", &path, "--batch-size", "200"])

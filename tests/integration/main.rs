@@ -8,6 +8,7 @@ mod copy;
 mod guards;
 mod harness;
 mod names;
+mod partitions;
 mod rollback;
 mod runner;
 mod support;

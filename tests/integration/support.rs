@@ -163,6 +163,47 @@ const INCIDENT_WRITES: &[&str] = &[
      DELETE FROM runs_control c USING d WHERE c.id = d.id",
 ];
 
+/// An application running `write(i)` for i = 1, 2, … (a batch that keeps a
+/// table and its control copy in step, in one transaction) until stopped;
+/// Literals rather than typed parameters assign to the old column types
+/// before cutover and to the new ones after it.
+pub struct Mirror {
+    stop: Arc<AtomicBool>,
+    pub ops: Arc<AtomicU64>,
+    handle: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Mirror {
+    pub async fn start(url: &str, write: fn(i64) -> String) -> Mirror {
+        let client = connect(url).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let (s, o) = (stop.clone(), ops.clone());
+        let handle = tokio::spawn(async move {
+            let mut errors = Vec::new();
+            let mut i: i64 = 0;
+            while !s.load(Ordering::SeqCst) {
+                i += 1;
+                match client.batch_execute(&write(i)).await {
+                    Ok(()) => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => errors.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            errors
+        });
+        Mirror { stop, ops, handle }
+    }
+
+    /// Stops the writer and returns the errors it saw.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.await.unwrap()
+    }
+}
+
 /// A concurrent application writer on the incident tables that mirrors every
 /// change into the control tables in the same statement.
 pub struct Writer {

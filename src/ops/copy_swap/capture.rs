@@ -96,16 +96,20 @@ pub(super) fn replay_function(
         })
         .collect();
     let insert = if collisions.is_empty() {
-        format!("INSERT INTO {target} ({cols}) SELECT {values} FROM ONLY {source} WHERE {among};")
+        format!(
+            "INSERT INTO {target} ({cols}) SELECT {values} FROM {}{source} WHERE {among};",
+            t.only()
+        )
     } else {
         // One statement, so the evictions and the insert read the source at
         // one snapshot; the insert's condition runs the eviction first.
         format!(
-            "WITH fresh AS MATERIALIZED (SELECT * FROM ONLY {source} WHERE {among}),\n    \
+            "WITH fresh AS MATERIALIZED (SELECT * FROM {only}{source} WHERE {among}),\n    \
              evicted AS (DELETE FROM {target} WHERE {} RETURNING {key_list}),\n    \
              relogged AS (INSERT INTO {log} ({logged}) SELECT {key_list} FROM evicted RETURNING 1)\n  \
              INSERT INTO {target} ({cols}) SELECT {values} FROM fresh WHERE (SELECT count(*) FROM relogged) >= 0;",
-            collisions.join(" OR ")
+            collisions.join(" OR "),
+            only = t.only()
         )
     };
     let declare: String = keys
@@ -173,8 +177,12 @@ pub(super) fn refuse_truncate_function(plan: &Plan, t: &CopyTable) -> String {
 /// `session_replication_role = replica`, such as a logical replication
 /// apply worker or a restore with triggers disabled; their writes would be
 /// missing from the copy.
+///
+/// On a partitioned table the row trigger is cloned onto every partition
+/// (enabled there too, for servers where the ALTER does not recurse); a
+/// statement trigger is not, and a partition can be truncated alone.
 pub(super) fn attach_capture(t: &CopyTable, table: &str, function: &str) -> Vec<String> {
-    vec![
+    let mut s = vec![
         format!(
             "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()",
             quote(&t.trigger)
@@ -192,12 +200,39 @@ pub(super) fn attach_capture(t: &CopyTable, table: &str, function: &str) -> Vec<
             "ALTER TABLE {table} ENABLE ALWAYS TRIGGER {}",
             quote(&t.truncate_trigger)
         ),
-    ]
+    ];
+    for p in &t.partitions {
+        let part = p.qualified();
+        s.push(format!(
+            "ALTER TABLE {part} ENABLE ALWAYS TRIGGER {}",
+            quote(&t.trigger)
+        ));
+        s.push(format!(
+            "CREATE OR REPLACE TRIGGER {} BEFORE TRUNCATE ON {part} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+            quote(&t.truncate_trigger),
+            t.refuse_truncate
+        ));
+        s.push(format!(
+            "ALTER TABLE {part} ENABLE ALWAYS TRIGGER {}",
+            quote(&t.truncate_trigger)
+        ));
+    }
+    s
 }
 
+/// (The row trigger's clones on partitions go with it; the statement
+/// triggers on partitions are dropped one by one.)
 pub(super) fn detach_capture(t: &CopyTable, table: &str) -> Vec<String> {
-    [&t.trigger, &t.truncate_trigger]
+    let mut s: Vec<String> = [&t.trigger, &t.truncate_trigger]
         .iter()
         .map(|name| format!("DROP TRIGGER IF EXISTS {} ON {table}", quote(name)))
-        .collect()
+        .collect();
+    for p in &t.partitions {
+        s.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote(&t.truncate_trigger),
+            p.qualified()
+        ));
+    }
+    s
 }

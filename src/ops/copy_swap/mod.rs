@@ -32,7 +32,7 @@ use capture::{
 pub use swap::{cutover, locked_tables, swap_back};
 
 use super::*;
-use crate::names::{literal, quote};
+use crate::names::{literal, qualified, quote};
 use crate::plan::copy::{CopyTable, Direction};
 use crate::plan::Plan;
 
@@ -156,13 +156,16 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
     steps
 }
 
-/// backfill: one step per table; the copy takes no row locks.
+/// backfill: one step per table, or per leaf of a partitioned table (its
+/// own keyset batches and checkpoints); the copy takes no row locks.
 pub fn backfill(plan: &Plan) -> Vec<Step> {
-    tables(plan)
-        .iter()
-        .filter_map(|t| plan.table(t.oid).map(|tp| (t, tp)))
-        .map(|(t, tp)| {
-            step(
+    let mut steps = Vec::new();
+    for t in tables(plan) {
+        let Some(tp) = plan.table(t.oid) else {
+            continue;
+        };
+        if !t.partitioned {
+            steps.push(step(
                 "backfilling",
                 format!(
                     "copy the rows of {} into {} in keyset batches (about {} rows), reading without row locks",
@@ -173,9 +176,29 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
                 crate::backfill::copy_sql(tp, t, true),
                 NONE,
                 Action::Backfill { table: t.oid },
-            )
-        })
-        .collect()
+            ));
+            continue;
+        }
+        for leaf in t.leaves() {
+            let Some((ltp, lt)) = plan.leaf(leaf.oid) else {
+                continue;
+            };
+            steps.push(step(
+                "backfilling",
+                format!(
+                    "copy the rows of partition {} of {} into {} in keyset batches (about {} rows), reading without row locks",
+                    leaf.display(),
+                    t.display(),
+                    leaf.new_name,
+                    leaf.estimated_rows
+                ),
+                crate::backfill::copy_sql(&ltp, &lt, true),
+                NONE,
+                Action::Backfill { table: leaf.oid },
+            ));
+        }
+    }
+    steps
 }
 
 /// validate: the copies' indexes (plain builds: nobody else uses the
@@ -187,7 +210,10 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             s.lane = Some(t.oid);
             s
         };
-        for ix in &t.indexes {
+        if t.partitioned {
+            steps.extend(partitioned_indexes(t).into_iter().map(lane));
+        }
+        for ix in t.indexes.iter().filter(|_| !t.partitioned) {
             // No parallel workers: a build with two of them on each lane
             // takes every core from the application (the benchmark's
             // slowest transactions, up to 346 ms at 10M, all fell in the
@@ -307,6 +333,149 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 },
             },
         )));
+    }
+    steps
+}
+
+/// A partitioned copy's indexes, as `pg_dump` restores them: each leaf's
+/// built on the leaf (unique ones as for a plain copy, see `UniqueKey`) and
+/// made its key constraint, then, from the bottom of the tree up, each
+/// partitioned index made on its table alone and every child's attached
+/// to it, which makes it valid.
+fn partitioned_indexes(t: &CopyTable) -> Vec<Step> {
+    let serial = "SET LOCAL max_parallel_maintenance_workers = 0";
+    let mut steps = Vec::new();
+    for p in t.leaves() {
+        for ix in &p.indexes {
+            let Some(create) = &ix.create_sql else {
+                continue;
+            };
+            let build = match &ix.unique {
+                None => create.clone(),
+                Some(u) => format!(
+                    "DO $pgshift$\nBEGIN\n  {create};\nEXCEPTION WHEN unique_violation THEN\n  \
+                     WITH duplicates AS (DELETE FROM {copy} WHERE ({keys}) IN ({}) RETURNING {keys})\n  \
+                     INSERT INTO {} ({}) SELECT {keys} FROM duplicates;\n  {create};\nEND\n$pgshift$",
+                    u.duplicates(
+                        &p.qualified_new(),
+                        &t.key_columns().iter().map(|k| quote(&k.name)).collect::<Vec<_>>()
+                    ),
+                    t.log_forward,
+                    t.log_columns().join(", "),
+                    copy = p.qualified_new(),
+                    keys = t.key_list(),
+                ),
+            };
+            steps.push(step(
+                "validating",
+                format!(
+                    "build index {} on {} (for {})",
+                    ix.new_name, p.new_name, ix.name
+                ),
+                format!("{serial};\n{build}"),
+                NONE,
+                Action::Ddl { skip_if: None },
+            ));
+            if let Some(sql) = &ix.constraint_sql {
+                steps.push(step(
+                    "validating",
+                    format!(
+                        "make index {} the key of {} (catalog change)",
+                        ix.new_name, p.new_name
+                    ),
+                    sql.clone(),
+                    NONE,
+                    Action::Ddl {
+                        skip_if: Some(constraint_exists(&p.qualified_new(), &ix.new_name)),
+                    },
+                ));
+            }
+        }
+    }
+    // The partitioned members, children before parents: the root last.
+    // (table, schema, [(index, CREATE INDEX … ON ONLY, ADD CONSTRAINT)])
+    type Members = Vec<(
+        String,
+        String,
+        Vec<(String, Option<String>, Option<String>)>,
+    )>;
+    let mut partitioned: Members = t
+        .partitions
+        .iter()
+        .filter(|p| !p.leaf)
+        .map(|p| {
+            (
+                p.qualified_new(),
+                p.schema.clone(),
+                p.indexes
+                    .iter()
+                    .map(|ix| {
+                        (
+                            ix.new_name.clone(),
+                            ix.create_sql.clone(),
+                            ix.constraint_sql.clone(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    partitioned.reverse();
+    partitioned.push((
+        t.qualified_new(),
+        t.schema.clone(),
+        t.indexes
+            .iter()
+            .map(|ix| {
+                let constraint_sql = match (&ix.constraint, &ix.constraint_definition) {
+                    (Some(_), Some(definition)) => Some(format!(
+                        "ALTER TABLE ONLY {} ADD CONSTRAINT {} {definition}",
+                        t.qualified_new(),
+                        quote(&ix.new_name)
+                    )),
+                    _ => None,
+                };
+                let create = constraint_sql.is_none().then(|| ix.create_sql.clone());
+                (ix.new_name.clone(), create, constraint_sql)
+            })
+            .collect(),
+    ));
+    for (table, schema, indexes) in partitioned {
+        for (name, create, constraint_sql) in indexes {
+            let index = qualified(&schema, &name);
+            let mut s = vec![serial.to_string()];
+            let skip_if = match (&create, &constraint_sql) {
+                (_, Some(sql)) => {
+                    s.push(sql.clone());
+                    Some(constraint_exists(&table, &name))
+                }
+                (Some(sql), None) => {
+                    s.push(sql.clone());
+                    None
+                }
+                (None, None) => continue,
+            };
+            // Its children: an index of each partition right below.
+            for p in &t.partitions {
+                for ix in p
+                    .indexes
+                    .iter()
+                    .filter(|ix| ix.attach_to.as_deref() == Some(index.as_str()))
+                {
+                    s.push(format!(
+                        "ALTER INDEX {index} ATTACH PARTITION {}",
+                        qualified(&p.schema, &ix.new_name)
+                    ));
+                }
+            }
+            steps.push(step(
+                "validating",
+                format!("make partitioned index {name} on {table} from its partitions' (catalog change)"),
+                s.join(";\n"),
+                NONE,
+                Action::Ddl { skip_if },
+            ));
+        }
     }
     steps
 }

@@ -7,7 +7,7 @@ use super::*;
 use crate::names::qualified;
 use crate::ops::views::{drop_views, push_views};
 use crate::ops::widen_integer::{attach_sequence, detach_identity};
-use crate::plan::copy::CopyIndex;
+use crate::plan::copy::{CopyIndex, CopyPartitionIndex, CopyTable};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Way {
@@ -54,17 +54,17 @@ fn with_declaring_tables(plan: &Plan, mut out: Vec<String>) -> Vec<String> {
     out
 }
 
+/// Renames an index, or for a key constraint the constraint: they share
+/// the name, and renaming the constraint renames both.
 fn rename_index(
     s: &mut Vec<String>,
     schema: &str,
     table: &str,
-    ix: &CopyIndex,
+    is_constraint: bool,
     from: &str,
     to: &str,
 ) {
-    // A key constraint and its index share the name; renaming the
-    // constraint renames both.
-    if ix.constraint.is_some() {
+    if is_constraint {
         s.push(format!(
             "ALTER TABLE {table} RENAME CONSTRAINT {} TO {}",
             quote(from),
@@ -79,6 +79,41 @@ fn rename_index(
     }
 }
 
+/// Partitions attached or detached while the migration ran are refused
+/// here, under the swap's lock: the other tree does not have them (nor
+/// their rows, for an attached one). The swap fails and changes nothing.
+fn assert_same_partitions(plan: &Plan, t: &CopyTable, way: Way) -> String {
+    let remedy = match way {
+        Way::Forward => format!(
+            "roll back with `pgshift rollback {}`, attach or detach, and apply again",
+            plan.migration
+        ),
+        Way::Back => {
+            "undo the attach or detach made since cutover, and run the rollback again".to_string()
+        }
+    };
+    let mut planned: Vec<String> = t
+        .partitions
+        .iter()
+        .map(|p| format!("{}.{}", p.schema, p.name))
+        .collect();
+    planned.sort();
+    format!(
+        "DO $pgshift$\nDECLARE found text;\nBEGIN\n  \
+         SELECT string_agg(n.nspname || '.' || c.relname, ', ' ORDER BY n.nspname || '.' || c.relname) INTO found\n  \
+         FROM pg_partition_tree({root}::regclass) p JOIN pg_class c ON c.oid = p.relid\n  \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.level > 0;\n  \
+         IF found IS DISTINCT FROM {expected} THEN RAISE EXCEPTION 'the partitions of % changed while migration % ran (now: %; planned: %): \
+         pgshift does not follow partitions attached or detached after it started. Nothing was changed: %', \
+         {display}, {name}, found, {expected}, {remedy}; END IF;\nEND\n$pgshift$",
+        root = literal(&t.qualified()),
+        expected = literal(&planned.join(", ")),
+        display = literal(&t.display()),
+        name = literal(&plan.migration),
+        remedy = literal(&remedy),
+    )
+}
+
 fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
     let mut s = vec![format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
@@ -86,7 +121,13 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
     )];
     let ours: Vec<(String, String)> = tables(plan)
         .iter()
-        .flat_map(|t| [&t.trigger, &t.truncate_trigger].map(|n| (t.qualified(), n.clone())))
+        .flat_map(|t| {
+            std::iter::once(t.qualified())
+                .chain(t.partitions.iter().map(|p| p.qualified()))
+                .flat_map(|table| {
+                    [&t.trigger, &t.truncate_trigger].map(|n| (table.clone(), n.clone()))
+                })
+        })
         .collect();
     s.push(assert_triggers_always(
         plan,
@@ -96,6 +137,9 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             Way::Back => Guarded::Rollback,
         },
     ));
+    for t in tables(plan).iter().filter(|t| t.partitioned) {
+        s.push(assert_same_partitions(plan, t, way));
+    }
     // Routines made again are not checked against the new types here, as
     // pg_dump's restore does not: a body that no longer fits fails when
     // it is called, as it would after the blocking ALTER, not the swap.
@@ -155,7 +199,14 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             Way::Back => (|ix| ix.new_name.clone(), &t.new_name),
         };
         for ix in &t.indexes {
-            rename_index(&mut s, &t.schema, &t.qualified(), ix, &ix.name, &parked(ix));
+            rename_index(
+                &mut s,
+                &t.schema,
+                &t.qualified(),
+                ix.constraint.is_some(),
+                &ix.name,
+                &parked(ix),
+            );
         }
         for x in &t.statistics {
             let parked = match way {
@@ -173,6 +224,28 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             t.qualified(),
             quote(parked_table)
         ));
+        for p in &t.partitions {
+            let (parked_part, parked_index): (&String, fn(&CopyPartitionIndex) -> &String) =
+                match way {
+                    Way::Forward => (&p.old_name, |ix| &ix.old_name),
+                    Way::Back => (&p.new_name, |ix| &ix.new_name),
+                };
+            for ix in &p.indexes {
+                rename_index(
+                    &mut s,
+                    &p.schema,
+                    &p.qualified(),
+                    ix.constraint.is_some(),
+                    &ix.name,
+                    parked_index(ix),
+                );
+            }
+            s.push(format!(
+                "ALTER TABLE {} RENAME TO {}",
+                p.qualified(),
+                quote(parked_part)
+            ));
+        }
     }
     for t in tables(plan) {
         let (incoming_table, incoming): (String, fn(&CopyIndex) -> String) = match way {
@@ -184,7 +257,7 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
                 &mut s,
                 &t.schema,
                 &incoming_table,
-                ix,
+                ix.constraint.is_some(),
                 &incoming(ix),
                 &ix.name,
             );
@@ -204,6 +277,33 @@ fn swap(plan: &Plan, way: Way, mark_phase: &str) -> Vec<String> {
             "ALTER TABLE {incoming_table} RENAME TO {}",
             quote(&t.name)
         ));
+        for p in &t.partitions {
+            let (incoming_part, incoming_index): (String, fn(&CopyPartitionIndex) -> &String) =
+                match way {
+                    Way::Forward => (p.qualified_new(), |ix| &ix.new_name),
+                    Way::Back => (p.qualified_old(), |ix| &ix.old_name),
+                };
+            for ix in &p.indexes {
+                rename_index(
+                    &mut s,
+                    &p.schema,
+                    &incoming_part,
+                    ix.constraint.is_some(),
+                    incoming_index(ix),
+                    &ix.name,
+                );
+            }
+            s.push(format!(
+                "ALTER TABLE {incoming_part} RENAME TO {}",
+                quote(&p.name)
+            ));
+            if way == Way::Forward && p.pause_autovacuum {
+                s.push(format!(
+                    "ALTER TABLE {} RESET (autovacuum_enabled)",
+                    p.qualified()
+                ));
+            }
+        }
         for trg in &t.triggers {
             s.extend(trg.create.iter().cloned());
         }

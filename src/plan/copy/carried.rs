@@ -12,7 +12,7 @@ use sqlparser::tokenizer::Token;
 
 const USE_UPDATE: &str = "use --engine update";
 
-fn refuse(blockers: &mut Vec<Blocker>, object: String, reason: &str, remedy: &str) {
+pub(super) fn refuse(blockers: &mut Vec<Blocker>, object: String, reason: &str, remedy: &str) {
     blockers.push(Blocker {
         object,
         reason: reason.to_string(),
@@ -235,7 +235,14 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
             continue;
         }
         let new_ix = names::shadow("new", &ix.name);
-        let create_sql = copy_index_sql(&ix.definition, &new_ix, new_table)
+        // On a partitioned table: the index alone, valid once each
+        // partition's is attached (see `partitions`).
+        let target = if t.kind == "p" {
+            format!("ONLY {new_table}")
+        } else {
+            new_table.to_string()
+        };
+        let create_sql = copy_index_sql(&ix.definition, &new_ix, &target)
             .and_then(|sql| sqltext::in_tablespace(sql, ix.tablespace.as_deref()));
         let Some(create_sql) = create_sql else {
             refuse(
@@ -257,6 +264,9 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
             old_name: names::shadow("old", &ix.name),
             create_sql,
             constraint: backs.map(|c| c.kind.clone()),
+            constraint_definition: backs
+                .filter(|_| t.kind == "p")
+                .map(|c| c.definition.clone()),
             marks: IndexMarks::of(ix, backs),
             unique: unique.then(|| UniqueKey {
                 keys: ix.keys.clone(),
@@ -295,16 +305,20 @@ pub(super) fn create_table(
     }
     options.extend(t.toast_reloptions.iter().map(|o| format!("toast.{o}")));
     // LIKE takes neither the table's persistence nor its tablespace.
+    // A partitioned copy is partitioned the same way (the partitions come
+    // after the column changes, which they inherit); it takes no storage
+    // options.
     let mut create = vec![format!(
         "CREATE {}TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
-         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION) WITH ({}){}",
+         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION){}{}",
         if t.persistence == "u" { "UNLOGGED " } else { "" },
         t.qualified(),
-        options.join(", "),
-        t.tablespace
+        t.partition_key
             .as_ref()
-            .map(|ts| format!(" TABLESPACE {}", quote(ts)))
-            .unwrap_or_default()
+            .filter(|_| t.kind == "p")
+            .map(|k| format!(" PARTITION BY {k}"))
+            .unwrap_or_default(),
+        storage_clause(&options, t.tablespace.as_deref())
     )];
     if !alters.is_empty() {
         create.push(format!("ALTER TABLE {new_table} {}", alters.join(", ")));
@@ -374,6 +388,18 @@ pub(super) fn create_table(
     (create, statistics)
 }
 
+/// ` WITH (options) TABLESPACE ts`, each part when there is one.
+pub(super) fn storage_clause(options: &[String], tablespace: Option<&str>) -> String {
+    let mut out = String::new();
+    if !options.is_empty() {
+        out.push_str(&format!(" WITH ({})", options.join(", ")));
+    }
+    if let Some(ts) = tablespace {
+        out.push_str(&format!(" TABLESPACE {}", quote(ts)));
+    }
+    out
+}
+
 /// Made here rather than by LIKE, which names them itself: under pgshift's
 /// names, so the swap can give each the original's.
 fn extended_statistics(
@@ -428,7 +454,7 @@ fn extended_statistics(
 
 /// `CREATE [UNIQUE] INDEX IF NOT EXISTS <name> ON <table> USING …` from the
 /// original's `pg_get_indexdef`, keeping everything from `USING` on.
-fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
+pub(super) fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
     let tokens = sqltext::tokenize(definition).ok()?;
     let is_word = |t: &sqltext::Spanned, k: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
     let on = tokens.iter().position(|t| is_word(t, Keyword::ON))?;

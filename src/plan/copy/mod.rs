@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod carried;
+mod partitions;
 mod unique;
 
+pub use partitions::{CopyPartition, CopyPartitionIndex};
 pub use unique::UniqueKey;
 
 use super::{Blocker, SequencePlan, TablePlan};
@@ -134,6 +136,12 @@ pub struct CopyTable {
     /// type changes other than integer widenings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conversions: Vec<CopyConversion>,
+    /// A partitioned table: the copy is one too, with the same tree.
+    #[serde(default)]
+    pub partitioned: bool,
+    /// Its partitions, parents before their children.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<CopyPartition>,
 }
 
 /// One column's conversion, as the copy's batches and the replays select it.
@@ -244,6 +252,36 @@ impl CopyTable {
         ))
     }
 
+    /// `ONLY ` before a plain table's name in a FROM: a partitioned table
+    /// holds its rows in its partitions, which `ONLY` would leave out.
+    pub fn only(&self) -> &'static str {
+        if self.partitioned {
+            ""
+        } else {
+            "ONLY "
+        }
+    }
+
+    /// The leaves: the partitions that hold rows.
+    pub fn leaves(&self) -> impl Iterator<Item = &CopyPartition> {
+        self.partitions.iter().filter(|p| p.leaf)
+    }
+
+    /// What a leaf's copy runs as: this table with the leaf's names (its
+    /// batches read the leaf and write the leaf's copy).
+    pub fn for_leaf(&self, leaf: &CopyPartition) -> CopyTable {
+        CopyTable {
+            oid: leaf.oid,
+            schema: leaf.schema.clone(),
+            name: leaf.name.clone(),
+            new_name: leaf.new_name.clone(),
+            old_name: leaf.old_name.clone(),
+            partitioned: false,
+            partitions: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     pub fn qualified(&self) -> String {
         qualified(&self.schema, &self.name)
     }
@@ -268,6 +306,10 @@ pub struct CopyIndex {
     pub create_sql: String,
     /// `p` or `u` when it backs that constraint (named like the index).
     pub constraint: Option<String>,
+    /// On a partitioned table: the constraint's definition, which `ALTER
+    /// TABLE ONLY … ADD CONSTRAINT` takes (`USING INDEX` is refused there).
+    #[serde(default)]
+    pub constraint_definition: Option<String>,
     /// A unique index other than the primary key.
     #[serde(default)]
     pub unique: Option<UniqueKey>,
@@ -350,7 +392,7 @@ pub fn plan(
         let Some(t) = catalog.table(tp.oid) else {
             continue;
         };
-        if let Some(ct) = plan_table(migration, t, tp, blockers) {
+        if let Some(ct) = plan_table(migration, t, tp, catalog.server_version, blockers) {
             out.tables.push(ct);
         }
     }
@@ -393,6 +435,7 @@ fn plan_table(
     migration: &str,
     t: &Table,
     tp: &TablePlan,
+    server_version: i32,
     blockers: &mut Vec<Blocker>,
 ) -> Option<CopyTable> {
     let before = blockers.len();
@@ -423,11 +466,21 @@ fn plan_table(
     // Autovacuum would vacuum the copy again and again while it grows (the
     // insert threshold), competing with the copy: off until cutover,
     // unless the table sets it itself.
-    let pause_autovacuum = !t
-        .reloptions
-        .iter()
-        .any(|o| o.starts_with("autovacuum_enabled="));
-    let (create, statistics) = carried::create_table(t, &new_table, &alters, pause_autovacuum);
+    // (A partitioned table has no storage: its leaves pause theirs.)
+    let partitioned = t.kind == "p";
+    let pause_autovacuum = !partitioned
+        && !t
+            .reloptions
+            .iter()
+            .any(|o| o.starts_with("autovacuum_enabled="));
+    let (mut create, statistics) = carried::create_table(t, &new_table, &alters, pause_autovacuum);
+    let partitions = if partitioned {
+        partitions::plan(t, tp, &new_table, server_version, blockers)
+    } else {
+        Vec::new()
+    };
+    // Parents before their children: each is made PARTITION OF its parent's copy.
+    create.extend(partitions.iter().flat_map(|p| p.create.iter().cloned()));
     let owned_sequences = t
         .columns
         .iter()
@@ -491,5 +544,7 @@ fn plan_table(
                 })
             })
             .collect(),
+        partitioned,
+        partitions,
     })
 }
