@@ -726,3 +726,205 @@ fn the_copy_engine_logs_composite_keys_column_by_column() {
     let objects: Vec<&str> = p.blockers.iter().map(|b| b.object.as_str()).collect();
     assert_eq!(objects, vec!["column script_runs.id"]);
 }
+
+/// `events (id int, at date)` partitioned by range of `at`: a leaf, and a
+/// partition sub-partitioned by list with one leaf; the primary key's
+/// index on every level, attached to the one above.
+fn partitioned() -> Catalog {
+    use crate::catalog::{Partition, PartitionIndex};
+    let mut catalog = incident();
+    let mut events = table(
+        7,
+        "events",
+        vec![column(1, "id", "integer"), column(2, "at", "date")],
+    );
+    events.kind = "p".into();
+    events.partition_key = Some("RANGE (at)".into());
+    events.partition_columns = vec!["at".into()];
+    let mut key = pk(7, "events_pkey", vec![1, 2]);
+    key.definition = "PRIMARY KEY (id, at)".into();
+    events.constraints.push(key);
+    events.indexes.push(Index {
+        oid: 70,
+        name: "events_pkey".into(),
+        definition: "CREATE UNIQUE INDEX events_pkey ON ONLY public.events USING btree (id, at)"
+            .into(),
+        is_primary: true,
+        is_unique: true,
+        is_valid: true,
+        constraint: Some("events_pkey".into()),
+        columns: vec![1, 2],
+        bytes: 0,
+        keys: vec![],
+        predicate: None,
+        nulls_not_distinct: false,
+        comment: None,
+        replica_identity: false,
+        tablespace: None,
+        clustered: false,
+    });
+    let partition =
+        |oid: u32, name: &str, parent: u32, kind: &str, bound: &str, index: (u32, u32)| Partition {
+            oid,
+            schema: "public".into(),
+            name: name.into(),
+            parent,
+            kind: kind.into(),
+            bound: bound.into(),
+            partition_key: (kind == "p").then(|| "LIST (id)".into()),
+            estimated_rows: 1000,
+            total_bytes: 65536,
+            heap_bytes: 40960,
+            owner: "app".into(),
+            grants: vec![],
+            comment: None,
+            reloptions: vec![],
+            tablespace: None,
+            persistence: "p".into(),
+            indexes: vec![PartitionIndex {
+                oid: index.0,
+                name: format!("{name}_pkey"),
+                definition: format!(
+                    "CREATE UNIQUE INDEX {name}_pkey ON {}public.{name} USING btree (id, at)",
+                    if kind == "p" { "ONLY " } else { "" }
+                ),
+                parent: Some(index.1),
+                constraint: Some("p".into()),
+                constraint_definition: Some("PRIMARY KEY (id, at)".into()),
+                is_unique: true,
+                is_valid: true,
+                tablespace: None,
+            }],
+            own_objects: vec![],
+        };
+    events.partitions = vec![
+        partition(
+            71,
+            "events_2024",
+            7,
+            "r",
+            "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+            (710, 70),
+        ),
+        partition(
+            72,
+            "events_2025",
+            7,
+            "p",
+            "FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",
+            (720, 70),
+        ),
+        partition(
+            73,
+            "events_2025_low",
+            72,
+            "r",
+            "FOR VALUES IN (1, 2, 3)",
+            (730, 720),
+        ),
+    ];
+    catalog.tables.push(events);
+    catalog
+}
+
+#[test]
+fn a_partitioned_table_is_copied_as_a_tree_of_the_same_shape() {
+    let p = copy_plan(&partitioned(), &[(7, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    let t = &p.copy.as_ref().unwrap().tables[0];
+    assert!(t.partitioned);
+    assert_eq!(t.only(), "");
+    // The root's copy is partitioned the same way; each partition's copy is
+    // made PARTITION OF its parent's copy, parents first.
+    let create = t.create.join("\n");
+    assert!(
+        create.contains("(LIKE \"public\".\"events\" INCLUDING DEFAULTS"),
+        "{create}"
+    );
+    assert!(
+        create.contains("INCLUDING COMPRESSION) PARTITION BY RANGE (at)\n"),
+        "{create}"
+    );
+    let low = create.find("\"pgshift_new_events_2025_low\" PARTITION OF \"public\".\"pgshift_new_events_2025\" FOR VALUES IN (1, 2, 3) WITH (autovacuum_enabled = false)").expect(&create);
+    let mid = create.find("\"pgshift_new_events_2025\" PARTITION OF \"public\".\"pgshift_new_events\" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01') PARTITION BY LIST (id)\n").expect(&create);
+    assert!(mid < low);
+    // Leaves only are copied, each in its own step.
+    let steps = crate::ops::copy_swap::backfill(&p);
+    let copied: Vec<&str> = steps.iter().map(|s| s.description.as_str()).collect();
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    assert!(copied[0].starts_with(
+        "copy the rows of partition events_2024 of events into pgshift_new_events_2024"
+    ));
+    assert!(
+        steps[1]
+            .sql
+            .contains("FROM ONLY \"public\".\"events_2025_low\""),
+        "{}",
+        steps[1].sql
+    );
+    // Indexes bottom-up: the leaves', then the sub-partition's (its child
+    // attached), then the root's (both children attached).
+    let validate: Vec<String> = crate::ops::copy_swap::validate(&p)
+        .iter()
+        .map(|s| s.sql.clone())
+        .collect();
+    let at = |needle: &str| {
+        validate
+            .iter()
+            .position(|s| s.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {validate:#?}"))
+    };
+    let sub = at("ALTER TABLE ONLY \"public\".\"pgshift_new_events_2025\" ADD CONSTRAINT \"pgshift_new_events_2025_pkey\" PRIMARY KEY (id, at)");
+    let root = at("ALTER TABLE ONLY \"public\".\"pgshift_new_events\" ADD CONSTRAINT \"pgshift_new_events_pkey\" PRIMARY KEY (id, at)");
+    let leaf = at("ADD CONSTRAINT \"pgshift_new_events_2025_low_pkey\" PRIMARY KEY USING INDEX");
+    assert!(leaf < sub && sub < root, "{validate:#?}");
+    assert!(validate[sub].contains("ALTER INDEX \"public\".\"pgshift_new_events_2025_pkey\" ATTACH PARTITION \"public\".\"pgshift_new_events_2025_low_pkey\""));
+    assert!(validate[root].contains("ATTACH PARTITION \"public\".\"pgshift_new_events_2024_pkey\""));
+    assert!(validate[root].contains("ATTACH PARTITION \"public\".\"pgshift_new_events_2025_pkey\""));
+    // The cutover renames every partition of both trees and checks the tree.
+    let cutover = crate::ops::copy_swap::cutover(&p, "SELECT 1");
+    for rename in [
+        "ALTER TABLE \"public\".\"events_2025_low\" RENAME TO \"pgshift_old_events_2025_low\"",
+        "ALTER TABLE \"public\".\"pgshift_new_events_2025_low\" RENAME TO \"events_2025_low\"",
+        "ALTER TABLE \"public\".\"events_2024\" RENAME CONSTRAINT \"events_2024_pkey\" TO \"pgshift_old_events_2024_pkey\"",
+        "FROM pg_partition_tree('\"public\".\"events\"'::regclass)",
+    ] {
+        assert!(cutover.sql.contains(rename), "{rename}: {}", cutover.sql);
+    }
+}
+
+#[test]
+fn what_a_partition_has_of_its_own_and_the_partition_key_are_refused() {
+    let mut catalog = partitioned();
+    let events = catalog.tables.last_mut().unwrap();
+    events.partitions[0].own_objects = vec!["trigger audit".into()];
+    // As if partitioned by range of id.
+    events.partition_columns = vec!["id".into()];
+    let p = copy_plan(&catalog, &[(7, "id")]);
+    let found: Vec<String> = p
+        .blockers
+        .iter()
+        .map(|b| format!("{}: {}", b.object, b.reason))
+        .collect();
+    assert!(
+        found.iter().any(|b| b.starts_with(
+            "trigger audit on partition events_2024: it belongs to this partition alone"
+        )),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|b| b.starts_with("column events.id: it is in the partition key")),
+        "{found:#?}"
+    );
+    // The update engine does not take the tree.
+    let p = plan(&partitioned(), &[(7, "id")]);
+    assert!(
+        p.blockers
+            .iter()
+            .any(|b| b.reason == "the update engine does not take partitioned tables"),
+        "{:?}",
+        p.blockers
+    );
+}

@@ -411,3 +411,49 @@ async fn a_partition_attached_during_the_migration_stops_the_cutover_and_rollbac
     assert_eq!(tree(&client).await, before);
     assert_eq!(leftovers(&client).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_declared_by_a_partitioned_table_moves_on_18_and_is_refused_before() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY);
+             INSERT INTO accounts SELECT generate_series(1, 50);
+             CREATE TABLE visits (id int NOT NULL, account_id int NOT NULL REFERENCES accounts, at date NOT NULL,
+                                  PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             CREATE TABLE visits_2024 PARTITION OF visits FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             CREATE TABLE visits_2025 PARTITION OF visits FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+             INSERT INTO visits SELECT g, g % 50 + 1, date '2024-01-01' + g % 700 FROM generate_series(1, 3000) g;",
+        )
+        .await
+        .unwrap();
+    let version: i32 = one(&client, "SELECT current_setting('server_version_num')::int").await;
+    let url = cluster.url("app");
+    let (_dir, path) = migration(
+        "0305_visits",
+        "ALTER TABLE visits ALTER COLUMN id TYPE bigint;\n",
+    );
+    let run = pgshift_default_engine(&url, &["apply", &path]).await;
+    if version < 180000 {
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        let plan = pgshift_default_engine(&url, &["plan", &path]).await;
+        assert!(
+            plan.stdout.contains("before Postgres 18"),
+            "{}",
+            plan.stdout
+        );
+        return;
+    }
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let fk = texts(
+        &client,
+        "SELECT conrelid::regclass || ' ' || confrelid::regclass || ' ' || convalidated FROM pg_constraint
+          WHERE contype = 'f' AND conparentid = 0 AND connamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    .await;
+    assert_eq!(fk, ["visits accounts true"]);
+    let refused = client
+        .batch_execute("INSERT INTO visits VALUES (5000, 999, '2025-03-01')")
+        .await;
+    assert!(refused.is_err(), "the key holds on the new tree");
+}
