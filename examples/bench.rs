@@ -1,5 +1,7 @@
 //! The benchmark behind `scripts/bench`: the incident migration (or, with
-//! `--change jsonb`, `body` text → jsonb on both tables of the union view)
+//! `--change jsonb`, `body` text → jsonb on both tables of the union view;
+//! with `--change partitioned`, `events.id` widened on a table of 10 monthly
+//! partitions of `--rows` rows each, under a load on `events`)
 //! done two ways on identical copies of the same database, under the same fixed-rate
 //! application load, on a primary with a streaming replica:
 //! (a) the blocking `ALTER TABLE … TYPE bigint` (in one transaction, with
@@ -69,7 +71,11 @@ struct Args {
 enum Change {
     Bigint,
     Jsonb,
+    Partitioned,
 }
+
+/// Monthly partitions of `events` in the partitioned bench.
+const PARTITIONS: i64 = 10;
 
 impl Change {
     /// The migration's name (its file stem).
@@ -77,6 +83,7 @@ impl Change {
         match self {
             Change::Bigint => "0001_scripts_id_bigint",
             Change::Jsonb => "0002_scripts_body_jsonb",
+            Change::Partitioned => "0003_events_id_bigint",
         }
     }
 
@@ -85,6 +92,7 @@ impl Change {
         match self {
             Change::Bigint => BLOCKING,
             Change::Jsonb => BLOCKING_JSONB,
+            Change::Partitioned => MIGRATION_PARTITIONED,
         }
     }
 
@@ -92,7 +100,17 @@ impl Change {
     fn insert_body(self) -> &'static str {
         match self {
             Change::Bigint => "'x'",
-            Change::Jsonb => "'{\"text\": \"x\"}'",
+            Change::Jsonb | Change::Partitioned => "'{\"text\": \"x\"}'",
+        }
+    }
+
+    /// Rows the migration converts, for the backfill's rows/s: scripts,
+    /// archived scripts (rows/2) and runs (2 × rows); or every partition's.
+    fn converted_rows(self, rows: i64) -> f64 {
+        match self {
+            Change::Bigint => rows as f64 * 3.5,
+            Change::Jsonb => rows as f64 * 1.5,
+            Change::Partitioned => (rows * PARTITIONS) as f64,
         }
     }
 }
@@ -150,7 +168,8 @@ fn args() -> Result<Args, Error> {
                 a.change = match value.as_str() {
                     "bigint" => Change::Bigint,
                     "jsonb" => Change::Jsonb,
-                    other => return Err(format!("unknown change {other} (bigint or jsonb)").into()),
+                    "partitioned" => Change::Partitioned,
+                    other => return Err(format!("unknown change {other} (bigint, jsonb or partitioned)").into()),
                 }
             }
             other => {
@@ -161,11 +180,11 @@ fn args() -> Result<Args, Error> {
             }
         }
     }
-    if a.change == Change::Jsonb {
-        // The update engine converts integers only.
+    if a.change != Change::Bigint {
+        // The update engine converts integers only, and not partitioned tables.
         if a.ways.iter().any(|w| w.starts_with("pgshift-")) {
             if std::env::args().any(|f| f == "--ways") {
-                return Err("--change jsonb runs blocking and the copy-* ways only".into());
+                return Err("--change jsonb and partitioned run blocking and the copy-* ways only".into());
             }
             a.ways.retain(|w| !w.starts_with("pgshift-"));
         }
@@ -252,8 +271,11 @@ impl Load {
         rate: u64,
         clients: u64,
         rows: i64,
-        body: &'static str,
+        change: Change,
     ) -> Result<Load, Error> {
+        let body = change.insert_body();
+        let partitioned = change == Change::Partitioned;
+        let rows = if partitioned { rows * PARTITIONS } else { rows };
         let stop = Arc::new(AtomicBool::new(false));
         let out = Arc::new(Mutex::new(Latencies::default()));
         let mut tasks = Vec::new();
@@ -271,6 +293,15 @@ impl Load {
                     // Literal integers only (generated here): simple protocol,
                     // no cached plans to invalidate at cutover.
                     let sql = match i % 20 {
+                        // The partitioned bench's load is on `events`.
+                        0..=9 if partitioned => format!("SELECT payload FROM events WHERE id = {id}"),
+                        10..=15 if partitioned => format!("UPDATE events SET payload = 'b{i}' WHERE id = {id}"),
+                        _ if partitioned => format!(
+                            // The baseline's load ran the same ids on this database.
+                            "INSERT INTO events (id, created_at, payload) VALUES ({}, date '2024-01-01' + {}, 'new') ON CONFLICT DO NOTHING",
+                            rows + i % 1_000_000_000,
+                            i % (PARTITIONS * 30)
+                        ),
                         0..=7 => format!("SELECT name FROM scripts WHERE id = {id}"),
                         8..=13 => format!("SELECT name FROM all_scripts WHERE id = {id}"),
                         14..=16 => format!("UPDATE scripts SET name = 'b{i}' WHERE id = {id}"),
@@ -291,8 +322,11 @@ impl Load {
                             Ok(_) => {
                                 o.ms.push(ms);
                                 o.at.push(wall);
-                                o.wrote.push(i % 20 >= 14);
+                                o.wrote.push(if partitioned { i % 20 >= 10 } else { i % 20 >= 14 });
                                 o.kind.push(match i % 20 {
+                                    0..=9 if partitioned => "read of events by id",
+                                    10..=15 if partitioned => "update of events",
+                                    _ if partitioned => "insert into events",
                                     0..=7 => "read by id",
                                     8..=13 => "read through the view",
                                     14..=16 => "update of scripts",
@@ -435,6 +469,32 @@ ALTER TABLE scripts ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text'
 ALTER TABLE archived_scripts ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text', body);
 ";
 
+/// `events (id int, created_at date, payload text)` by month, `rows` rows
+/// in each of the `PARTITIONS` partitions, keyed by (id, created_at).
+fn partitioned_schema(rows: i64) -> String {
+    let mut sql = String::from(
+        "CREATE TABLE events (id int NOT NULL, created_at date NOT NULL, payload text,
+             PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);\n",
+    );
+    for m in 0..PARTITIONS {
+        sql.push_str(&format!(
+            "CREATE TABLE events_{m:02} PARTITION OF events FOR VALUES FROM (date '2024-01-01' + {}) TO (date '2024-01-01' + {});\n",
+            m * 30,
+            (m + 1) * 30
+        ));
+    }
+    sql.push_str(&format!(
+        "INSERT INTO events SELECT g, date '2024-01-01' + (g - 1) / {rows} * 30 + g % 30, repeat('x', 60)
+         FROM generate_series(1, {}) g;\n",
+        rows * PARTITIONS
+    ));
+    sql
+}
+
+/// Both the blocking way and the migration: Postgres rewrites each
+/// partition and rebuilds its indexes under the lock.
+const MIGRATION_PARTITIONED: &str = "ALTER TABLE events ALTER COLUMN id TYPE bigint;\n";
+
 /// One way, measured.
 #[derive(Clone, Debug, serde::Serialize)]
 struct Way {
@@ -511,7 +571,7 @@ async fn run_way(
         args.rate,
         args.clients,
         args.rows,
-        args.change.insert_body(),
+        args.change,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -600,7 +660,7 @@ async fn run_way(
         }
         // Read and parsed once; the helpers below pick what they need.
         let log = read_events(&events)?;
-        from_log = parse_events(&log, args.rows);
+        from_log = parse_events(&log, args.rows, args.change);
         phases = phase_times(&log);
         steps = step_times(&log);
         peak_rss_mb = Some(rss_kb as f64 / 1024.0);
@@ -864,7 +924,7 @@ struct FromEvents {
     calm_waited_ms: Option<f64>,
 }
 
-fn parse_events(events: &[serde_json::Value], rows: i64) -> FromEvents {
+fn parse_events(events: &[serde_json::Value], rows: i64, change: Change) -> FromEvents {
     let time = |phase: &str| {
         events
             .iter()
@@ -876,7 +936,7 @@ fn parse_events(events: &[serde_json::Value], rows: i64) -> FromEvents {
         (Some(a), Some(b)) => b
             .duration_since(a)
             .ok()
-            .map(|d| (rows as f64 * 3.5) / d.as_secs_f64()),
+            .map(|d| change.converted_rows(rows) / d.as_secs_f64()),
         _ => None,
     };
     let cutover = events.iter().find(|e| e["event"] == "cutover");
@@ -898,7 +958,7 @@ async fn baseline(primary: &Cluster, db: &str, args: &Args) -> Result<Latencies,
         args.rate,
         args.clients,
         args.rows,
-        args.change.insert_body(),
+        args.change,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
@@ -959,12 +1019,18 @@ async fn main() -> Result<(), Error> {
         .join(format!("{}.sql", Change::Jsonb.name()));
     std::fs::write(&jsonb_path, MIGRATION_JSONB)?;
     let jsonb_path = jsonb_path.display().to_string();
+    let events_path = jsonb_dir
+        .path()
+        .join(format!("{}.sql", Change::Partitioned.name()));
+    std::fs::write(&events_path, MIGRATION_PARTITIONED)?;
+    let events_path = events_path.display().to_string();
     let migration = match args.change {
         Change::Bigint => concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/migrations/0001_scripts_id_bigint.sql"
         ),
         Change::Jsonb => jsonb_path.as_str(),
+        Change::Partitioned => events_path.as_str(),
     };
     eprintln!(
         "bench: {} rows, {} repetition(s), load {} tx/s on {} clients",
@@ -989,7 +1055,15 @@ async fn main() -> Result<(), Error> {
     primary.create_database("bench_template")?;
     let template = connect(&primary.url("bench_template")).await?;
     let t = Instant::now();
-    incident::load(&template, args.rows).await?;
+    if args.change == Change::Partitioned {
+        // The incident's tables stay small: the load is on `events`.
+        incident::load(&template, 1000).await?;
+        template
+            .batch_execute(&partitioned_schema(args.rows))
+            .await?;
+    } else {
+        incident::load(&template, args.rows).await?;
+    }
     template.batch_execute("VACUUM ANALYZE").await?;
     drop(template);
     eprintln!("bench: loaded in {:.1} s", t.elapsed().as_secs_f64());
