@@ -184,7 +184,9 @@ fn args() -> Result<Args, Error> {
         // The update engine converts integers only, and not partitioned tables.
         if a.ways.iter().any(|w| w.starts_with("pgshift-")) {
             if std::env::args().any(|f| f == "--ways") {
-                return Err("--change jsonb and partitioned run blocking and the copy-* ways only".into());
+                return Err(
+                    "--change jsonb and partitioned run blocking and the copy-* ways only".into(),
+                );
             }
             a.ways.retain(|w| !w.starts_with("pgshift-"));
         }
@@ -566,14 +568,7 @@ async fn run_way(
 ) -> Result<Way, Error> {
     let url = primary.url(db);
     let admin = connect(&url).await?;
-    let load = Load::start(
-        &url,
-        args.rate,
-        args.clients,
-        args.rows,
-        args.change,
-    )
-    .await?;
+    let load = Load::start(&url, args.rate, args.clients, args.rows, args.change).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stop_lag = Arc::new(AtomicBool::new(false));
     let lag = watch_lag(replica.url(db), stop_lag.clone());

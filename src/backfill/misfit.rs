@@ -46,15 +46,38 @@ pub async fn find(
         (None, Direction::Back) => t.qualified_old(),
     };
     let cols: Vec<String> = t.columns.iter().map(|c| quote(c)).collect();
+    // The key as a text parameter, in the source's type; in the target,
+    // converted when the key's type changes.
+    let param = |i: usize, k: &crate::plan::copy::CopyKey| {
+        format!("${}::text::{}", i + 1, k.log_type_of(way))
+    };
     let matches: Vec<String> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("{} = ${}::text::{}", quote(&k.name), i + 1, k.log_type))
+        .map(|(i, k)| format!("{} = {}", quote(&k.name), param(i, k)))
         .collect();
     let matches = matches.join(" AND ");
+    let in_target: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let value = match k.to_target(way) {
+                Some(expr) => crate::ops::copy_swap::key_expression(
+                    t,
+                    &k.name,
+                    expr,
+                    &param(i, k),
+                    Some(k.target_type(way)),
+                ),
+                None => param(i, k),
+            };
+            format!("{} = {value}", quote(&k.name))
+        })
+        .collect();
+    let in_target = in_target.join(" AND ");
     // The target's row of the key goes first (a replay replaces it).
     let probe = [
-        format!("DELETE FROM {target} WHERE {matches}"),
+        format!("DELETE FROM {target} WHERE {in_target}"),
         format!(
             "INSERT INTO {target} ({}) SELECT {} FROM {}{} WHERE {matches}",
             cols.join(", "),
@@ -74,13 +97,18 @@ pub async fn find(
             let params: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
             client.batch_execute("SAVEPOINT pgshift_probe").await?;
-            let mut failed = None;
-            for statement in &probe {
-                if let Err(e) = client.execute(statement.as_str(), &params).await {
-                    failed = Some(e);
-                    break;
+            let [delete, insert] = &probe;
+            // A key that does not convert is in no row of the target (the
+            // replays leave it out the same way): only its row can fail.
+            if let Err(e) = client.execute(delete.as_str(), &params).await {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT pgshift_probe")
+                    .await?;
+                if !is_conversion_error(&e) {
+                    return Err(e);
                 }
             }
+            let failed = client.execute(insert.as_str(), &params).await.err();
             client
                 .batch_execute("ROLLBACK TO SAVEPOINT pgshift_probe")
                 .await?;

@@ -274,6 +274,26 @@ impl Runner {
                 )));
             }
         }
+        for (table, column, sql) in ops::copy_swap::key_round_trips(&self.plan) {
+            let row = self
+                .worker
+                .query_one(sql.as_str(), &[])
+                .await
+                .map_err(Error::db(format!(
+                    "could not check the keys of {table}.{column} before rollback"
+                )))?;
+            let (count, first): (i64, Option<String>) = (row.get(0), row.get(1));
+            if count > 0 {
+                return Err(Error::Refused(format!(
+                    "cannot roll back {} after cutover: {count} keys of {table}.{column} do not come back as they were \
+                     when converted and converted back (the first: {}), so the original's rows of those keys cannot be \
+                     found from the new table's. Nothing was changed; keep the migration, or give an exact way back \
+                     (`-- pgshift:down USING <expression>`) the next time",
+                    self.name(),
+                    first.unwrap_or_default()
+                )));
+            }
+        }
         self.run_steps(&ops::prepare_revert(&self.plan)).await?;
         // The copy engine replays under the swap's lock what was written
         // since the last replay: catch up first, or a rollback days after

@@ -62,13 +62,42 @@ pub(super) fn conversion(
             "keep the partition key's type, or convert the tree by hand (a new partitioned table, then ATTACH)",
         );
     }
-    if t.primary_key()
-        .is_some_and(|pk| pk.columns.contains(&c.attnum))
-    {
-        block(
-            "it is part of the primary key, which the copy's change logs record in its old type".into(),
-            "change the key's type with a plain ALTER in a maintenance window; pgshift converts keys from integer to bigint only",
-        );
+    if let Some(pk) = t.primary_key().filter(|pk| pk.columns.contains(&c.attnum)) {
+        // The change logs record the key in the type of the table written;
+        // the replays convert logged keys to find the other table's rows,
+        // and convert keys back for a rollback, so both ways must be exact.
+        let mut refuse = |reason: String| {
+            block(
+                format!("it is the primary key, and {reason}"),
+                "change the key's type with a plain ALTER in a maintenance window, or remove what the reason names",
+            )
+        };
+        if pk.columns.len() > 1 {
+            refuse("pgshift converts one-column primary keys only".into());
+        }
+        if let Some(using) = &change.using {
+            match columns_used(using) {
+                Some(used) if used.iter().all(|u| u == &c.name) => {}
+                Some(used) => refuse(format!(
+                    "its USING expression reads other columns ({}): a deleted row's key must convert from the key alone",
+                    used.join(", ")
+                )),
+                None => refuse("its USING expression could not be read".into()),
+            }
+        }
+        if rehearsed.back.is_none() {
+            refuse(
+                "there is no way back to its old type (add `-- pgshift:down USING <expression>`): the replays \
+                 convert keys both ways"
+                    .into(),
+            );
+        }
+        if let Some(ix) = t.indexes.iter().find(|ix| ix.is_unique && !ix.is_primary) {
+            refuse(format!(
+                "the table has another unique index ({}), whose replays would find evicted rows by the key converted back",
+                ix.name
+            ));
+        }
     }
     // A foreign key holds on the new types only when its other side
     // changes to the same type in this migration (the copy engine adds it
@@ -150,6 +179,29 @@ pub(super) fn conversion(
         back: rehearsed.back.clone(),
         back_error: rehearsed.back_error.clone(),
     })
+}
+
+/// The columns `expr` reads (by their last name), read by Postgres's own
+/// parser; None when it does not parse.
+pub(crate) fn columns_used(expr: &str) -> Option<Vec<String>> {
+    use pg_query::protobuf::node::Node;
+    use pg_query::NodeRef;
+    let parsed = pg_query::parse(&format!("SELECT {expr}"), 0).ok()?;
+    let mut out: Vec<String> = parsed
+        .protobuf
+        .nodes()
+        .into_iter()
+        .filter_map(|(n, ..)| match n {
+            NodeRef::ColumnRef(c) => c.fields.iter().rev().find_map(|f| match f.node.as_ref() {
+                Some(Node::String(s)) => Some(s.sval.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 /// Views whose definitions do not hold on the new column types: the
@@ -388,12 +440,12 @@ mod tests {
         );
         let p = plan(
             &catalog,
-            vec![request(1, "id", change("text", None))],
+            vec![request(1, "id", change("text", Some("id::text || scripts.name")))],
             EngineChoice::Auto,
         );
         let reasons: Vec<&str> = p.blockers.iter().map(|b| b.reason.as_str()).collect();
         for expected in [
-            "primary key",
+            "it is the primary key, and its USING expression reads other columns (id, name)",
             "foreign key script_runs_script_id_fkey",
             "sequence",
             "view all_scripts",

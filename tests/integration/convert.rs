@@ -714,3 +714,215 @@ async fn a_table_another_migration_has_not_finished_with_is_refused_up_front() {
     let t = types(&client, "script_runs").await;
     assert!(t.contains("status character varying(200)"), "{t}");
 }
+
+/// `devices.id` is a uuid stored as text (its primary key), referenced by
+/// `pings.device_id`; the control copies see the same writes.
+const KEYED: &str = "
+    CREATE TABLE devices (id text PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE pings (id int PRIMARY KEY, device_id text NOT NULL REFERENCES devices (id) ON DELETE CASCADE, at int);
+    INSERT INTO devices SELECT format('00000000-0000-0000-0000-%s', lpad(g::text, 12, '0')), 'd' || g FROM generate_series(1, 5000) g;
+    INSERT INTO pings SELECT g, format('00000000-0000-0000-0000-%s', lpad((g % 5000 + 1)::text, 12, '0')), g FROM generate_series(1, 10000) g;
+    CREATE TABLE devices_control AS SELECT * FROM devices;
+    CREATE TABLE pings_control AS SELECT * FROM pings;
+    ANALYZE;
+";
+
+const KEY_CHANGE: &str = "\
+ALTER TABLE devices ALTER COLUMN id TYPE uuid USING id::uuid;
+ALTER TABLE pings ALTER COLUMN device_id TYPE uuid USING device_id::uuid;
+";
+
+/// Inserts, renames and deletes of devices (the key's rows come and go:
+/// the replays find each by its key converted), pings of them, both
+/// mirrored into the controls.
+fn keyed_write(i: i64) -> String {
+    let device = |n: i64| format!("00000000-0000-0000-0000-{n:012}");
+    let write = match i % 4 {
+        0 => format!(
+            "INSERT INTO {{d}} VALUES ('{}', 'new {i}')",
+            device(100_000 + i)
+        ),
+        1 => format!(
+            "UPDATE {{d}} SET name = 'renamed {i}' WHERE id = '{}'",
+            device(i % 5000 + 1)
+        ),
+        2 => format!(
+            "DELETE FROM {{d}} WHERE id = '{}'",
+            device((i * 7) % 5000 + 1)
+        ),
+        _ => format!(
+            "INSERT INTO {{p}} SELECT {}, id, {i} FROM {{d}} ORDER BY name LIMIT 1",
+            100_000 + i
+        ),
+    };
+    let mirrored = |d: &str, p: &str| write.replace("{d}", d).replace("{p}", p);
+    // The control's pings of deleted devices go with them, as the cascade takes the real ones.
+    let cascade = if i % 4 == 2 {
+        format!(
+            "DELETE FROM pings_control WHERE device_id = '{}'",
+            device((i * 7) % 5000 + 1)
+        )
+    } else {
+        "SELECT 1".into()
+    };
+    [
+        mirrored("devices", "pings"),
+        mirrored("devices_control", "pings_control"),
+        cascade,
+    ]
+    .join(";\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_stored_as_text_becomes_uuid_online_and_rolls_back_with_every_write() {
+    let (cluster, client) = primary().await;
+    client.batch_execute(KEYED).await.unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0230_device_uuid", KEY_CHANGE);
+    let writer = Mirror::start(&url, keyed_write).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = pgshift_default_engine(&url, &["apply", &path, "--batch-size", "500"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ops = writer.ops.load(Ordering::SeqCst);
+    let errors = writer.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+    assert!(ops > 40, "the writer barely ran ({ops} transactions)");
+
+    client
+        .batch_execute(
+            &KEY_CHANGE
+                .replace("devices ", "devices_control ")
+                .replace("pings ", "pings_control "),
+        )
+        .await
+        .unwrap();
+    for (table, control) in [("devices", "devices_control"), ("pings", "pings_control")] {
+        assert_eq!(types(&client, table).await, types(&client, control).await);
+        let diff = texts(
+            &client,
+            &format!(
+                "(SELECT t::text FROM {table} t EXCEPT SELECT c::text FROM {control} c)
+                 UNION ALL (SELECT c::text FROM {control} c EXCEPT SELECT t::text FROM {table} t) LIMIT 5"
+            ),
+        )
+        .await;
+        assert!(
+            diff.is_empty(),
+            "{table} differs from what the blocking ALTER made: {diff:?}"
+        );
+    }
+    let key: String = one(
+        &client,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'devices'::regclass AND contype = 'p'",
+    )
+    .await;
+    assert_eq!(key, "PRIMARY KEY (id)");
+
+    // After cutover: a new device, a renamed one, a deleted one (its pings
+    // go with it); the rollback brings each back to the text key.
+    client
+        .batch_execute(
+            "INSERT INTO devices VALUES ('00000000-0000-0000-0000-00000009abcd', 'after');
+             UPDATE devices SET name = 'renamed after' WHERE id = '00000000-0000-0000-0000-000000000011';
+             DELETE FROM devices WHERE id = '00000000-0000-0000-0000-000000000012';",
+        )
+        .await
+        .unwrap();
+    let expected = texts(
+        &client,
+        "SELECT id::text || ' ' || name FROM devices ORDER BY 1",
+    )
+    .await;
+    let back = pgshift(&url, &["rollback", "0230_device_uuid"]).await;
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    assert!(types(&client, "devices").await.contains("id text"));
+    assert_eq!(
+        texts(&client, "SELECT id || ' ' || name FROM devices ORDER BY 1").await,
+        expected,
+        "every write made after cutover is kept"
+    );
+    let orphans: i64 = one(
+        &client,
+        "SELECT count(*) FROM pings p WHERE NOT EXISTS (SELECT FROM devices d WHERE d.id = p.device_id)",
+    )
+    .await;
+    assert_eq!(orphans, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_refuses_what_its_replays_cannot_convert_both_ways() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE codes (code text PRIMARY KEY, region text NOT NULL, label text UNIQUE);
+             CREATE TABLE pairs (a int, b int, PRIMARY KEY (a, b));
+             CREATE TABLE spans (id int PRIMARY KEY, n int);
+             INSERT INTO codes VALUES ('1', 'eu', 'one');",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    for (sql, expected) in [
+        (
+            "ALTER TABLE codes ALTER COLUMN code TYPE int USING (code || region)::int;\n",
+            "its USING expression reads other columns (code, region)",
+        ),
+        (
+            "ALTER TABLE codes ALTER COLUMN code TYPE int USING code::int;\n",
+            "another unique index (codes_label_key)",
+        ),
+        (
+            "ALTER TABLE pairs ALTER COLUMN a TYPE numeric;\n",
+            "one-column primary keys only",
+        ),
+        (
+            "ALTER TABLE spans ALTER COLUMN id TYPE interval USING make_interval(secs => id);\n",
+            "there is no way back to its old type",
+        ),
+    ] {
+        let (_dir, path) = migration("0231_refused", sql);
+        let plan = pgshift_default_engine(&url, &["plan", &path]).await;
+        assert_eq!(plan.code, 2, "{sql}: {}", plan.stdout);
+        assert!(plan.stdout.contains(expected), "{sql}: {}", plan.stdout);
+    }
+    assert_eq!(schema_dump(&client).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_convert_stops_the_cutover_by_name_unless_its_row_is_gone() {
+    let (cluster, client) = primary().await;
+    client.batch_execute(KEYED).await.unwrap();
+    let url = cluster.url("app");
+    let (_dir, path) = migration("0232_device_keys", KEY_CHANGE);
+    let ready = pgshift_default_engine(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(ready.code, 0, "{}", ready.stderr);
+    // A row whose key does not convert, gone again before cutover: the
+    // blocking ALTER would not see it either. Another that stays.
+    client
+        .batch_execute(
+            "INSERT INTO devices VALUES ('gone soon', 'x');
+             DELETE FROM devices WHERE id = 'gone soon';
+             INSERT INTO devices VALUES ('not-a-uuid', 'y');",
+        )
+        .await
+        .unwrap();
+    let cut = pgshift(&url, &["cutover", "0232_device_keys"]).await;
+    assert_eq!(cut.code, 1, "{}", cut.stderr);
+    assert!(
+        cut.stderr.contains("id = not-a-uuid") && !cut.stderr.contains("gone soon"),
+        "{}",
+        cut.stderr
+    );
+    assert!(types(&client, "devices").await.contains("id text"), "nothing was swapped");
+    client
+        .batch_execute("DELETE FROM devices WHERE id = 'not-a-uuid'")
+        .await
+        .unwrap();
+    let cut = pgshift(&url, &["cutover", "0232_device_keys"]).await;
+    assert_eq!(cut.code, 0, "{}", cut.stderr);
+    assert!(types(&client, "devices").await.contains("id uuid"));
+    let count: i64 = one(&client, "SELECT count(*) FROM devices").await;
+    assert_eq!(count, 5000);
+}

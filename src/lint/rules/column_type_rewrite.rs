@@ -38,7 +38,8 @@ fn check(ctx: &Context) -> Vec<Hit> {
                 } else {
                     "in a migration file of its own, pgshift apply runs it online: a copy with the new type swapped in at \
                      cutover, or the plain ALTER under lock_timeout when Postgres changes only its catalog (varchar(n) → text). \
-                     It refuses a primary-key column and a foreign key whose other side keeps its type; without a cast back, \
+                     It refuses a primary key it cannot convert both ways (several columns, a USING that reads other columns, \
+                     no way back) and a foreign key whose other side keeps its type; without a cast back, \
                      rollback after cutover needs `-- pgshift:down USING <expression>` (`pgshift plan` says which)"
                         .into()
                 },

@@ -38,21 +38,76 @@ pub(super) fn capture_function(t: &CopyTable, function: &str, log: &str) -> Stri
 }
 
 /// The rows whose key is among the replay's keys (`pgshift_keys_0`, `pgshift_keys_1`, …:
-/// one array per key column, in step).
-fn among_keys(t: &CopyTable) -> String {
+/// one array per key column, in step); in the target, among the keys
+/// converted to its type (`pgshift_targets_0`) when the key's type changes.
+fn among_keys(t: &CopyTable, in_target: bool) -> String {
     let keys = t.key_columns();
+    let array = |i: usize| {
+        if in_target && keys[i].conversion.is_some() {
+            format!("pgshift_targets_{i}")
+        } else {
+            format!("pgshift_keys_{i}")
+        }
+    };
     if let [k] = keys.as_slice() {
-        return format!("{} = ANY (pgshift_keys_0)", quote(&k.name));
+        return format!("{} = ANY ({})", quote(&k.name), array(0));
     }
     let names: Vec<String> = keys.iter().map(|k| quote(&k.name)).collect();
-    let arrays: Vec<String> = (0..keys.len())
-        .map(|i| format!("pgshift_keys_{i}"))
-        .collect();
+    let arrays: Vec<String> = (0..keys.len()).map(array).collect();
     format!(
         "({}) IN (SELECT * FROM unnest({}))",
         names.join(", "),
         arrays.join(", ")
     )
+}
+
+/// `expr` (which reads the key by its column name) evaluated on `value`,
+/// cast to `ty` when given (a bare column's value is converted by the
+/// assignment, which a comparison does not do).
+pub(crate) fn key_expression(
+    t: &CopyTable,
+    column: &str,
+    expr: &str,
+    value: &str,
+    ty: Option<&str>,
+) -> String {
+    let expr = match ty {
+        Some(ty) => format!("CAST({expr} AS {ty})"),
+        None => expr.to_string(),
+    };
+    format!(
+        "(SELECT {expr} FROM (SELECT {value}) AS {}({}))",
+        quote(&t.name),
+        quote(column)
+    )
+}
+
+/// For a key whose type changes: the logged keys converted into the
+/// target's type, as an assignment converts them (so a value too long for
+/// a `varchar(n)` fails rather than being cut). A key that does not
+/// convert is in no row of the target: it is left out, one by one, after
+/// the whole array failed.
+fn convert_keys(t: &CopyTable, way: Direction) -> String {
+    let mut out = String::new();
+    for (i, k) in t.key_columns().iter().enumerate() {
+        let Some(expr) = k.to_target(way) else {
+            continue;
+        };
+        let all = format!(
+            "ARRAY(SELECT {expr} FROM unnest(pgshift_keys_{i}) AS {}({}))",
+            quote(&t.name),
+            quote(&k.name)
+        );
+        let one = key_expression(t, &k.name, expr, &format!("pgshift_key_{i}"), None);
+        out.push_str(&format!(
+            "  BEGIN\n    pgshift_targets_{i} := {all};\n  EXCEPTION WHEN OTHERS THEN\n    \
+             pgshift_targets_{i} := '{{}}';\n    FOREACH pgshift_key_{i} IN ARRAY pgshift_keys_{i} LOOP\n      \
+             BEGIN\n        pgshift_target_{i} := {one};\n        \
+             pgshift_targets_{i} := pgshift_targets_{i} || pgshift_target_{i};\n      \
+             EXCEPTION WHEN OTHERS THEN NULL;\n      END;\n    END LOOP;\n  END;\n  "
+        ));
+    }
+    out
 }
 
 /// `replay(batch)`: takes up to `batch` keys from `log`, and makes
@@ -80,7 +135,8 @@ pub(super) fn replay_function(
     let keys = t.key_columns();
     let key_list = t.key_list();
     let logged = t.log_columns().join(", ");
-    let among = among_keys(t);
+    let among = among_keys(t, false);
+    let among_target = among_keys(t, true);
     let collisions: Vec<String> = t
         .indexes
         .iter()
@@ -115,7 +171,17 @@ pub(super) fn replay_function(
     let declare: String = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("  pgshift_keys_{i} {}[];\n", k.log_type))
+        .map(|(i, k)| {
+            let mut d = format!("  pgshift_keys_{i} {}[];\n", k.log_type_of(way));
+            if k.conversion.is_some() {
+                d.push_str(&format!(
+                    "  pgshift_key_{i} {};\n  pgshift_targets_{i} {ty}[];\n  pgshift_target_{i} {ty};\n",
+                    k.log_type_of(way),
+                    ty = k.target_type(way)
+                ));
+            }
+            d
+        })
         .collect();
     let arrays: Vec<String> = t
         .log_columns()
@@ -143,15 +209,16 @@ pub(super) fn replay_function(
          LOOP\n  \
          WITH taken AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} ORDER BY seq LIMIT pgshift_batch) RETURNING {logged})\n  \
          SELECT {}, count(*) INTO {}, pgshift_n FROM (SELECT DISTINCT {logged} FROM taken) distinct_keys;\n  \
-         EXIT WHEN pgshift_n = 0;\n  \
-         DELETE FROM {target} WHERE {among};\n  \
+         EXIT WHEN pgshift_n = 0;\n{}  \
+         DELETE FROM {target} WHERE {among_target};\n  \
          {insert}\n  \
          pgshift_total := pgshift_total + pgshift_n;\n  \
          EXIT WHEN pgshift_batch IS NOT NULL;\n  \
          END LOOP;\n  \
          RETURN pgshift_total;\nEND\n$pgshift$",
         arrays.join(", "),
-        into.join(", ")
+        into.join(", "),
+        convert_keys(t, way)
     )
 }
 

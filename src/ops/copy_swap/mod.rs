@@ -26,6 +26,7 @@
 mod capture;
 mod swap;
 
+pub(crate) use capture::key_expression;
 use capture::{
     attach_capture, capture_function, detach_capture, refuse_truncate_function, replay_function,
 };
@@ -92,12 +93,15 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
             t.create.clone(),
         ));
         let mut s = Vec::new();
-        for log in [&t.log_forward, &t.log_back] {
+        for (log, way) in [
+            (&t.log_forward, Direction::Forward),
+            (&t.log_back, Direction::Back),
+        ] {
             let columns: Vec<String> = t
                 .key_columns()
                 .iter()
                 .zip(t.log_columns())
-                .map(|(k, c)| format!("{c} {} NOT NULL", k.log_type))
+                .map(|(k, c)| format!("{c} {} NOT NULL", k.log_type_of(way)))
                 .collect();
             s.push(format!(
                 "CREATE TABLE IF NOT EXISTS {log} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {})",
@@ -589,6 +593,33 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
         ));
     }
     steps
+}
+
+/// Per converted primary key: (table, column, query returning the count
+/// and the smallest of the original's keys that do not come back as they
+/// were when converted and converted back). The replays after cutover find
+/// the original's rows by the key converted back: such a row would be
+/// missed, and a rollback would leave it beside its newer version.
+pub fn key_round_trips(plan: &Plan) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for t in tables(plan) {
+        for k in t.key_columns() {
+            let Some(c) = &k.conversion else { continue };
+            let key = format!("o.{}", quote(&k.name));
+            let there = key_expression(t, &k.name, &c.forward, &key, Some(&c.new_type));
+            let back = key_expression(t, &k.name, &c.back, &there, Some(&k.log_type));
+            out.push((
+                t.display(),
+                k.name.clone(),
+                format!(
+                    "SELECT count(*), min({key}::text) FROM {}{} AS o WHERE {back} IS DISTINCT FROM {key}",
+                    t.only(),
+                    t.qualified_old()
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// Per widened column: (table, column, query returning the count and the

@@ -2,7 +2,10 @@
 //! statements that make it on the copy (or at the swaps), or as a blocker
 //! that names what the copy engine cannot move yet.
 
-use super::{CopyIndex, CopyKey, CopyRoutine, CopyStatistics, CopyTrigger, UniqueKey};
+use super::{
+    CopyIndex, CopyKey, CopyRoutine, CopyStatistics, CopyTrigger, Direction, KeyConversion,
+    UniqueKey,
+};
 use crate::catalog::Table;
 use crate::names::{self, literal, qualified, quote};
 use crate::plan::{Blocker, IndexMarks, TablePlan};
@@ -26,13 +29,23 @@ pub(super) fn keys(t: &Table, tp: &TablePlan, blockers: &mut Vec<Blocker>) -> Ve
     let keys: Vec<CopyKey> = tp
         .key
         .iter()
-        .map(|k| CopyKey {
-            name: k.name.clone(),
-            log_type: if tp.columns.iter().any(|c| c.name == k.name) {
-                "bigint".into()
-            } else {
-                k.type_name.clone()
-            },
+        .map(|k| {
+            let changed = tp.columns.iter().find(|c| c.name == k.name);
+            let conversion = changed.and_then(|c| c.conversion.as_ref()).and_then(|v| {
+                Some(KeyConversion {
+                    new_type: v.to_type.clone(),
+                    forward: v.forward.clone(),
+                    back: v.back.clone()?,
+                })
+            });
+            CopyKey {
+                name: k.name.clone(),
+                log_type: match (changed, &conversion) {
+                    (Some(_), None) => "bigint".into(),
+                    _ => k.type_name.clone(),
+                },
+                conversion,
+            }
         })
         .collect();
     if keys.is_empty() {
@@ -43,16 +56,21 @@ pub(super) fn keys(t: &Table, tp: &TablePlan, blockers: &mut Vec<Blocker>) -> Ve
             USE_UPDATE,
         );
     }
-    for k in keys.iter().filter(|k| !is_builtin_type(&k.log_type)) {
-        refuse(
-            blockers,
-            format!("column {}.{}", t.display(), k.name),
-            &format!(
-                "the copy engine logs primary keys of built-in types only; {} is not one",
-                k.log_type
-            ),
-            USE_UPDATE,
-        );
+    for (k, ty) in keys
+        .iter()
+        .flat_map(|k| [Direction::Forward, Direction::Back].map(|way| (k, k.log_type_of(way))))
+    {
+        if !is_builtin_type(ty) {
+            refuse(
+                blockers,
+                format!("column {}.{}", t.display(), k.name),
+                &format!(
+                    "the copy engine logs primary keys of built-in types only; {ty} is not one"
+                ),
+                USE_UPDATE,
+            );
+            break;
+        }
     }
     keys
 }

@@ -170,8 +170,54 @@ pub enum Direction {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyKey {
     pub name: String,
-    /// Its type in the change logs: bigint when widened.
+    /// Its type in the change logs: bigint when widened; with a conversion,
+    /// the original's type in the forward log.
     pub log_type: String,
+    /// A key whose type changes: the replays convert logged keys into the
+    /// other table's type to find its rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<KeyConversion>,
+}
+
+/// How a converted key's values go from one table's type to the other's.
+/// Both expressions read the key by its column name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyConversion {
+    /// The copy's type (and the back log's).
+    pub new_type: String,
+    /// Original to copy (the `USING`).
+    pub forward: String,
+    /// Copy to original.
+    pub back: String,
+}
+
+impl CopyKey {
+    /// The type of this key in the log of `way`: the type of the table the
+    /// log's capture runs on.
+    pub fn log_type_of(&self, way: Direction) -> &str {
+        match (&self.conversion, way) {
+            (Some(c), Direction::Back) => &c.new_type,
+            _ => &self.log_type,
+        }
+    }
+
+    /// The expression that turns this key, as logged for `way`, into the
+    /// target's type; None when it needs no conversion.
+    pub fn to_target(&self, way: Direction) -> Option<&str> {
+        let c = self.conversion.as_ref()?;
+        Some(match way {
+            Direction::Forward => &c.forward,
+            Direction::Back => &c.back,
+        })
+    }
+
+    /// The target's type for `way`.
+    pub fn target_type(&self, way: Direction) -> &str {
+        match (&self.conversion, way) {
+            (Some(c), Direction::Forward) => &c.new_type,
+            _ => &self.log_type,
+        }
+    }
 }
 
 impl CopyTable {
@@ -180,6 +226,7 @@ impl CopyTable {
             vec![CopyKey {
                 name: self.key.clone(),
                 log_type: "bigint".into(),
+                conversion: None,
             }]
         } else {
             self.keys.clone()
