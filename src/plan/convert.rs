@@ -440,7 +440,11 @@ mod tests {
         );
         let p = plan(
             &catalog,
-            vec![request(1, "id", change("text", Some("id::text || scripts.name")))],
+            vec![request(
+                1,
+                "id",
+                change("text", Some("id::text || scripts.name")),
+            )],
             EngineChoice::Auto,
         );
         let reasons: Vec<&str> = p.blockers.iter().map(|b| b.reason.as_str()).collect();

@@ -894,12 +894,9 @@ fn a_partitioned_table_is_copied_as_a_tree_of_the_same_shape() {
 }
 
 #[test]
-fn what_a_partition_has_of_its_own_and_the_partition_key_are_refused() {
+fn what_a_partition_has_of_its_own_is_refused_and_a_partition_key_widens_through_a_template() {
     let mut catalog = partitioned();
-    let events = catalog.tables.last_mut().unwrap();
-    events.partitions[0].own_objects = vec!["trigger audit".into()];
-    // As if partitioned by range of id.
-    events.partition_columns = vec!["id".into()];
+    catalog.tables.last_mut().unwrap().partitions[0].own_objects = vec!["trigger audit".into()];
     let p = copy_plan(&catalog, &[(7, "id")]);
     let found: Vec<String> = p
         .blockers
@@ -912,11 +909,23 @@ fn what_a_partition_has_of_its_own_and_the_partition_key_are_refused() {
         )),
         "{found:#?}"
     );
-    assert!(
-        found
-            .iter()
-            .any(|b| b.starts_with("column events.id: it is in the partition key")),
-        "{found:#?}"
+    // A partition key column widens: its copy is made like a template that
+    // took the change, since Postgres changes no partition key's type.
+    let mut catalog = partitioned();
+    let events = catalog.tables.last_mut().unwrap();
+    events.partition_key = Some("RANGE (id)".into());
+    events.partition_columns = vec!["id".into()];
+    let p = copy_plan(&catalog, &[(7, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    let create = &p.copy.as_ref().unwrap().tables[0].create;
+    assert_eq!(
+        create[..4],
+        [
+            "CREATE TABLE IF NOT EXISTS \"pgshift\".\"pgshift_tmpl_events\" (LIKE \"public\".\"events\" INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION)",
+            "ALTER TABLE \"pgshift\".\"pgshift_tmpl_events\" ALTER COLUMN \"id\" TYPE bigint",
+            "CREATE TABLE IF NOT EXISTS \"public\".\"pgshift_new_events\" (LIKE \"pgshift\".\"pgshift_tmpl_events\" INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION) PARTITION BY RANGE (id)",
+            "DROP TABLE IF EXISTS \"pgshift\".\"pgshift_tmpl_events\"",
+        ]
     );
     // The update engine does not take the tree.
     let p = plan(&partitioned(), &[(7, "id")]);

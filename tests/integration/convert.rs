@@ -915,7 +915,10 @@ async fn a_key_that_does_not_convert_stops_the_cutover_by_name_unless_its_row_is
         "{}",
         cut.stderr
     );
-    assert!(types(&client, "devices").await.contains("id text"), "nothing was swapped");
+    assert!(
+        types(&client, "devices").await.contains("id text"),
+        "nothing was swapped"
+    );
     client
         .batch_execute("DELETE FROM devices WHERE id = 'not-a-uuid'")
         .await

@@ -322,23 +322,44 @@ pub(super) fn create_table(
         options.push("autovacuum_enabled = false".into());
     }
     options.extend(t.toast_reloptions.iter().map(|o| format!("toast.{o}")));
+    const INCLUDING: &str =
+        "INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE \
+                             INCLUDING COMMENTS INCLUDING COMPRESSION";
+    let partition_by = t
+        .partition_key
+        .as_ref()
+        .filter(|_| t.kind == "p")
+        .map(|k| format!(" PARTITION BY {k}"))
+        .unwrap_or_default();
+    let mut create = Vec::new();
+    // A partitioned copy is partitioned the same way (its partitions come
+    // after the column changes, which they inherit). Postgres changes no
+    // partition key column's type, so its copy is made `LIKE` an empty
+    // template that took the changes first.
+    let like = if partition_by.is_empty() || alters.is_empty() {
+        t.qualified()
+    } else {
+        let template = qualified("pgshift", &names::shadow("tmpl", &t.name));
+        create.push(format!(
+            "CREATE TABLE IF NOT EXISTS {template} (LIKE {} {INCLUDING})",
+            t.qualified()
+        ));
+        create.push(format!("ALTER TABLE {template} {}", alters.join(", ")));
+        template
+    };
     // LIKE takes neither the table's persistence nor its tablespace.
-    // A partitioned copy is partitioned the same way (the partitions come
-    // after the column changes, which they inherit); it takes no storage
-    // options.
-    let mut create = vec![format!(
-        "CREATE {}TABLE IF NOT EXISTS {new_table} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS \
-         INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION){}{}",
-        if t.persistence == "u" { "UNLOGGED " } else { "" },
-        t.qualified(),
-        t.partition_key
-            .as_ref()
-            .filter(|_| t.kind == "p")
-            .map(|k| format!(" PARTITION BY {k}"))
-            .unwrap_or_default(),
+    create.push(format!(
+        "CREATE {}TABLE IF NOT EXISTS {new_table} (LIKE {like} {INCLUDING}){partition_by}{}",
+        if t.persistence == "u" {
+            "UNLOGGED "
+        } else {
+            ""
+        },
         storage_clause(&options, t.tablespace.as_deref())
-    )];
-    if !alters.is_empty() {
+    ));
+    if like != t.qualified() {
+        create.push(format!("DROP TABLE IF EXISTS {like}"));
+    } else if !alters.is_empty() {
         create.push(format!("ALTER TABLE {new_table} {}", alters.join(", ")));
     }
     if !t.owner.is_empty() {

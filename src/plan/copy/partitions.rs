@@ -84,17 +84,9 @@ pub(super) fn plan(
     blockers: &mut Vec<Blocker>,
 ) -> Vec<CopyPartition> {
     let object = format!("table {}", t.display());
-    for c in &tp.columns {
-        if t.partition_columns.contains(&c.name) {
-            refuse(
-                blockers,
-                format!("column {}.{}", t.display(), c.name),
-                "it is in the partition key, and Postgres does not change the type of a partition key column; \
-                 every partition's bound would have to be converted",
-                "keep the partition key's type, or convert the tree by hand (a new partitioned table, then ATTACH)",
-            );
-        }
-    }
+    // A partition key column is widened (every bound converts exactly, and
+    // integers hash alike at any width); other changes to it are refused
+    // where the conversion is planned (`convert`).
     if t.partition_expressions && !tp.columns.is_empty() {
         refuse(
             blockers,
