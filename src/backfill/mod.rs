@@ -65,8 +65,14 @@ pub async fn run_on(runner: &Runner, client: &Client, workers: usize, t: &TableP
 
 /// The copy engine's backfill of one leaf of a partitioned table: `t` and
 /// `copy` name the leaf and its copy (see `CopyTable::for_leaf`).
-pub async fn run_leaf(runner: &Runner, t: &TablePlan, copy: &CopyTable) -> Result<()> {
-    run_with(runner, &runner.worker, runner.workers, t, Some(copy)).await
+pub async fn run_leaf(
+    runner: &Runner,
+    client: &Client,
+    workers: usize,
+    t: &TablePlan,
+    copy: &CopyTable,
+) -> Result<()> {
+    run_with(runner, client, workers, t, Some(copy)).await
 }
 
 async fn run_with(

@@ -38,7 +38,10 @@ impl Runner {
                 None => lanes.push((lane, vec![s])),
             }
         }
-        let size = |oid: u32| self.plan.table(oid).map_or(0, |t| t.estimated_rows);
+        let size = |oid: u32| match self.plan.table(oid) {
+            Some(t) => t.estimated_rows,
+            None => self.plan.leaf(oid).map_or(0, |(t, _)| t.estimated_rows),
+        };
         lanes.sort_by_key(|(oid, _)| std::cmp::Reverse(size(*oid)));
         let connections = lanes.len().min(self.workers);
         let queue = std::sync::Mutex::new(
@@ -138,7 +141,13 @@ impl Runner {
                 let (t, copy) = self.plan.leaf(*table).ok_or_else(|| {
                     Error::Runtime(format!("table oid {table} is not in the plan"))
                 })?;
-                backfill::run_leaf(self, &t, &copy).await
+                // On its lane's connection, beside the other leaves' lanes.
+                let workers = if step.lane.is_some() && self.workers > 1 {
+                    1
+                } else {
+                    self.workers
+                };
+                backfill::run_leaf(self, client, workers, &t, &copy).await
             }
             Action::Verify { table } => self.verify(client, *table, step).await,
             Action::Replay { function, log } => {

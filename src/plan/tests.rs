@@ -862,6 +862,11 @@ fn a_partitioned_table_is_copied_as_a_tree_of_the_same_shape() {
         "{}",
         steps[1].sql
     );
+    // Each on its own lane: the leaves are copied in parallel.
+    assert_eq!(
+        steps.iter().map(|s| s.lane).collect::<Vec<_>>(),
+        [Some(71), Some(73)]
+    );
     // Indexes bottom-up: the leaves', then the sub-partition's (its child
     // attached), then the root's (both children attached).
     let validate: Vec<String> = crate::ops::copy_swap::validate(&p)

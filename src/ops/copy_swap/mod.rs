@@ -183,11 +183,13 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
             ));
             continue;
         }
+        // A lane per leaf: leaves are copied in parallel, a connection
+        // each within the budget (a leaf in one range).
         for leaf in t.leaves() {
             let Some((ltp, lt)) = plan.leaf(leaf.oid) else {
                 continue;
             };
-            steps.push(step(
+            steps.push(on_lane(leaf.oid, step(
                 "backfilling",
                 format!(
                     "copy the rows of partition {} of {} into {} in keyset batches (about {} rows), reading without row locks",
@@ -199,7 +201,7 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
                 crate::backfill::copy_sql(&ltp, &lt, true),
                 NONE,
                 Action::Backfill { table: leaf.oid },
-            ));
+            )));
         }
     }
     steps
@@ -215,7 +217,7 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             s
         };
         if t.partitioned {
-            steps.extend(partitioned_indexes(t).into_iter().map(lane));
+            steps.extend(partitioned_indexes(t));
         }
         for ix in t.indexes.iter().filter(|_| !t.partitioned) {
             // No parallel workers: a build with two of them on each lane
@@ -341,11 +343,16 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
     steps
 }
 
+fn on_lane(lane: u32, mut s: Step) -> Step {
+    s.lane = Some(lane);
+    s
+}
+
 /// A partitioned copy's indexes, as `pg_dump` restores them: each leaf's
 /// built on the leaf (unique ones as for a plain copy, see `UniqueKey`) and
-/// made its key constraint, then, from the bottom of the tree up, each
-/// partitioned index made on its table alone and every child's attached
-/// to it, which makes it valid.
+/// made its key constraint, the leaves in parallel (a lane each); then,
+/// from the bottom of the tree up, each partitioned index made on its table
+/// alone and every child's attached to it, which makes it valid.
 fn partitioned_indexes(t: &CopyTable) -> Vec<Step> {
     let serial = "SET LOCAL max_parallel_maintenance_workers = 0";
     let mut steps = Vec::new();
@@ -370,28 +377,34 @@ fn partitioned_indexes(t: &CopyTable) -> Vec<Step> {
                     keys = t.key_list(),
                 ),
             };
-            steps.push(step(
-                "validating",
-                format!(
-                    "build index {} on {} (for {})",
-                    ix.new_name, p.new_name, ix.name
-                ),
-                format!("{serial};\n{build}"),
-                NONE,
-                Action::Ddl { skip_if: None },
-            ));
-            if let Some(sql) = &ix.constraint_sql {
-                steps.push(step(
+            steps.push(on_lane(
+                p.oid,
+                step(
                     "validating",
                     format!(
-                        "make index {} the key of {} (catalog change)",
-                        ix.new_name, p.new_name
+                        "build index {} on {} (for {})",
+                        ix.new_name, p.new_name, ix.name
                     ),
-                    sql.clone(),
+                    format!("{serial};\n{build}"),
                     NONE,
-                    Action::Ddl {
-                        skip_if: Some(constraint_exists(&p.qualified_new(), &ix.new_name)),
-                    },
+                    Action::Ddl { skip_if: None },
+                ),
+            ));
+            if let Some(sql) = &ix.constraint_sql {
+                steps.push(on_lane(
+                    p.oid,
+                    step(
+                        "validating",
+                        format!(
+                            "make index {} the key of {} (catalog change)",
+                            ix.new_name, p.new_name
+                        ),
+                        sql.clone(),
+                        NONE,
+                        Action::Ddl {
+                            skip_if: Some(constraint_exists(&p.qualified_new(), &ix.new_name)),
+                        },
+                    ),
                 ));
             }
         }
