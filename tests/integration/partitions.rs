@@ -564,3 +564,65 @@ async fn the_partition_key_itself_widens_with_every_bound_and_hash_partition_kep
     .await;
     assert_eq!(at, "ledger_rest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_key_and_an_index_of_one_leaf_move_with_the_tree_and_rollback_mid_copy_leaves_nothing() {
+    let (cluster, client) = primary().await;
+    client
+        .batch_execute(
+            "CREATE TABLE jobs (id serial, at date NOT NULL, state text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             CREATE TABLE jobs_2024 PARTITION OF jobs FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             CREATE TABLE jobs_2025 PARTITION OF jobs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+             CREATE INDEX jobs_2024_state ON jobs_2024 (state);
+             INSERT INTO jobs (at, state) SELECT date '2024-01-01' + g % 700, 'queued' FROM generate_series(1, 20000) g;
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("app");
+    let before = schema_dump(&client).await;
+    let shape = "SELECT c.relname || ' ' || ic.relname FROM pg_partition_tree('jobs') t JOIN pg_class c ON c.oid = t.relid
+                   JOIN pg_index i ON i.indrelid = c.oid JOIN pg_class ic ON ic.oid = i.indexrelid ORDER BY 1";
+    let indexes = texts(&client, shape).await;
+    assert!(indexes.contains(&"jobs_2024 jobs_2024_state".to_string()), "{indexes:?}");
+    let sql = "ALTER TABLE jobs ALTER COLUMN id TYPE bigint;\n";
+
+    // Rolled back in the middle of the copy: nothing of pgshift's is left.
+    let (_dir, path) = migration("0307_jobs", sql);
+    let mut child = pgshift_command(&url)
+        .env_remove("PGSHIFT_ENGINE")
+        .args(["-q", "apply", &path, "--batch-size", "100"])
+        .spawn()
+        .unwrap();
+    let reached = wait_until(
+        &client,
+        "SELECT bool_or(rows_done >= 300 AND NOT done) FROM pgshift.backfill",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(reached, "the copy never got going");
+    child.kill().await.unwrap();
+    let back = pgshift(&url, &["rollback", "0307_jobs"]).await;
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    assert_eq!(schema_dump(&client).await, before);
+    assert_eq!(texts(&client, shape).await, indexes);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+
+    // Then all the way: the serial's sequence is widened with its column and
+    // still fills it; the index of one leaf is there under its name.
+    let (_dir, path) = migration("0308_jobs", sql);
+    let run = pgshift_default_engine(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(texts(&client, shape).await, indexes);
+    let seq: String = one(&client, "SELECT data_type::text FROM pg_sequences WHERE sequencename = 'jobs_id_seq'").await;
+    assert_eq!(seq, "bigint");
+    client
+        .batch_execute("SELECT setval('jobs_id_seq', 3000000000); INSERT INTO jobs (at, state) VALUES ('2025-05-05', 'late')")
+        .await
+        .unwrap();
+    let id: i64 = one(&client, "SELECT id FROM jobs WHERE state = 'late'").await;
+    assert_eq!(id, 3_000_000_001);
+    let fin = pgshift(&url, &["finalize", "0308_jobs", "--yes"]).await;
+    assert_eq!(fin.code, 0, "{}", fin.stderr);
+    assert_eq!(leftovers(&client).await, Vec::<String>::new());
+}
