@@ -448,9 +448,13 @@ pub(super) async fn rollback(global: &GlobalArgs, printer: &Printer, args: RunAr
         }
         Phase::CutOver => {
             let runner = runner(global, printer, m.plan.clone(), &args.tuning).await?;
+            let originals = match m.plan.engine {
+                crate::plan::Engine::Copy => "tables",
+                crate::plan::Engine::Update => "columns",
+            };
             match runner.revert().await {
                 Ok(held) => format!(
-                    "rolled back from cut_over: the original columns are back with every write made since; the swap held its locks {} ms",
+                    "rolled back from cut_over: the original {originals} are back with every write made since; the swap held its locks {} ms",
                     held.as_millis()
                 ),
                 Err(e) => {
