@@ -31,6 +31,8 @@ const SCHEMA: &str = "
     CREATE TABLE events_other PARTITION OF events DEFAULT;
     CREATE INDEX events_kind ON events (kind);
     COMMENT ON TABLE events_2024_02 IS 'February';
+    COMMENT ON INDEX events_kind IS 'by kind';
+    COMMENT ON CONSTRAINT events_pkey ON events IS 'the key';
     CREATE TABLE event_notes (
         id int PRIMARY KEY,
         event_id int NOT NULL,
@@ -208,6 +210,13 @@ async fn a_partitioned_table_is_copied_leaf_by_leaf_and_matches_the_blocking_alt
     )
     .await;
     assert_eq!(comment.as_deref(), Some("February"));
+    let comments = texts(
+        &client,
+        "SELECT obj_description('events_kind'::regclass, 'pg_class')
+         UNION ALL SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint WHERE conname = 'events_pkey'",
+    )
+    .await;
+    assert_eq!(comments, ["by kind", "the key"]);
     let viewed: i64 = one(&client, "SELECT count(*) FROM event_kinds WHERE id < 100").await;
     assert!(viewed > 0);
     // A write after cutover lands in its partition of the new tree.

@@ -343,6 +343,19 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
     steps
 }
 
+/// A partitioned index of the copy's tree: made on its table alone, its
+/// children attached, then its marks.
+struct PartitionedIndex {
+    table: String,
+    schema: String,
+    name: String,
+    /// `CREATE INDEX … ON ONLY …`, unless a constraint makes it.
+    create: Option<String>,
+    /// `ALTER TABLE ONLY … ADD CONSTRAINT …`.
+    constraint_sql: Option<String>,
+    marks: Vec<String>,
+}
+
 fn on_lane(lane: u32, mut s: Step) -> Step {
     s.lane = Some(lane);
     s
@@ -410,89 +423,92 @@ fn partitioned_indexes(t: &CopyTable) -> Vec<Step> {
         }
     }
     // The partitioned members, children before parents: the root last.
-    // (table, schema, [(index, CREATE INDEX … ON ONLY, ADD CONSTRAINT)])
-    type Members = Vec<(
-        String,
-        String,
-        Vec<(String, Option<String>, Option<String>)>,
-    )>;
-    let mut partitioned: Members = t
+    let mut partitioned: Vec<PartitionedIndex> = t
         .partitions
         .iter()
         .filter(|p| !p.leaf)
-        .map(|p| {
-            (
-                p.qualified_new(),
-                p.schema.clone(),
-                p.indexes
-                    .iter()
-                    .map(|ix| {
-                        (
-                            ix.new_name.clone(),
-                            ix.create_sql.clone(),
-                            ix.constraint_sql.clone(),
-                        )
-                    })
-                    .collect(),
-            )
+        .flat_map(|p| {
+            p.indexes.iter().map(|ix| PartitionedIndex {
+                table: p.qualified_new(),
+                schema: p.schema.clone(),
+                name: ix.new_name.clone(),
+                create: ix.create_sql.clone(),
+                constraint_sql: ix.constraint_sql.clone(),
+                marks: Vec::new(),
+            })
         })
         .collect();
     partitioned.reverse();
-    partitioned.push((
-        t.qualified_new(),
-        t.schema.clone(),
-        t.indexes
-            .iter()
-            .map(|ix| {
-                let constraint_sql = match (&ix.constraint, &ix.constraint_definition) {
-                    (Some(_), Some(definition)) => Some(format!(
-                        "ALTER TABLE ONLY {} ADD CONSTRAINT {} {definition}",
-                        t.qualified_new(),
-                        quote(&ix.new_name)
-                    )),
-                    _ => None,
-                };
-                let create = constraint_sql.is_none().then(|| ix.create_sql.clone());
-                (ix.new_name.clone(), create, constraint_sql)
-            })
-            .collect(),
-    ));
-    for (table, schema, indexes) in partitioned {
-        for (name, create, constraint_sql) in indexes {
-            let index = qualified(&schema, &name);
-            let mut s = vec![serial.to_string()];
-            let skip_if = match (&create, &constraint_sql) {
-                (_, Some(sql)) => {
-                    s.push(sql.clone());
-                    Some(constraint_exists(&table, &name))
-                }
-                (Some(sql), None) => {
-                    s.push(sql.clone());
-                    None
-                }
-                (None, None) => continue,
-            };
-            // Its children: an index of each partition right below.
-            for p in &t.partitions {
-                for ix in p
-                    .indexes
-                    .iter()
-                    .filter(|ix| ix.attach_to.as_deref() == Some(index.as_str()))
-                {
-                    s.push(format!(
-                        "ALTER INDEX {index} ATTACH PARTITION {}",
-                        qualified(&p.schema, &ix.new_name)
-                    ));
-                }
-            }
-            steps.push(step(
-                "validating",
-                format!("make partitioned index {name} on {table} from its partitions' (catalog change)"),
-                s.join(";\n"),
-                NONE,
-                Action::Ddl { skip_if },
-            ));
+    partitioned.extend(t.indexes.iter().map(|ix| {
+        let constraint_sql = match (&ix.constraint, &ix.constraint_definition) {
+            (Some(_), Some(definition)) => Some(format!(
+                "ALTER TABLE ONLY {} ADD CONSTRAINT {} {definition}",
+                t.qualified_new(),
+                quote(&ix.new_name)
+            )),
+            _ => None,
+        };
+        PartitionedIndex {
+            table: t.qualified_new(),
+            schema: t.schema.clone(),
+            name: ix.new_name.clone(),
+            create: constraint_sql.is_none().then(|| ix.create_sql.clone()),
+            marks: index_marks(
+                &t.schema,
+                &t.qualified_new(),
+                &ix.new_name,
+                constraint_sql.as_ref().map(|_| ix.new_name.as_str()),
+                &ix.marks,
+            ),
+            constraint_sql,
         }
+    }));
+    for PartitionedIndex {
+        table,
+        schema,
+        name,
+        create,
+        constraint_sql,
+        marks,
+    } in partitioned
+    {
+        let index = qualified(&schema, &name);
+        let mut s = vec![serial.to_string()];
+        let skip_if = match (&create, &constraint_sql) {
+            (_, Some(sql)) => {
+                s.push(sql.clone());
+                Some(constraint_exists(&table, &name))
+            }
+            (Some(sql), None) => {
+                s.push(sql.clone());
+                None
+            }
+            (None, None) => continue,
+        };
+        // Its children: an index of each partition right below.
+        for p in &t.partitions {
+            for ix in p
+                .indexes
+                .iter()
+                .filter(|ix| ix.attach_to.as_deref() == Some(index.as_str()))
+            {
+                s.push(format!(
+                    "ALTER INDEX {index} ATTACH PARTITION {}",
+                    qualified(&p.schema, &ix.new_name)
+                ));
+            }
+        }
+        // Its comments (what the root's index carries besides its definition).
+        s.extend(marks);
+        steps.push(step(
+            "validating",
+            format!(
+                "make partitioned index {name} on {table} from its partitions' (catalog change)"
+            ),
+            s.join(";\n"),
+            NONE,
+            Action::Ddl { skip_if },
+        ));
     }
     steps
 }
