@@ -534,19 +534,7 @@ async fn kill_nine_during_a_converting_copy_then_resume_converts_each_row_once()
     let url = cluster.url("app");
     let (_dir, path) = migration("0222_kill", CHANGES);
     let writer = Mirror::start(&url, mirrored_write).await;
-    let mut child = pgshift_command(&url)
-        .env_remove("PGSHIFT_ENGINE")
-        .args(["-q", "apply", &path, "--batch-size", "200"])
-        .spawn()
-        .unwrap();
-    let reached = wait_until(
-        &client,
-        "SELECT bool_or(rows_done >= 1000 AND NOT done) FROM pgshift.backfill",
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(reached, "the copy never got going");
-    child.kill().await.unwrap(); // SIGKILL: no cleanup at all
+    kill_apply_mid_copy(&client, &url, &path, "200", 1000).await;
     let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
     assert_eq!(phase, "backfilling");
     let resumed = pgshift(&url, &["resume", "0222_kill", "--batch-size", "5000"]).await;

@@ -352,19 +352,7 @@ async fn kill_nine_while_copying_a_leaf_then_resume_copies_each_row_once() {
     let sql = "ALTER TABLE events ALTER COLUMN id TYPE bigint, ALTER COLUMN payload TYPE jsonb USING payload::jsonb;\n";
     let (_dir, path) = migration("0303_kill", sql);
     let writer = Mirror::start(&url, mirrored_write).await;
-    let mut child = pgshift_command(&url)
-        .env_remove("PGSHIFT_ENGINE")
-        .args(["-q", "apply", &path, "--batch-size", "200"])
-        .spawn()
-        .unwrap();
-    let reached = wait_until(
-        &client,
-        "SELECT bool_or(rows_done >= 600 AND NOT done) FROM pgshift.backfill",
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(reached, "the copy never got going");
-    child.kill().await.unwrap(); // SIGKILL: no cleanup at all
+    kill_apply_mid_copy(&client, &url, &path, "200", 600).await;
     let phase: String = one(&client, "SELECT phase FROM pgshift.migrations").await;
     assert_eq!(phase, "backfilling");
     let resumed = pgshift(&url, &["resume", "0303_kill", "--batch-size", "5000"]).await;
@@ -602,19 +590,7 @@ async fn a_serial_key_and_an_index_of_one_leaf_move_with_the_tree_and_rollback_m
 
     // Rolled back in the middle of the copy: nothing of pgshift's is left.
     let (_dir, path) = migration("0307_jobs", sql);
-    let mut child = pgshift_command(&url)
-        .env_remove("PGSHIFT_ENGINE")
-        .args(["-q", "apply", &path, "--batch-size", "100"])
-        .spawn()
-        .unwrap();
-    let reached = wait_until(
-        &client,
-        "SELECT bool_or(rows_done >= 300 AND NOT done) FROM pgshift.backfill",
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(reached, "the copy never got going");
-    child.kill().await.unwrap();
+    kill_apply_mid_copy(&client, &url, &path, "100", 300).await;
     let back = pgshift(&url, &["rollback", "0307_jobs"]).await;
     assert_eq!(back.code, 0, "{}", back.stderr);
     assert_eq!(schema_dump(&client).await, before);

@@ -336,6 +336,25 @@ pub async fn leftovers(client: &Client) -> Vec<String> {
     .await
 }
 
+/// Starts `apply` of `path` with the default engine and `--batch-size
+/// batch`, waits until a part of its backfill has `rows` rows done, and
+/// kills it with SIGKILL: no cleanup at all.
+pub async fn kill_apply_mid_copy(client: &Client, url: &str, path: &str, batch: &str, rows: i64) {
+    let mut child = pgshift_command(url)
+        .env_remove("PGSHIFT_ENGINE")
+        .args(["-q", "apply", path, "--batch-size", batch])
+        .spawn()
+        .unwrap();
+    let reached = wait_until(
+        client,
+        &format!("SELECT bool_or(rows_done >= {rows} AND NOT done) FROM pgshift.backfill"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(reached, "the copy never got going");
+    child.kill().await.unwrap();
+}
+
 /// Polls `sql` (returning one bool) until true or the timeout.
 /// The first column of every row of `sql`, as text.
 pub async fn texts(client: &Client, sql: &str) -> Vec<String> {

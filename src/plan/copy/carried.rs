@@ -362,15 +362,7 @@ pub(super) fn create_table(
     } else if !alters.is_empty() {
         create.push(format!("ALTER TABLE {new_table} {}", alters.join(", ")));
     }
-    if !t.owner.is_empty() {
-        create.push(format!(
-            "ALTER TABLE {new_table} OWNER TO {}",
-            quote(&t.owner)
-        ));
-    }
-    for g in &t.grants {
-        create.push(sqltext::grant(g, None, new_table));
-    }
+    create.extend(owner_and_grants(new_table, &t.owner, &t.grants));
     for c in &t.columns {
         for p in &c.privileges {
             create.push(sqltext::grant(p, Some(&c.name), new_table));
@@ -425,6 +417,16 @@ pub(super) fn create_table(
         _ => {}
     }
     (create, statistics)
+}
+
+/// A copy's owner and table privileges, as the original's.
+pub(super) fn owner_and_grants(new_table: &str, owner: &str, grants: &[String]) -> Vec<String> {
+    let mut s = Vec::new();
+    if !owner.is_empty() {
+        s.push(format!("ALTER TABLE {new_table} OWNER TO {}", quote(owner)));
+    }
+    s.extend(grants.iter().map(|g| sqltext::grant(g, None, new_table)));
+    s
 }
 
 /// ` WITH (options) TABLESPACE ts`, each part when there is one.

@@ -319,15 +319,7 @@ fn create_partition(
             .unwrap_or_default(),
         carried::storage_clause(&options, p.tablespace.as_deref())
     )];
-    if !p.owner.is_empty() {
-        create.push(format!(
-            "ALTER TABLE {new_table} OWNER TO {}",
-            quote(&p.owner)
-        ));
-    }
-    for g in &p.grants {
-        create.push(sqltext::grant(g, None, new_table));
-    }
+    create.extend(carried::owner_and_grants(new_table, &p.owner, &p.grants));
     if let Some(comment) = &p.comment {
         create.push(format!(
             "COMMENT ON TABLE {new_table} IS {}",
