@@ -154,3 +154,20 @@ pub fn logged_keys(t: &CopyTable, log: &str) -> String {
         crate::ops::copy_swap::REPLAY_BATCH
     )
 }
+
+/// The update engine's search: the first row in the batch's range `(lower,
+/// upper]` whose value does not convert, by the check function the sync
+/// made (it tries each conversion in a block of its own; nothing is written).
+pub async fn find_in_place(
+    client: &Client,
+    t: &crate::plan::TablePlan,
+    with_lower: bool,
+    with_upper: bool,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Misfit>, PgError> {
+    let sql = super::sql::first_misfit_sql(t, with_lower, with_upper);
+    Ok(client.query_opt(&sql, args).await?.map(|r| Misfit {
+        key: r.get(0),
+        reason: r.get(1),
+    }))
+}

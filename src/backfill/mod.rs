@@ -260,6 +260,9 @@ async fn run_part(
         Some(c) if !c.conversions.is_empty() => {
             crate::catalog::rehearse::settings_suffix(&runner.plan.conversion_settings)
         }
+        None if crate::ops::widen_integer::converts(t) => {
+            crate::catalog::rehearse::settings_suffix(&runner.plan.conversion_settings)
+        }
         _ => String::new(),
     };
     loop {
@@ -396,6 +399,26 @@ async fn run_part(
                         "could not find the row of {} that does not convert",
                         t.display()
                     )))? {
+                        return Err(misfit_error(
+                            runner.name(),
+                            &t.display(),
+                            &found,
+                            Direction::Forward,
+                        ));
+                    }
+                }
+                if copy.is_none()
+                    && crate::ops::widen_integer::converts(t)
+                    && misfit::is_conversion_error(&e)
+                {
+                    let found =
+                        misfit::find_in_place(client, t, lower.is_some(), upper.is_some(), &args)
+                            .await
+                            .map_err(Error::db(format!(
+                                "could not find the row of {} that does not convert",
+                                t.display()
+                            )))?;
+                    if let Some(found) = found {
                         return Err(misfit_error(
                             runner.name(),
                             &t.display(),

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use super::pass::Pass;
 use crate::error::{Error, Result};
 use crate::names::quote;
-use crate::ops::widen_integer::differs;
+use crate::ops::widen_integer::pending;
 use crate::plan::copy::CopyTable;
 use crate::plan::TablePlan;
 
@@ -92,6 +92,29 @@ pub fn keys_in_range(t: &TablePlan, with_lower: bool, with_upper: bool) -> (Stri
     )
 }
 
+/// The update engine's first row in `(lower, upper]` whose value does not
+/// convert: its key as `col = value, …`, and the check function's reason.
+pub fn first_misfit_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
+    let order: Vec<String> = t.key.iter().map(|k| quote(&k.name)).collect();
+    let (mut conds, _) = key_range(t, with_lower, with_upper);
+    let check = format!(
+        "{}({}, false)",
+        crate::names::qualified(
+            crate::names::STATE_SCHEMA,
+            &crate::ops::widen_integer::check_function(t)
+        ),
+        quote(&t.name)
+    );
+    conds.push(format!("{check} IS NOT NULL"));
+    format!(
+        "SELECT {}, {check} FROM ONLY {} WHERE {} ORDER BY {} LIMIT 1",
+        t.key_text(None),
+        t.qualified(),
+        conds.join(" AND "),
+        order.join(", ")
+    )
+}
+
 /// One batch: rows in `(lower, upper]` whose new columns still differ.
 /// (At run time the batch also assigns some indexed columns to themselves:
 /// see [`columns_to_assign`].)
@@ -152,7 +175,11 @@ pub(super) fn batch_sql_bounded(
     let sets: Vec<String> = t
         .columns
         .iter()
-        .map(|c| format!("{} = {}", quote(&c.shadow), quote(&c.name)))
+        .map(|c| match &c.conversion {
+            // Assigned to the new type as the blocking ALTER assigns it.
+            Some(conv) => format!("{} = {}", quote(&c.shadow), conv.forward),
+            None => format!("{} = {}", quote(&c.shadow), quote(&c.name)),
+        })
         .chain(
             assign
                 .iter()
@@ -163,7 +190,7 @@ pub(super) fn batch_sql_bounded(
     if pass == Pass::EvenKeys {
         conds.push(format!("{} % 2 = 0", quote(&t.key[0].name)));
     }
-    conds.push(format!("({})", differs(t)));
+    conds.push(format!("({})", pending(t)));
     format!(
         "UPDATE {} SET {} WHERE {}",
         t.qualified(),

@@ -67,6 +67,9 @@ pub struct RehearsedColumn {
     pub new_type: String,
     /// The new collation (qualified), when not the type's default.
     pub collation: Option<String>,
+    /// The column's default as Postgres converted it (`pg_get_expr`).
+    #[serde(default)]
+    pub default: Option<String>,
     /// The expression that converts a new value back (the column, a cast, or
     /// the migration's `pgshift:down`), when there is one.
     pub back: Option<String>,

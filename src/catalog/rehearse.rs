@@ -244,7 +244,9 @@ async fn rehearse_table(
                             CASE WHEN a.attcollation <> t.typcollation THEN
                                  (SELECT quote_ident(n.nspname) || '.' || quote_ident(l.collname)
                                     FROM pg_collation l JOIN pg_namespace n ON n.oid = l.collnamespace
-                                   WHERE l.oid = a.attcollation) END
+                                   WHERE l.oid = a.attcollation) END,
+                            (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                              WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum)
                        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                       WHERE a.attrelid = {}::regclass AND a.attname = $1",
                     literal(&scratch)
@@ -258,6 +260,7 @@ async fn rehearse_table(
             name: column.clone(),
             new_type: row.get(0),
             collation: row.get(1),
+            default: row.get(2),
             back: back_expr,
             back_error,
         });

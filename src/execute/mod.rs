@@ -167,6 +167,36 @@ impl Runner {
             )
             .await?;
         }
+        // The update engine's sync noted the rows whose value did not
+        // convert: one that still does not stops the cutover here, by name
+        // (the cutover checks again under its lock).
+        if self.plan.engine == crate::plan::Engine::Update {
+            for t in &self.plan.tables {
+                let Some(query) = ops::widen_integer::misfit_query(t) else {
+                    continue;
+                };
+                let row = self
+                    .worker
+                    .query_opt(query.as_str(), &[])
+                    .await
+                    .map_err(Error::db(format!(
+                        "could not look up the rows of {} whose values did not convert",
+                        t.display()
+                    )))?;
+                if let Some(row) = row {
+                    let found = crate::backfill::misfit::Misfit {
+                        key: row.get(0),
+                        reason: row.get(1),
+                    };
+                    return Err(crate::backfill::misfit_error(
+                        self.name(),
+                        &t.display(),
+                        &found,
+                        crate::plan::copy::Direction::Forward,
+                    ));
+                }
+            }
+        }
         // Waiting behind a long transaction would queue the application
         // behind our lock request: name those sessions before trying.
         let blockers =
@@ -264,6 +294,20 @@ impl Runner {
                     "could not check {table}.{column} before rollback"
                 )))?;
             let (count, smallest): (i64, Option<String>) = (row.get(0), row.get(1));
+            let converted = self.plan.tables.iter().any(|t| {
+                t.display() == table
+                    && t.columns
+                        .iter()
+                        .any(|c| c.name == column && c.conversion.is_some())
+            });
+            if count > 0 && converted {
+                return Err(Error::Refused(format!(
+                    "cannot roll back {}: {count} rows of {table}.{column} written after cutover do not convert back                      to the old type (the first: the row with {}). Nothing was changed and the migration stays cut                      over; fix those rows and run `pgshift rollback {}` again, or keep the migration",
+                    self.name(),
+                    smallest.unwrap_or_default(),
+                    self.name()
+                )));
+            }
             if count > 0 {
                 return Err(Error::Refused(format!(
                     "cannot roll back {}: {count} rows of {table}.{column} hold values that do not fit the old type \

@@ -338,12 +338,32 @@ impl Runner {
     }
 
     pub(super) async fn verify(&self, client: &Client, table: u32, step: &Step) -> Result<()> {
-        let count = |sql: String| async move {
-            client
-                .query_one(sql.as_str(), &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .map_err(Error::db("verification query failed"))
+        // A conversion compares with the settings the plan fixed.
+        let settings = match self.plan.table(table) {
+            Some(t) if ops::widen_integer::converts(t) => {
+                crate::catalog::rehearse::settings_suffix(&self.plan.conversion_settings)
+            }
+            _ => String::new(),
+        };
+        let count = |sql: String| {
+            let settings = settings.clone();
+            async move {
+                client
+                    .batch_execute(&format!("BEGIN{settings}"))
+                    .await
+                    .map_err(Error::db("could not begin the verification"))?;
+                let counted = client
+                    .query_one(sql.as_str(), &[])
+                    .await
+                    .map(|r| r.get::<_, i64>(0));
+                let end = if counted.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                let _ = client.batch_execute(end).await;
+                counted.map_err(Error::db("verification query failed"))
+            }
         };
         let differing = count(step.sql.clone()).await?;
         if differing == 0 {

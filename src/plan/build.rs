@@ -51,15 +51,14 @@ pub fn build(
         EngineChoice::Copy => with(Engine::Copy),
         EngineChoice::Auto => {
             let mut copy = with(Engine::Copy)?;
-            // Only the copy engine converts types and takes partitioned
-            // tables: then its plan says what blocks.
-            let converts = requests.iter().any(|r| r.change.is_some());
+            // Only the copy engine takes partitioned tables: then its plan
+            // says what blocks.
             let partitioned = requests
                 .iter()
                 .filter_map(|r| catalog.table(r.table))
                 .any(|t| t.kind == "p");
             if (copy.blockers.is_empty() && !copy.in_place.is_empty())
-                || ((converts || partitioned) && !copy.blockers.is_empty())
+                || (partitioned && !copy.blockers.is_empty())
             {
                 return Ok(copy);
             }
@@ -72,6 +71,12 @@ pub fn build(
                 return Ok(copy);
             }
             let mut update = with(Engine::Update)?;
+            // A type change both engines refuse: the copy engine's reasons,
+            // since it is the one that converts everything else.
+            let converts = requests.iter().any(|r| r.change.is_some());
+            if converts && !update.blockers.is_empty() {
+                return Ok(copy);
+            }
             if update.blockers.is_empty() {
                 let why: Vec<String> = copy
                     .blockers
@@ -194,6 +199,12 @@ fn build_with(
         for c in p.columns.iter_mut() {
             let attnum = t.column(&c.name).map(|col| col.attnum);
             c.conversion = attnum.and_then(|a| conversions.get(&(oid, a)).cloned());
+            // The placeholder default that lets a shadow be added NOT NULL
+            // is a bigint 0: a converted column's shadow proves its NOT NULL
+            // with a validated constraint instead.
+            if c.conversion.is_some() {
+                c.shadow_not_null = false;
+            }
         }
         let range = options.backfill.rows_per_part(p.estimated_rows);
         p.backfill_passes = if options.backfill.two_passes(&p.key, range) {

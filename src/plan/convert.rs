@@ -48,13 +48,23 @@ pub(super) fn conversion(
         return None;
     };
     if engine == Engine::Update {
-        block(
-            format!(
-                "the update engine converts integer columns to bigint only, not {} to {}",
-                c.type_name, rehearsed.new_type
-            ),
-            "use --engine copy (or auto, the default), which converts any type",
-        );
+        // The shadow column's key would have to be converted by the
+        // backfill's keyset walk and the rollback's reverse sync alike; the
+        // copy engine converts keys both ways (see `KeyConversion`).
+        if t.primary_key()
+            .is_some_and(|pk| pk.columns.contains(&c.attnum))
+        {
+            block(
+                "the update engine converts a primary key only when widening integers".into(),
+                "use --engine copy (or auto, the default), which converts primary keys",
+            );
+        }
+        if c.sequence.is_some() || c.is_identity() {
+            block(
+                format!("it owns a sequence or is an identity, which the update engine moves only to bigint, not to {}", rehearsed.new_type),
+                "use --engine copy (or auto, the default)",
+            );
+        }
     }
     if t.partition_columns.contains(&c.name) {
         block(
@@ -176,6 +186,7 @@ pub(super) fn conversion(
             .as_ref()
             .map(|u| format!("({u})"))
             .unwrap_or_else(|| quote(&c.name)),
+        default: rehearsed.default.clone(),
         back: rehearsed.back.clone(),
         back_error: rehearsed.back_error.clone(),
     })
@@ -344,6 +355,7 @@ mod tests {
             name: name.into(),
             new_type: new_type.into(),
             collation: None,
+            default: None,
             back: back.map(str::to_string),
             back_error: if back.is_none() {
                 Some("cannot cast type jsonb to integer".into())
@@ -469,10 +481,21 @@ mod tests {
             vec![request(1, "name", change("jsonb", Some("name::jsonb")))],
             EngineChoice::Update,
         );
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert_eq!(p.engine, Engine::Update);
+        // The update engine converts in place, but not a primary key.
+        let p = plan(
+            &rehearsed(
+                true,
+                vec![column("id", "text", Some("CAST(\"id\" AS integer)"))],
+            ),
+            vec![request(1, "id", change("text", None))],
+            EngineChoice::Update,
+        );
         assert!(
-            p.blockers[0]
+            p.blockers.iter().any(|b| b
                 .reason
-                .contains("update engine converts integer"),
+                .contains("update engine converts a primary key only when widening integers")),
             "{:?}",
             p.blockers
         );

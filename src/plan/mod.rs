@@ -18,6 +18,7 @@ pub mod wal;
 use serde::{Deserialize, Serialize};
 
 pub use build::{build, Options, Request};
+pub(crate) use convert::columns_used;
 pub use copy::{Engine, EngineChoice};
 
 /// Backfill speeds assumed for estimates (rows/s), from the benchmark on
@@ -283,6 +284,26 @@ impl TablePlan {
         crate::names::qualified(&self.schema, &self.name)
     }
 
+    /// SQL for a row's key as text, `col = value, …`, to name the row in a
+    /// message; the key columns read through `qualifier` when given.
+    pub fn key_text(&self, qualifier: Option<&str>) -> String {
+        let parts: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| {
+                let column = match qualifier {
+                    Some(q) => format!("{q}.{}", crate::names::quote(&k.name)),
+                    None => crate::names::quote(&k.name),
+                };
+                format!(
+                    "{} || ' = ' || {column}::text",
+                    crate::names::literal(&k.name)
+                )
+            })
+            .collect();
+        format!("concat_ws(', ', {})", parts.join(", "))
+    }
+
     pub fn display(&self) -> String {
         crate::names::display(&self.schema, &self.name)
     }
@@ -355,6 +376,10 @@ pub struct Conversion {
     /// `USING` expression, else the column (assigned to the new type as the
     /// blocking `ALTER` assigns it).
     pub forward: String,
+    /// The column's default converted to the new type, as the blocking
+    /// `ALTER` converts it (the update engine gives it to the new column).
+    #[serde(default)]
+    pub default: Option<String>,
     /// What the replays after cutover select to convert a value back.
     pub back: Option<String>,
     /// Why there is no way back: a rollback after cutover is refused.

@@ -340,11 +340,25 @@ pub async fn leftovers(client: &Client) -> Vec<String> {
 /// batch`, waits until a part of its backfill has `rows` rows done, and
 /// kills it with SIGKILL: no cleanup at all.
 pub async fn kill_apply_mid_copy(client: &Client, url: &str, path: &str, batch: &str, rows: i64) {
-    let mut child = pgshift_command(url)
-        .env_remove("PGSHIFT_ENGINE")
-        .args(["-q", "apply", path, "--batch-size", batch])
-        .spawn()
-        .unwrap();
+    kill_apply_mid_backfill(client, url, path, batch, rows, None).await
+}
+
+/// [`kill_apply_mid_copy`] with `engine` (`--engine`), or the default.
+pub async fn kill_apply_mid_backfill(
+    client: &Client,
+    url: &str,
+    path: &str,
+    batch: &str,
+    rows: i64,
+    engine: Option<&str>,
+) {
+    let mut cmd = pgshift_command(url);
+    cmd.env_remove("PGSHIFT_ENGINE")
+        .args(["-q", "apply", path, "--batch-size", batch]);
+    if let Some(engine) = engine {
+        cmd.args(["--engine", engine]);
+    }
+    let mut child = cmd.spawn().unwrap();
     let reached = wait_until(
         client,
         &format!("SELECT bool_or(rows_done >= {rows} AND NOT done) FROM pgshift.backfill"),

@@ -57,6 +57,7 @@ pub fn abort(plan: &Plan) -> Vec<Step> {
             sync::drop_triggers(t, &t.sync_trigger)
                 .into_iter()
                 .chain(sync::drop_functions(&t.sync_function))
+                .chain(conversion_drops(t))
                 .collect::<Vec<_>>()
                 .join("; "),
             // DROP TRIGGER takes ACCESS EXCLUSIVE, briefly.

@@ -45,8 +45,15 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
             .iter()
             .map(|c| {
                 format!(
-                    "ADD COLUMN IF NOT EXISTS {} bigint{}",
+                    "ADD COLUMN IF NOT EXISTS {} {}{}",
                     quote(&c.shadow),
+                    match &c.conversion {
+                        Some(conv) => match &conv.collation {
+                            Some(collation) => format!("{} COLLATE {collation}", conv.to_type),
+                            None => conv.to_type.clone(),
+                        },
+                        None => "bigint".to_string(),
+                    },
                     if c.shadow_not_null {
                         " NOT NULL DEFAULT 0"
                     } else {
@@ -113,17 +120,17 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
                 Action::Ddl { skip_if: None },
             ));
         }
-        let copies: Vec<sync::Copy> = t
-            .columns
-            .iter()
-            .map(|c| sync::Copy {
-                target: &c.shadow,
-                source: &c.name,
-                range: None,
-            })
-            .collect();
-        let mut sql = sync::create(t, &t.sync_function, &t.sync_trigger, &copies);
+        let copies = forward_copies(t);
+        let log = sync::MisfitLog::of(t);
+        let note = converts(t).then_some(log.note.as_str());
+        let mut sql = sync::create(t, &t.sync_function, &t.sync_trigger, &copies, note);
         let triggers = sql.split_off(2);
+        if converts(t) {
+            let mut first = crate::catalog::rehearse::apply_settings(&plan.conversion_settings);
+            first.extend(log.create());
+            sql.splice(0..0, first);
+            sql.push(sync::check_function(t, &check_function(t), &copies));
+        }
         steps.push(step(
             "expanding",
             format!("create the sync functions of {}", t.display()),
@@ -144,6 +151,81 @@ pub fn expand(plan: &Plan) -> Vec<Step> {
         ));
     }
     steps
+}
+
+/// Whether `t` has a type change other than an integer widening.
+pub(crate) fn converts(t: &TablePlan) -> bool {
+    t.columns.iter().any(|c| c.conversion.is_some())
+}
+
+/// The function that checks a converted row (see [`sync::check_function`]).
+pub(crate) fn check_function(t: &TablePlan) -> String {
+    crate::names::bounded(&format!("{}_chk", t.sync_function))
+}
+
+/// What a conversion leaves in pgshift's schema besides the sync: the
+/// check function, the misfit log and its function (idempotent drops).
+pub(crate) fn conversion_drops(t: &TablePlan) -> Vec<String> {
+    if !converts(t) {
+        return Vec::new();
+    }
+    std::iter::once(sync::drop_check_function(t, &check_function(t)))
+        .chain(sync::MisfitLog::of(t).drop())
+        .collect()
+}
+
+/// The first noted row of `t` whose value does not convert (see
+/// [`sync::misfit_query`]); None when `t` converts nothing.
+pub fn misfit_query(t: &TablePlan) -> Option<String> {
+    converts(t).then(|| sync::misfit_query(t, &check_function(t)))
+}
+
+/// The columns `expr` reads, or `column` when it cannot be read.
+fn reads(expr: &str, column: &str) -> Vec<String> {
+    match crate::plan::columns_used(expr) {
+        Some(used) if !used.is_empty() => used,
+        _ => vec![column.to_string()],
+    }
+}
+
+/// Before cutover each shadow column follows its column, converted for a
+/// type change.
+fn forward_copies(t: &TablePlan) -> Vec<sync::Copy<'_>> {
+    t.columns
+        .iter()
+        .map(|c| sync::Copy {
+            target: &c.shadow,
+            source: &c.name,
+            range: None,
+            convert: c.conversion.as_ref().map(|conv| sync::Convert {
+                expr: conv.forward.clone(),
+                to_type: conv.to_type.clone(),
+                reads: reads(&conv.forward, &c.name),
+            }),
+        })
+        .collect()
+}
+
+/// From cutover on each retired column follows the new one: narrowed back
+/// to the old integer type, or converted back (NULL where a value does not
+/// convert, or where there is no way back: a rollback then refuses).
+fn reverse_copies(t: &TablePlan) -> Vec<sync::Copy<'_>> {
+    t.columns
+        .iter()
+        .map(|c| sync::Copy {
+            target: &c.retired,
+            source: &c.name,
+            range: c.conversion.is_none().then(|| c.range()),
+            convert: c.conversion.as_ref().map(|conv| {
+                let expr = conv.back.clone().unwrap_or_else(|| "NULL".to_string());
+                sync::Convert {
+                    reads: reads(&expr, &c.name),
+                    expr,
+                    to_type: c.from_type.clone(),
+                }
+            }),
+        })
+        .collect()
 }
 
 fn old_columns(t: &TablePlan) -> String {
@@ -346,11 +428,40 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
     scans
 }
 
-/// `new IS DISTINCT FROM old` for every widened column of `t`, OR-ed.
+/// The rows whose shadow columns are wrong, for the verification: `new IS
+/// DISTINCT FROM old` for an integer widening; for a conversion, a shadow
+/// that differs from the converted value, or a NULL shadow whose value does
+/// not convert or converts to something (the check function says which).
 pub fn differs(t: &TablePlan) -> String {
     t.columns
         .iter()
-        .map(|c| format!("{} IS DISTINCT FROM {}", quote(&c.shadow), quote(&c.name)))
+        .map(|c| match &c.conversion {
+            None => format!("{} IS DISTINCT FROM {}", quote(&c.shadow), quote(&c.name)),
+            Some(conv) => format!(
+                "CASE WHEN {shadow} IS NULL THEN {}({}, true) IS NOT NULL \
+                 ELSE {shadow}::text IS DISTINCT FROM (CAST({} AS {}))::text END",
+                qualified(crate::names::STATE_SCHEMA, &check_function(t)),
+                quote(&t.name),
+                conv.forward,
+                conv.to_type,
+                shadow = quote(&c.shadow),
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The rows a backfill batch still has to write: for a conversion, those
+/// whose shadow is NULL (a converted shadow is kept current by the sync; a
+/// NULL one is written again, which costs a rewrite of rows whose value
+/// converts to NULL and nothing else).
+pub fn pending(t: &TablePlan) -> String {
+    t.columns
+        .iter()
+        .map(|c| match &c.conversion {
+            None => format!("{} IS DISTINCT FROM {}", quote(&c.shadow), quote(&c.name)),
+            Some(_) => format!("{} IS NULL", quote(&c.shadow)),
+        })
         .collect::<Vec<_>>()
         .join(" OR ")
 }
@@ -398,6 +509,7 @@ pub fn finalize(plan: &Plan) -> Vec<Step> {
                 .into_iter()
                 .chain(sync::drop_functions(&t.reverse_function))
                 .chain(sync::drop_functions(&t.sync_function))
+                .chain(conversion_drops(t))
                 .collect::<Vec<_>>()
                 .join("; "),
             // DROP TRIGGER takes ACCESS EXCLUSIVE, briefly.

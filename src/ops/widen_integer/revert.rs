@@ -28,11 +28,17 @@ pub fn misfits(plan: &Plan) -> Vec<(String, String, String)> {
         .iter()
         .flat_map(|t| {
             t.columns.iter().map(move |c| {
+                // A converted value has no order to speak of: the row's key.
+                let first = if c.conversion.is_some() {
+                    format!("min({})", t.key_text(None))
+                } else {
+                    format!("min({})::text", quote(&c.name))
+                };
                 (
                     t.display(),
                     c.name.clone(),
                     format!(
-                        "SELECT count(*), min({new})::text FROM {} WHERE {old} IS NULL AND {new} IS NOT NULL",
+                        "SELECT count(*), {first} FROM {} WHERE {old} IS NULL AND {new} IS NOT NULL",
                         t.qualified(),
                         new = quote(&c.name),
                         old = quote(&c.retired)
@@ -242,13 +248,14 @@ pub fn cleanup(plan: &Plan) -> Vec<Step> {
             step(
                 "rollback",
                 format!(
-                    "drop the bigint column{} of {} and pgshift's functions",
+                    "drop the new column{} of {} and pgshift's functions",
                     if n > 1 { "s" } else { "" },
                     t.display()
                 ),
                 std::iter::once(drop_sql)
                     .chain(super::sync::drop_functions(&t.reverse_function))
                     .chain(super::sync::drop_functions(&t.sync_function))
+                    .chain(super::conversion_drops(t))
                     .collect::<Vec<_>>()
                     .join("; "),
                 ACCESS_EXCLUSIVE,

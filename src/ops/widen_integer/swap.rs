@@ -11,6 +11,20 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
     let mut s: Vec<String> = Vec::new();
     let tables = locked_tables(plan);
     detach(&mut s, plan, &tables, |t| &t.sync_trigger, Guarded::Cutover);
+    // Under the lock, no write can bring a value that does not convert
+    // between this check and the swap.
+    for t in &plan.tables {
+        if let Some(query) = misfit_query(t) {
+            s.push(format!(
+                "DO $pgshift$\nDECLARE pgshift_key text; pgshift_why text;\nBEGIN\n  \
+                 SELECT * INTO pgshift_key, pgshift_why FROM ({query}) q;\n  \
+                 IF pgshift_key IS NOT NULL THEN\n    \
+                 RAISE EXCEPTION USING ERRCODE = 'data_exception', MESSAGE = format('the row of %s with %s does not convert to the new type: %s', {}, pgshift_key, pgshift_why);\n  \
+                 END IF;\nEND\n$pgshift$",
+                literal(&t.display())
+            ));
+        }
+    }
     for t in &plan.tables {
         for ix in &t.indexes {
             match &ix.constraint {
@@ -74,21 +88,19 @@ pub fn cutover(plan: &Plan, mark_phase: &str) -> Step {
             quote(&fk.name)
         ));
     }
+    if plan.tables.iter().any(converts) {
+        s.extend(crate::catalog::rehearse::apply_settings(
+            &plan.conversion_settings,
+        ));
+    }
     for t in &plan.tables {
-        let copies: Vec<sync::Copy> = t
-            .columns
-            .iter()
-            .map(|c| sync::Copy {
-                target: &c.retired,
-                source: &c.name,
-                range: Some(c.range()),
-            })
-            .collect();
+        let copies = reverse_copies(t);
         s.extend(sync::create(
             t,
             &t.reverse_function,
             &t.reverse_trigger,
             &copies,
+            None,
         ));
     }
     push_views(&mut s, plan);
@@ -254,7 +266,12 @@ pub(super) fn swap_column(
             ));
         }
     }
-    if let Some(default) = &c.default {
+    // A converted column's default, as Postgres converted it for the new type.
+    let default = match (&c.conversion, direction) {
+        (Some(conv), Direction::Forward) => conv.default.as_ref().or(c.default.as_ref()),
+        _ => c.default.as_ref(),
+    };
+    if let Some(default) = default {
         s.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}",
             quote(&c.name)
