@@ -1144,3 +1144,49 @@ async fn misfit_logs(client: &Client) -> i64 {
     )
     .await
 }
+
+/// `auto` takes the update engine for a type change on a table the copy
+/// engine refuses (an exclusion constraint), and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_converts_in_place_a_table_the_copy_engine_refuses() {
+    let (cluster, client) = primary().await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "CREATE TABLE slots (id int PRIMARY KEY, during tsrange NOT NULL, note text NOT NULL,
+                                 EXCLUDE USING gist (during WITH &&));
+             INSERT INTO slots SELECT g, tsrange('2024-01-01'::timestamp + g * interval '1 hour',
+                                                 '2024-01-01'::timestamp + (g + 1) * interval '1 hour'), 'slot ' || g
+               FROM generate_series(1, 3000) g;",
+        )
+        .await
+        .unwrap();
+    let (_dir, path) = migration(
+        "0232_auto_in_place",
+        "ALTER TABLE slots ALTER COLUMN note TYPE jsonb USING to_jsonb(note);\n",
+    );
+    let plan = pgshift_default_engine(&url, &["--format", "json", "plan", &path]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(json["engine"], "update", "{}", plan.stdout);
+    let first = json["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        first.contains("chose the update engine") && first.contains("exclusion"),
+        "{first}"
+    );
+    let run = pgshift_default_engine(&url, &["apply", &path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let note: String = one(&client, "SELECT note::text FROM slots WHERE id = 42").await;
+    assert_eq!(note, "\"slot 42\"");
+    let not_null: bool = one(
+        &client,
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'slots'::regclass AND attname = 'note'",
+    )
+    .await;
+    assert!(not_null);
+    // The exclusion constraint was never touched.
+    let clash = client
+        .batch_execute("INSERT INTO slots VALUES (9999, tsrange('2024-01-01 05:30', '2024-01-01 06:30'), '{}')")
+        .await;
+    assert!(clash.is_err(), "the exclusion constraint no longer holds");
+}
