@@ -180,13 +180,11 @@ fn args() -> Result<Args, Error> {
             }
         }
     }
-    if a.change != Change::Bigint {
-        // The update engine converts integers only, and not partitioned tables.
+    if a.change == Change::Partitioned {
+        // The update engine does not take partitioned tables.
         if a.ways.iter().any(|w| w.starts_with("pgshift-")) {
             if std::env::args().any(|f| f == "--ways") {
-                return Err(
-                    "--change jsonb and partitioned run blocking and the copy-* ways only".into(),
-                );
+                return Err("--change partitioned runs blocking and the copy-* ways only".into());
             }
             a.ways.retain(|w| !w.starts_with("pgshift-"));
         }
