@@ -131,7 +131,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct Tuning {
-    /// How the rows move. `update`: bigint shadow columns filled by batched
+    /// How the rows move. `update`: shadow columns of the new types filled by batched
     /// UPDATEs in place (every kind of table). `copy`: a copy of each table
     /// with the new types, changes captured by key and replayed, the copy
     /// swapped in at cutover; about the rewrite's WAL and no row locks on

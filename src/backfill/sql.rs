@@ -97,14 +97,7 @@ pub fn keys_in_range(t: &TablePlan, with_lower: bool, with_upper: bool) -> (Stri
 pub fn first_misfit_sql(t: &TablePlan, with_lower: bool, with_upper: bool) -> String {
     let order: Vec<String> = t.key.iter().map(|k| quote(&k.name)).collect();
     let (mut conds, _) = key_range(t, with_lower, with_upper);
-    let check = format!(
-        "{}({}, false)",
-        crate::names::qualified(
-            crate::names::STATE_SCHEMA,
-            &crate::ops::widen_integer::check_function(t)
-        ),
-        quote(&t.name)
-    );
+    let check = crate::ops::widen_integer::check_call(t, &quote(&t.name), false);
     conds.push(format!("{check} IS NOT NULL"));
     format!(
         "SELECT {}, {check} FROM ONLY {} WHERE {} ORDER BY {} LIMIT 1",

@@ -10,6 +10,27 @@ use crate::migration::TableName;
 use crate::names;
 
 /// Finds the table a migration names, through `search_path` when unqualified.
+/// The privileges an ACL grants (`PRIVILEGE grantee [WITH GRANT OPTION]`),
+/// the owner's own left out when `owner` is given: SQL for a catalog query.
+macro_rules! grants {
+    ($acl:literal) => {
+        concat!(
+            "ARRAY(SELECT x.privilege_type || ' ' || ",
+            "CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END || ",
+            "CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END ",
+            "FROM aclexplode(", $acl, ") x)"
+        )
+    };
+    ($acl:literal, $owner:literal) => {
+        concat!(
+            "ARRAY(SELECT x.privilege_type || ' ' || ",
+            "CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END || ",
+            "CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END ",
+            "FROM aclexplode(", $acl, ") x WHERE x.grantee <> ", $owner, ")"
+        )
+    };
+}
+
 pub async fn resolve_table(client: &Client, table: &TableName) -> Result<u32> {
     let regclass = match &table.schema {
         Some(schema) => names::qualified(schema, &table.name),
@@ -147,7 +168,8 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
     let ctx = |what: &str| format!("could not read the {what} of table oid {oid}");
     let row = client
         .query_one(
-            "SELECT n.nspname, c.relname, c.relkind::text, c.relispartition,
+            concat!(
+                "SELECT n.nspname, c.relname, c.relkind::text, c.relispartition,
                     -- partitions are in pg_inherits too: only inheritance counts here
                     c.relkind <> 'p' AND NOT c.relispartition
                       AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid),
@@ -163,10 +185,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                               WHERE o LIKE 'fillfactor=%'), 100),
                     pg_relation_size(c.oid),
                     pg_get_userbyid(c.relowner)::text,
-                    ARRAY(SELECT x.privilege_type || ' ' ||
-                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
-                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
-                          FROM aclexplode(c.relacl) x WHERE x.grantee <> c.relowner),
+                    ", grants!("c.relacl", "c.relowner"), ",
                     obj_description(c.oid, 'pg_class'),
                     COALESCE(c.reloptions, '{}'),
                     c.relrowsecurity,
@@ -185,7 +204,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
                     c.relpersistence::text,
                     (SELECT spcname::text FROM pg_tablespace WHERE oid = c.reltablespace)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = $1",
+             WHERE c.oid = $1"),
             &[&oid],
         )
         .await
@@ -233,16 +252,14 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
 
     for row in client
         .query(
-            "SELECT a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+            concat!(
+                "SELECT a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                     pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated <> '',
                     (SELECT dep.objid FROM pg_depend dep JOIN pg_class s ON s.oid = dep.objid
                      WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
                        AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum
                        AND dep.deptype IN ('a', 'i') AND s.relkind = 'S' LIMIT 1),
-                    ARRAY(SELECT x.privilege_type || ' ' ||
-                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
-                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
-                          FROM aclexplode(a.attacl) x),
+                    ", grants!("a.attacl"), ",
                     col_description(a.attrelid, a.attnum),
                     COALESCE(a.attstattarget::int4, -1)::int2,
                     COALESCE(a.attoptions, '{}'),
@@ -251,7 +268,7 @@ async fn load_table(client: &Client, oid: u32) -> Result<Table> {
              FROM pg_attribute a
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum",
+             ORDER BY a.attnum"),
             &[&oid],
         )
         .await
@@ -508,18 +525,17 @@ async fn load_routines(
     let rows = client
         .query(
             &format!(
+                concat!(
                 "SELECT p.oid::regprocedure::text, pg_describe_object('pg_proc'::regclass, p.oid, 0), p.prokind::text,
                         CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
                         pg_get_userbyid(p.proowner)::text, p.proacl IS NOT NULL,
-                        ARRAY(SELECT x.privilege_type || ' ' ||
-                                     CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
-                                     CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
-                              FROM aclexplode(p.proacl) x WHERE x.grantee <> p.proowner),
+                        ", grants!("p.proacl", "p.proowner"), ",
                         obj_description(p.oid, 'pg_proc'),
                         EXISTS (SELECT 1 FROM pg_depend u WHERE u.refclassid = 'pg_proc'::regclass AND u.refobjid = p.oid),
                         EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'),
                         pg_has_role(p.proowner, 'USAGE')
-                 FROM pg_proc p WHERE p.oid IN ({which}) ORDER BY 1"
+                 FROM pg_proc p WHERE p.oid IN ({which}) ORDER BY 1"),
+                which = which
             ),
             &[&oid],
         )
@@ -658,16 +674,14 @@ async fn load_partitions(client: &Client, root: u32) -> Result<Vec<Partition>> {
         |what: &str| format!("could not read the {what} of the partitions of table oid {root}");
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, t.parentrelid::oid, c.relkind::text,
+            concat!(
+                "SELECT c.oid, n.nspname::text, c.relname::text, t.parentrelid::oid, c.relkind::text,
                     pg_get_expr(c.relpartbound, c.oid),
                     CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
                     GREATEST(c.reltuples, 0)::int8,
                     pg_total_relation_size(c.oid), pg_relation_size(c.oid),
                     pg_get_userbyid(c.relowner)::text,
-                    ARRAY(SELECT x.privilege_type || ' ' ||
-                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END ||
-                                 CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
-                          FROM aclexplode(c.relacl) x WHERE x.grantee <> c.relowner),
+                    ", grants!("c.relacl", "c.relowner"), ",
                     obj_description(c.oid, 'pg_class'),
                     COALESCE(c.reloptions, '{}'),
                     (SELECT spcname::text FROM pg_tablespace WHERE oid = c.reltablespace),
@@ -700,7 +714,7 @@ async fn load_partitions(client: &Client, root: u32) -> Result<Vec<Partition>> {
              JOIN pg_class c ON c.oid = t.relid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE t.level > 0
-             ORDER BY t.level, c.relname",
+             ORDER BY t.level, c.relname"),
             &[&root],
         )
         .await

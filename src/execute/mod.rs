@@ -149,27 +149,10 @@ impl Runner {
         }
     }
 
-    /// The cutover transaction; it marks the phase itself, atomically.
-    pub async fn cutover(&self) -> Result<Duration> {
-        let step = ops::cutover(&self.plan, &state::cutover_marker(self.name()));
-        let Action::Transaction { statements } = &step.action else {
-            unreachable!("cutover is a transaction")
-        };
-        let tables = ops::locked_tables(&self.plan);
-        // The copy engine replays under the cutover's lock what was written
-        // since the last replay: catch up first, so that is milliseconds' worth.
-        for t in self.plan.copy.iter().flat_map(|c| &c.tables) {
-            self.replay(
-                &self.worker,
-                (&t.replay_forward, &t.log_forward),
-                ops::copy_swap::LEFT_FOR_THE_LOCK,
-                &format!("replay the rows written in {} before cutover", t.display()),
-            )
-            .await?;
-        }
-        // The update engine's sync noted the rows whose value did not
-        // convert: one that still does not stops the cutover here, by name
-        // (the cutover checks again under its lock).
+    /// The update engine's sync noted the rows whose value did not
+    /// convert: one that still does not stops the cutover before it locks,
+    /// by name (the cutover checks again under its lock).
+    async fn refuse_noted_misfits(&self) -> Result<()> {
         if self.plan.engine == crate::plan::Engine::Update {
             for t in &self.plan.tables {
                 let Some(query) = ops::widen_integer::misfit_query(t) else {
@@ -197,6 +180,28 @@ impl Runner {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The cutover transaction; it marks the phase itself, atomically.
+    pub async fn cutover(&self) -> Result<Duration> {
+        let step = ops::cutover(&self.plan, &state::cutover_marker(self.name()));
+        let Action::Transaction { statements } = &step.action else {
+            unreachable!("cutover is a transaction")
+        };
+        let tables = ops::locked_tables(&self.plan);
+        // The copy engine replays under the cutover's lock what was written
+        // since the last replay: catch up first, so that is milliseconds' worth.
+        for t in self.plan.copy.iter().flat_map(|c| &c.tables) {
+            self.replay(
+                &self.worker,
+                (&t.replay_forward, &t.log_forward),
+                ops::copy_swap::LEFT_FOR_THE_LOCK,
+                &format!("replay the rows written in {} before cutover", t.display()),
+            )
+            .await?;
+        }
+        self.refuse_noted_misfits().await?;
         // Waiting behind a long transaction would queue the application
         // behind our lock request: name those sessions before trying.
         let blockers =

@@ -236,7 +236,7 @@ impl Report for PlanReport {
             "Engine: {}",
             match p.engine {
                 Engine::Update =>
-                    "update (bigint shadow columns filled in place by batched UPDATEs)",
+                    "update (shadow columns of the new types filled in place by batched UPDATEs)",
                 Engine::Copy =>
                     "copy (a copy of each table with the new column types, swapped in at cutover)",
             }

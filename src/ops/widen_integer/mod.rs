@@ -159,8 +159,17 @@ pub(crate) fn converts(t: &TablePlan) -> bool {
 }
 
 /// The function that checks a converted row (see [`sync::check_function`]).
-pub(crate) fn check_function(t: &TablePlan) -> String {
+fn check_function(t: &TablePlan) -> String {
     crate::names::bounded(&format!("{}_chk", t.sync_function))
+}
+
+/// A call of the check function on `row` (a row of `t`, named by the
+/// table's name in a query over it): `pending` as the function says.
+pub(crate) fn check_call(t: &TablePlan, row: &str, pending: bool) -> String {
+    format!(
+        "{}({row}, {pending})",
+        qualified(crate::names::STATE_SCHEMA, &check_function(t))
+    )
 }
 
 /// What a conversion leaves in pgshift's schema besides the sync: the
@@ -177,7 +186,7 @@ pub(crate) fn conversion_drops(t: &TablePlan) -> Vec<String> {
 /// The first noted row of `t` whose value does not convert (see
 /// [`sync::misfit_query`]); None when `t` converts nothing.
 pub fn misfit_query(t: &TablePlan) -> Option<String> {
-    converts(t).then(|| sync::misfit_query(t, &check_function(t)))
+    converts(t).then(|| sync::misfit_query(t, &check_call(t, &quote(&t.name), true)))
 }
 
 /// The columns `expr` reads, or `column` when it cannot be read.
@@ -438,10 +447,9 @@ pub fn differs(t: &TablePlan) -> String {
         .map(|c| match &c.conversion {
             None => format!("{} IS DISTINCT FROM {}", quote(&c.shadow), quote(&c.name)),
             Some(conv) => format!(
-                "CASE WHEN {shadow} IS NULL THEN {}({}, true) IS NOT NULL \
+                "CASE WHEN {shadow} IS NULL THEN {} IS NOT NULL \
                  ELSE {shadow}::text IS DISTINCT FROM (CAST({} AS {}))::text END",
-                qualified(crate::names::STATE_SCHEMA, &check_function(t)),
-                quote(&t.name),
+                check_call(t, &quote(&t.name), true),
                 conv.forward,
                 conv.to_type,
                 shadow = quote(&c.shadow),

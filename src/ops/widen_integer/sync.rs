@@ -131,6 +131,7 @@ impl MisfitLog {
 /// The first row the forward sync noted whose value still does not convert
 /// (or whose shadow is still NULL when it converts): its key as `col =
 /// value, …` and the reason. Reads only the noted rows.
+/// `check` is the check function's call on the row (pending).
 pub(super) fn misfit_query(t: &TablePlan, check: &str) -> String {
     let log = MisfitLog::of(t);
     let name = quote(&t.name);
@@ -148,13 +149,11 @@ pub(super) fn misfit_query(t: &TablePlan, check: &str) -> String {
         })
         .collect();
     format!(
-        "SELECT {}, {}({name}, true) FROM {} l JOIN ONLY {} ON {} WHERE {}({name}, true) IS NOT NULL LIMIT 1",
+        "SELECT {}, {check} FROM {} l JOIN ONLY {} ON {} WHERE {check} IS NOT NULL LIMIT 1",
         t.key_text(Some(&name)),
-        func(check),
         func(&log.table),
         t.qualified(),
         on.join(" AND "),
-        func(check),
     )
 }
 

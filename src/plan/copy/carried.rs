@@ -252,16 +252,15 @@ pub(super) fn indexes(t: &Table, new_table: &str, blockers: &mut Vec<Blocker>) -
             );
             continue;
         }
-        let new_ix = names::shadow("new", &ix.name);
         // On a partitioned table: the index alone, valid once each
         // partition's is attached (see `partitions`).
-        let target = if t.kind == "p" {
-            format!("ONLY {new_table}")
-        } else {
-            new_table.to_string()
-        };
-        let create_sql = copy_index_sql(&ix.definition, &new_ix, &target)
-            .and_then(|sql| sqltext::in_tablespace(sql, ix.tablespace.as_deref()));
+        let (new_ix, create_sql) = index_on_copy(
+            &ix.name,
+            &ix.definition,
+            ix.tablespace.as_deref(),
+            new_table,
+            t.kind == "p",
+        );
         let Some(create_sql) = create_sql else {
             refuse(
                 blockers,
@@ -495,7 +494,28 @@ fn extended_statistics(
 
 /// `CREATE [UNIQUE] INDEX IF NOT EXISTS <name> ON <table> USING …` from the
 /// original's `pg_get_indexdef`, keeping everything from `USING` on.
-pub(super) fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
+/// The copy's version of index `name`: its name, and its `CREATE INDEX`
+/// on `new_table` (`ONLY` it, for a partitioned one) in the original's
+/// tablespace; None when the definition could not be read.
+pub(super) fn index_on_copy(
+    name: &str,
+    definition: &str,
+    tablespace: Option<&str>,
+    new_table: &str,
+    only: bool,
+) -> (String, Option<String>) {
+    let new_name = names::shadow("new", name);
+    let target = if only {
+        format!("ONLY {new_table}")
+    } else {
+        new_table.to_string()
+    };
+    let sql = copy_index_sql(definition, &new_name, &target)
+        .and_then(|sql| sqltext::in_tablespace(sql, tablespace));
+    (new_name, sql)
+}
+
+fn copy_index_sql(definition: &str, name: &str, table: &str) -> Option<String> {
     let tokens = sqltext::tokenize(definition).ok()?;
     let is_word = |t: &sqltext::Spanned, k: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
     let on = tokens.iter().position(|t| is_word(t, Keyword::ON))?;

@@ -16,7 +16,6 @@ use super::unique::UniqueKey;
 use crate::catalog::{Partition, Table};
 use crate::names::{self, literal, qualified, quote};
 use crate::plan::{Blocker, TablePlan};
-use crate::sqltext;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyPartition {
@@ -215,14 +214,13 @@ pub(super) fn plan(
                 );
                 continue;
             }
-            let ix_new = names::shadow("new", &ix.name);
-            let target = if leaf {
-                new_table.clone()
-            } else {
-                format!("ONLY {new_table}")
-            };
-            let create_sql = carried::copy_index_sql(&ix.definition, &ix_new, &target)
-                .and_then(|sql| sqltext::in_tablespace(sql, ix.tablespace.as_deref()));
+            let (ix_new, create_sql) = carried::index_on_copy(
+                &ix.name,
+                &ix.definition,
+                ix.tablespace.as_deref(),
+                &new_table,
+                !leaf,
+            );
             let Some(create_sql) = create_sql else {
                 refuse(
                     blockers,
