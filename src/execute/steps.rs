@@ -9,8 +9,12 @@ impl Runner {
         let mut i = 0;
         while i < steps.len() {
             self.check_interrupt()?;
-            // A run of steps that each touch one table: tables in parallel.
-            let run = steps[i..].iter().take_while(|s| s.lane.is_some()).count();
+            // A run of lane steps of one stage: its lanes in parallel.
+            let stage = steps[i].lane.map(|l| l.stage);
+            let run = steps[i..]
+                .iter()
+                .take_while(|s| s.lane.is_some() && s.lane.map(|l| l.stage) == stage)
+                .count();
             if self.workers > 1 && run > 1 {
                 self.run_lanes(&steps[i..i + run]).await?;
                 i += run;
@@ -25,12 +29,12 @@ impl Runner {
         Ok(())
     }
 
-    /// Runs per-table steps with one connection per table (up to the pool's
-    /// size); each table's steps keep their order. Connections take the next
-    /// table from a queue, largest first, so one big table does not end up
-    /// behind smaller ones on the same connection.
+    /// Runs lanes with a connection each (up to the pool's size); each
+    /// lane's steps keep their order. Connections take the next lane from a
+    /// queue, largest table first, so one big table does not end up behind
+    /// smaller ones on the same connection.
     pub(super) async fn run_lanes(&self, steps: &[Step]) -> Result<()> {
-        let mut lanes: Vec<(u32, Vec<&Step>)> = Vec::new();
+        let mut lanes: Vec<(ops::Lane, Vec<&Step>)> = Vec::new();
         for s in steps {
             let lane = s.lane.expect("only lane steps here");
             match lanes.iter_mut().find(|(l, _)| *l == lane) {
@@ -42,7 +46,7 @@ impl Runner {
             Some(t) => t.estimated_rows,
             None => self.plan.leaf(oid).map_or(0, |(t, _)| t.estimated_rows),
         };
-        lanes.sort_by_key(|(oid, _)| std::cmp::Reverse(size(*oid)));
+        lanes.sort_by_key(|(lane, _)| std::cmp::Reverse(size(lane.table)));
         let connections = lanes.len().min(self.workers);
         let queue = std::sync::Mutex::new(
             lanes

@@ -23,10 +23,34 @@ pub struct Step {
     pub blocking: bool,
     #[serde(skip)]
     pub action: Action,
-    /// The one table this step touches, when it touches one: steps of
-    /// different tables may run in parallel.
+    /// Where it may run beside other steps, when it touches one table.
     #[serde(skip)]
-    pub lane: Option<u32>,
+    pub lane: Option<Lane>,
+}
+
+/// A connection's sequence of steps. The lanes of a run of consecutive
+/// lane steps of one stage run in parallel (a connection each, within the
+/// budget), each lane's steps in order; a later stage starts when every
+/// lane of the earlier one is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// The table its steps work on: the largest tables' lanes start first.
+    pub table: u32,
+    /// Lanes of one table that may run beside each other (its copy's
+    /// index builds); 0 for a table's own lane.
+    pub strand: u32,
+    pub stage: u32,
+}
+
+impl Lane {
+    /// A table's own lane in the first stage.
+    pub fn table(oid: u32) -> Lane {
+        Lane {
+            table: oid,
+            strand: 0,
+            stage: 0,
+        }
+    }
 }
 
 /// How the runner executes a step.

@@ -494,6 +494,66 @@ fn the_copy_engine_moves_every_foreign_key_and_view_of_its_tables() {
 }
 
 #[test]
+fn the_copy_engines_index_builds_run_side_by_side_then_each_tables_constraints_and_replay() {
+    let mut catalog = incident();
+    let key = catalog.tables[0].indexes[0].clone();
+    catalog.tables[0].indexes.push(Index {
+        oid: 14,
+        name: "scripts_account_id_idx".into(),
+        definition:
+            "CREATE INDEX scripts_account_id_idx ON public.scripts USING btree (account_id)".into(),
+        is_primary: false,
+        is_unique: false,
+        constraint: None,
+        columns: vec![2],
+        keys: vec!["account_id".into()],
+        ..key
+    });
+    let p = copy_plan(&catalog, &[(1, "id")]);
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    let steps = crate::ops::copy_swap::validate(&p);
+    let lanes: Vec<(&str, u32, u32, u32)> = steps
+        .iter()
+        .map(|s| {
+            let l = s
+                .lane
+                .expect("every validate step of a plain copy is on a lane");
+            let what = s
+                .description
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            (
+                match what.as_str() {
+                    "build index" => "build",
+                    "make index" => "constraint",
+                    "replay the" => "replay",
+                    _ => "vacuum",
+                },
+                l.table,
+                l.strand,
+                l.stage,
+            )
+        })
+        .collect();
+    // Each of scripts' indexes on a strand of its own in the first stage,
+    // then each table's constraint, replay and vacuum on its own lane.
+    assert_eq!(
+        lanes,
+        vec![
+            ("build", 1, 1, 0),
+            ("build", 1, 2, 0),
+            ("constraint", 1, 0, 1),
+            ("replay", 1, 0, 1),
+            ("vacuum", 1, 0, 1),
+            ("replay", 2, 0, 1),
+            ("vacuum", 2, 0, 1),
+        ]
+    );
+}
+
+#[test]
 fn the_copy_engine_refuses_what_it_does_not_move_yet() {
     let mut catalog = incident();
     catalog.tables[0].constraints.push(Constraint {
@@ -864,7 +924,10 @@ fn a_partitioned_table_is_copied_as_a_tree_of_the_same_shape() {
     );
     // Each on its own lane: the leaves are copied in parallel.
     assert_eq!(
-        steps.iter().map(|s| s.lane).collect::<Vec<_>>(),
+        steps
+            .iter()
+            .map(|s| s.lane.map(|l| l.table))
+            .collect::<Vec<_>>(),
         [Some(71), Some(73)]
     );
     // Indexes bottom-up: the leaves', then the sub-partition's (its child

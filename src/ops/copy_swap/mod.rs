@@ -209,17 +209,46 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
 
 /// validate: the copies' indexes (plain builds: nobody else uses the
 /// copies), their key constraints, a replay of the log, statistics.
+///
+/// Two stages. First every index build, each in a lane of its own (a
+/// table's unique ones share one, see below), so a table's indexes build
+/// side by side within the connection budget rather than one after
+/// another; the partitioned indexes are made from their leaves' after that.
+/// Then, per table, the key constraints (ACCESS EXCLUSIVE on the copy: not
+/// taken while another lane still builds on it), the replay and the vacuum.
 pub fn validate(plan: &Plan) -> Vec<Step> {
-    let mut steps = Vec::new();
+    let mut builds = Vec::new();
+    let mut partitioned_made = Vec::new();
+    let mut finish = Vec::new();
     for t in tables(plan) {
         let lane = |mut s: Step| {
-            s.lane = Some(t.oid);
+            s.lane = Some(Lane {
+                table: t.oid,
+                strand: 0,
+                stage: 1,
+            });
             s
         };
         if t.partitioned {
-            steps.extend(partitioned_indexes(t));
+            let (leaves, made): (Vec<Step>, Vec<Step>) = partitioned_indexes(t)
+                .into_iter()
+                .partition(|s| s.lane.is_some());
+            builds.extend(leaves);
+            partitioned_made.extend(made);
         }
-        for ix in t.indexes.iter().filter(|_| !t.partitioned) {
+        for (i, ix) in t.indexes.iter().enumerate().filter(|_| !t.partitioned) {
+            // Unique builds share the table's first strand: one that meets a
+            // duplicate deletes rows from the copy, which waits for the
+            // other builds' SHARE lock; two doing so at once could deadlock.
+            let strand = Lane {
+                table: t.oid,
+                strand: if ix.unique.is_some() { 0 } else { i as u32 + 1 },
+                stage: 0,
+            };
+            let build_lane = |mut s: Step| {
+                s.lane = Some(strand);
+                s
+            };
             // No parallel workers: a build with two of them on each lane
             // takes every core from the application (the benchmark's
             // slowest transactions, up to 346 ms at 10M, all fell in the
@@ -243,13 +272,16 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             };
             // A unique index's build fails on a value the copy holds twice
             // (see UniqueKey): then, and only then, the rows of such values
-            // go back to the log and the build runs again. Only this lane's
-            // replays write the copy, and they come after its last index,
-            // so nothing brings a duplicate back in between.
+            // go back to the log and the build runs again. Only this
+            // table's replays write the copy, and they come after every
+            // build, so nothing brings a duplicate back in between. The
+            // delete may wait for another lane's build, and only ours lock
+            // the copy: no lock_timeout for it.
             let build = match &ix.unique {
                 None => ix.create_sql.clone(),
                 Some(u) => format!(
                     "DO $pgshift$\nBEGIN\n  {create};\nEXCEPTION WHEN unique_violation THEN\n  \
+                     PERFORM pg_catalog.set_config('lock_timeout', '0', true);\n  \
                      WITH duplicates AS (DELETE FROM {copy} WHERE ({keys}) IN ({}) RETURNING {keys})\n  \
                      INSERT INTO {} ({}) SELECT {keys} FROM duplicates;\n  {create};\nEND\n$pgshift$",
                     u.duplicates(&t.qualified_new(), &t.key_columns().iter().map(|k| quote(&k.name)).collect::<Vec<_>>()),
@@ -260,7 +292,7 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                     keys = t.key_list(),
                 ),
             };
-            steps.push(lane(step(
+            builds.push(build_lane(step(
                 "validating",
                 format!(
                     "build {}index {} on {} (for {})",
@@ -277,7 +309,7 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 Action::Ddl { skip_if: None },
             )));
             if let Some(kind) = &ix.constraint {
-                steps.push(lane(step(
+                finish.push(lane(step(
                     "validating",
                     format!(
                         "make index {} the {} of {} (catalog change)",
@@ -307,7 +339,7 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
                 )));
             }
         }
-        steps.push(lane(step(
+        finish.push(lane(step(
             "validating",
             format!("replay the rows written in {} during the copy", t.display()),
             format!("SELECT {}({REPLAY_BATCH})", t.replay_forward),
@@ -323,7 +355,7 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
         // weigh that), and autovacuum, on again at cutover, finds the copy's
         // inserts already done instead of vacuuming the whole table then.
         // Paced as autovacuum is while the copy was paced.
-        steps.push(lane(step(
+        finish.push(lane(step(
             "validating",
             format!(
                 "vacuum {} (its pages marked all-visible) and collect statistics",
@@ -340,7 +372,9 @@ pub fn validate(plan: &Plan) -> Vec<Step> {
             },
         )));
     }
-    steps
+    builds.extend(partitioned_made);
+    builds.extend(finish);
+    builds
 }
 
 /// A partitioned index of the copy's tree: made on its table alone, its
@@ -356,8 +390,8 @@ struct PartitionedIndex {
     marks: Vec<String>,
 }
 
-fn on_lane(lane: u32, mut s: Step) -> Step {
-    s.lane = Some(lane);
+fn on_lane(table: u32, mut s: Step) -> Step {
+    s.lane = Some(Lane::table(table));
     s
 }
 

@@ -288,7 +288,7 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
 /// ROW SHARE on the referenced one).
 pub fn validate(plan: &Plan) -> Vec<Step> {
     let in_lane = |oid: u32, mut s: Step| {
-        s.lane = Some(oid);
+        s.lane = Some(Lane::table(oid));
         s
     };
     let mut scans = Vec::new();
