@@ -171,6 +171,11 @@ async fn ensure_parts(
     let workers = workers.max(1) as i64;
     let mut bounds: Vec<Vec<String>> = Vec::new();
     if shape.splits(estimate) {
+        if let Some(cut) = key_quantiles_from_statistics(client, t, workers).await {
+            bounds = cut;
+        }
+    }
+    if shape.splits(estimate) && bounds.is_empty() {
         let sql = bound_sql(t, false, false);
         for i in 1..workers {
             let offset = estimate * i / workers;
@@ -222,6 +227,49 @@ async fn ensure_parts(
         parts.push(part);
     }
     Ok((parts, 0, share * (bounds.len() as i64 + 1)))
+}
+
+/// Where to cut a one-column key into `workers` ranges, from the
+/// histogram `ANALYZE` keeps of it: milliseconds, where walking the key's
+/// index to an offset reads half of it first (0.3 s at 5M rows). Only
+/// from fresh statistics (fewer rows changed since than a tenth of the
+/// table's): cuts from stale ones could leave one worker most of the rows.
+/// None: cut by offsets.
+async fn key_quantiles_from_statistics(
+    client: &Client,
+    t: &TablePlan,
+    workers: i64,
+) -> Option<Vec<Vec<String>>> {
+    let [key] = t.key.as_slice() else {
+        return None;
+    };
+    let row = client
+        .query_opt(
+            "SELECT s.histogram_bounds::text::text[]
+             FROM pg_catalog.pg_stats s
+             JOIN pg_catalog.pg_stat_all_tables a ON a.schemaname = s.schemaname AND a.relname = s.tablename
+             JOIN pg_catalog.pg_class c ON c.oid = a.relid
+             WHERE a.relid = $1 AND s.attname = $2 AND NOT s.inherited
+               AND a.n_mod_since_analyze <= GREATEST(c.reltuples, 0) / 10",
+            &[&t.oid, &key.name],
+        )
+        .await
+        .ok()??;
+    let histogram: Vec<Option<String>> = row.get::<_, Option<Vec<Option<String>>>>(0)?;
+    let histogram: Vec<String> = histogram.into_iter().collect::<Option<_>>()?;
+    // Each bucket holds about as many rows: cut at every len/workers-th bound.
+    let buckets = histogram.len() as i64 - 1;
+    if buckets < workers {
+        return None;
+    }
+    let mut cuts: Vec<Vec<String>> = Vec::new();
+    for i in 1..workers {
+        let bound = vec![histogram[(buckets * i / workers) as usize].clone()];
+        if cuts.last() != Some(&bound) {
+            cuts.push(bound);
+        }
+    }
+    Some(cuts)
 }
 
 async fn run_part(

@@ -1551,3 +1551,72 @@ async fn copy_engine_batches_leave_the_copied_rows_marked_committed() {
         "the first read after a checkpoint dirtied {dirtied} of the copy's {pages} pages"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_splits_a_table_into_even_parts_from_fresh_statistics_or_by_offsets() {
+    let (cluster, client) = primary().await;
+    let url = cluster.url("app");
+    // Half of each table deleted: `stale`'s histogram still spans the
+    // deleted keys (cutting there would leave one worker every row),
+    // `fresh` was analyzed again since.
+    client
+        .batch_execute(
+            "CREATE TABLE fresh (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+             CREATE TABLE stale (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+             INSERT INTO fresh SELECT g, 'v' FROM generate_series(1, 100000) g;
+             INSERT INTO stale SELECT g, 'v' FROM generate_series(1, 100000) g;
+             ANALYZE fresh, stale;
+             DELETE FROM fresh WHERE id <= 50000;
+             DELETE FROM stale WHERE id <= 50000;",
+        )
+        .await
+        .unwrap();
+    // Alone: VACUUM refuses a transaction block.
+    for sql in ["VACUUM fresh, stale", "ANALYZE fresh"] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    // The deletes' counts reach the statistics when the session goes idle.
+    assert!(
+        wait_until(
+            &client,
+            "SELECT n_mod_since_analyze >= 50000 FROM pg_stat_user_tables WHERE relname = 'stale'",
+            Duration::from_secs(30),
+        )
+        .await
+    );
+    let (_dir, path) = migration(
+        "0130_even_parts",
+        "ALTER TABLE fresh ALTER COLUMN id TYPE bigint;\nALTER TABLE stale ALTER COLUMN id TYPE bigint;\n",
+    );
+    let run = pgshift(
+        &url,
+        &[
+            "-q",
+            "apply",
+            &path,
+            "--engine",
+            "copy",
+            "--max-connections",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts: Vec<(String, i64)> = client
+        .query(
+            "SELECT table_oid::regclass::text, rows_done FROM pgshift.backfill ORDER BY 1, part",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    for (table, rows) in &parts {
+        assert!(
+            (20_000..=30_000).contains(rows),
+            "{table}: a part of {rows} of 50000 rows: {parts:?}"
+        );
+    }
+}
