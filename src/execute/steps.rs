@@ -9,12 +9,8 @@ impl Runner {
         let mut i = 0;
         while i < steps.len() {
             self.check_interrupt()?;
-            // A run of lane steps of one stage: its lanes in parallel.
-            let stage = steps[i].lane.map(|l| l.stage);
-            let run = steps[i..]
-                .iter()
-                .take_while(|s| s.lane.is_some() && s.lane.map(|l| l.stage) == stage)
-                .count();
+            // A run of lane steps: its lanes in parallel.
+            let run = steps[i..].iter().take_while(|s| s.lane.is_some()).count();
             if self.workers > 1 && run > 1 {
                 self.run_lanes(&steps[i..i + run]).await?;
                 i += run;
@@ -30,9 +26,11 @@ impl Runner {
     }
 
     /// Runs lanes with a connection each (up to the pool's size); each
-    /// lane's steps keep their order. Connections take the next lane from a
-    /// queue, largest table first, so one big table does not end up behind
-    /// smaller ones on the same connection.
+    /// lane's steps keep their order. A connection takes the next lane that
+    /// may start, largest table first, so one big table does not end up
+    /// behind smaller ones on the same connection; a lane of a later stage
+    /// may start once its table's lanes of earlier stages are done (other
+    /// tables' lanes may still run).
     pub(super) async fn run_lanes(&self, steps: &[Step]) -> Result<()> {
         let mut lanes: Vec<(ops::Lane, Vec<&Step>)> = Vec::new();
         for s in steps {
@@ -46,32 +44,46 @@ impl Runner {
             Some(t) => t.estimated_rows,
             None => self.plan.leaf(oid).map_or(0, |(t, _)| t.estimated_rows),
         };
-        lanes.sort_by_key(|(lane, _)| std::cmp::Reverse(size(lane.table)));
+        lanes.sort_by_key(|(lane, _)| (lane.stage, std::cmp::Reverse(size(lane.table))));
         let connections = lanes.len().min(self.workers);
-        let queue = std::sync::Mutex::new(
-            lanes
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect::<Vec<_>>()
-                .into_iter(),
-        );
+        let board = std::sync::Mutex::new(LaneBoard {
+            waiting: lanes,
+            running: Vec::new(),
+        });
+        let moved = tokio::sync::Notify::new();
         let mut extra = Vec::new();
         for _ in 1..connections {
             extra.push(self.extra_worker().await?);
         }
         let work = (0..connections).map(|c| {
             let client: &Client = if c == 0 { &self.worker } else { &extra[c - 1] };
-            let queue = &queue;
+            let (board, moved) = (&board, &moved);
             async move {
                 loop {
-                    let Some(lane) = queue.lock().expect("lane queue").next() else {
-                        return Ok::<(), Error>(());
+                    // Registered before looking, so a lane finishing in
+                    // between still wakes this connection.
+                    let notified = moved.notified();
+                    let next = board.lock().expect("lane board").take();
+                    let (lane, steps) = match next {
+                        Taken::Lane(lane, steps) => (lane, steps),
+                        Taken::Wait => {
+                            notified.await;
+                            continue;
+                        }
+                        Taken::Done => return Ok::<(), Error>(()),
                     };
-                    for step in lane {
-                        self.check_interrupt()?;
-                        tracing::info!("{}", step.description);
-                        self.run_step(client, step).await?;
+                    let result = async {
+                        for step in steps {
+                            self.check_interrupt()?;
+                            tracing::info!("{}", step.description);
+                            self.run_step(client, step).await?;
+                        }
+                        Ok::<(), Error>(())
                     }
+                    .await;
+                    board.lock().expect("lane board").finish(lane);
+                    moved.notify_waiters();
+                    result?;
                 }
             }
         });
@@ -394,5 +406,90 @@ impl Runner {
             )));
         }
         Ok(())
+    }
+}
+
+/// The lanes of a run: those not started yet, in the order to take them,
+/// and those running.
+struct LaneBoard<'a> {
+    waiting: Vec<(ops::Lane, Vec<&'a Step>)>,
+    running: Vec<ops::Lane>,
+}
+
+enum Taken<'a> {
+    Lane(ops::Lane, Vec<&'a Step>),
+    /// Lanes are left, but each waits for its table's earlier stages.
+    Wait,
+    Done,
+}
+
+impl<'a> LaneBoard<'a> {
+    fn take(&mut self) -> Taken<'a> {
+        if self.waiting.is_empty() {
+            return Taken::Done;
+        }
+        let earlier_of = |lane: &ops::Lane, other: &ops::Lane| {
+            other.table == lane.table && other.stage < lane.stage
+        };
+        let ready = self.waiting.iter().position(|(lane, _)| {
+            !self.running.iter().any(|r| earlier_of(lane, r))
+                && !self.waiting.iter().any(|(w, _)| earlier_of(lane, w))
+        });
+        match ready {
+            Some(i) => {
+                let (lane, steps) = self.waiting.remove(i);
+                self.running.push(lane);
+                Taken::Lane(lane, steps)
+            }
+            None => Taken::Wait,
+        }
+    }
+
+    fn finish(&mut self, lane: ops::Lane) {
+        self.running.retain(|r| *r != lane);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(table: u32, strand: u32, stage: u32) -> ops::Lane {
+        ops::Lane {
+            table,
+            strand,
+            stage,
+        }
+    }
+
+    fn taken(t: Taken) -> Option<ops::Lane> {
+        match t {
+            Taken::Lane(l, _) => Some(l),
+            Taken::Wait => None,
+            Taken::Done => panic!("nothing left"),
+        }
+    }
+
+    #[test]
+    fn a_later_stage_waits_for_its_own_table_only() {
+        let mut board = LaneBoard {
+            waiting: vec![
+                (lane(1, 1, 0), vec![]),
+                (lane(2, 1, 0), vec![]),
+                (lane(1, 0, 1), vec![]),
+                (lane(2, 0, 1), vec![]),
+            ],
+            running: vec![],
+        };
+        assert_eq!(taken(board.take()), Some(lane(1, 1, 0)));
+        assert_eq!(taken(board.take()), Some(lane(2, 1, 0)));
+        // Both builds running: neither table's second stage may start.
+        assert_eq!(taken(board.take()), None);
+        board.finish(lane(1, 1, 0));
+        assert_eq!(taken(board.take()), Some(lane(1, 0, 1)));
+        assert_eq!(taken(board.take()), None);
+        board.finish(lane(2, 1, 0));
+        assert_eq!(taken(board.take()), Some(lane(2, 0, 1)));
+        assert!(matches!(board.take(), Taken::Done));
     }
 }

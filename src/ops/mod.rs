@@ -29,9 +29,8 @@ pub struct Step {
 }
 
 /// A connection's sequence of steps. The lanes of a run of consecutive
-/// lane steps of one stage run in parallel (a connection each, within the
-/// budget), each lane's steps in order; a later stage starts when every
-/// lane of the earlier one is done.
+/// lane steps run in parallel (a connection each, within the budget), each
+/// lane's steps in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lane {
     /// The table its steps work on: the largest tables' lanes start first.
@@ -39,6 +38,7 @@ pub struct Lane {
     /// Lanes of one table that may run beside each other (its copy's
     /// index builds); 0 for a table's own lane.
     pub strand: u32,
+    /// A lane starts once its table's lanes of earlier stages are done.
     pub stage: u32,
 }
 

@@ -214,8 +214,9 @@ pub fn backfill(plan: &Plan) -> Vec<Step> {
 /// table's unique ones share one, see below), so a table's indexes build
 /// side by side within the connection budget rather than one after
 /// another; the partitioned indexes are made from their leaves' after that.
-/// Then, per table, the key constraints (ACCESS EXCLUSIVE on the copy: not
-/// taken while another lane still builds on it), the replay and the vacuum.
+/// Then, per table once its builds are done, the key constraints (ACCESS
+/// EXCLUSIVE on the copy: not taken while another lane still builds on
+/// it), the replay and the vacuum, beside other tables' builds.
 pub fn validate(plan: &Plan) -> Vec<Step> {
     let mut builds = Vec::new();
     let mut partitioned_made = Vec::new();
