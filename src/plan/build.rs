@@ -287,6 +287,34 @@ fn build_with(
             ));
         }
     }
+    // The update engine adds each new column last; from cutover until
+    // finalize the old one keeps its place under its retired name, so a
+    // statement that relies on the column order reads or fills the wrong one.
+    if engine == super::Engine::Update {
+        let moved: Vec<String> = tables
+            .iter()
+            .flat_map(|t| {
+                t.columns.iter().map(move |c| {
+                    format!(
+                        "{}.{} is the table's last column and the old one keeps its place as {}",
+                        t.display(),
+                        c.name,
+                        c.retired
+                    )
+                })
+            })
+            .collect();
+        if !moved.is_empty() {
+            warnings.push(format!(
+                "the update engine adds the new column{s} last: from cutover until finalize {}; an INSERT without a column list \
+                 fills the retired column{s} by position and leaves the new one{s} to {}, and SELECT * returns both. Name the \
+                 columns in such statements, finalize soon after cutover, or use --engine copy, which keeps the column order",
+                moved.join("; "),
+                if moved.len() == 1 { "its default" } else { "their defaults" },
+                s = if moved.len() == 1 { "" } else { "s" },
+            ));
+        }
+    }
     if engine == super::Engine::Update && blockers.is_empty() {
         let mut refused = Vec::new();
         super::copy::plan(migration, catalog, &tables, &mut refused);

@@ -226,6 +226,37 @@ fn widening_a_key_widens_the_columns_that_reference_it() {
 }
 
 #[test]
+fn the_update_engine_warns_that_the_new_column_comes_last_and_the_copy_engine_keeps_the_order() {
+    let p = plan(&incident(), &[(1, "id")]);
+    assert_eq!(p.engine, crate::plan::Engine::Update);
+    let order: Vec<&String> = p
+        .warnings
+        .iter()
+        .filter(|w| w.contains("INSERT without a column list"))
+        .collect();
+    assert_eq!(order.len(), 1, "{:?}", p.warnings);
+    assert!(
+        order[0].contains("scripts.id is the table's last column and the old one keeps its place as pgshift_old_id"),
+        "{}",
+        order[0]
+    );
+    assert!(
+        order[0].contains("script_runs.script_id is"),
+        "{}",
+        order[0]
+    );
+    let copy = copy_plan(&incident(), &[(1, "id")]);
+    assert!(
+        !copy
+            .warnings
+            .iter()
+            .any(|w| w.contains("INSERT without a column list")),
+        "{:?}",
+        copy.warnings
+    );
+}
+
+#[test]
 fn a_union_with_an_unwidened_sibling_is_warned_about_and_widening_both_silences_it() {
     let p = plan(&incident(), &[(1, "id")]);
     let union: Vec<&String> = p
