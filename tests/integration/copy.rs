@@ -1620,3 +1620,85 @@ async fn copy_engine_splits_a_table_into_even_parts_from_fresh_statistics_or_by_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_engine_validates_a_foreign_key_by_its_index_when_the_referencing_table_has_one() {
+    // auto_explain writes the plan of the validation's own query (nested
+    // in VALIDATE CONSTRAINT) to the server log.
+    let (cluster, client) = primary_with(pgshift::testkit::ClusterOptions {
+        extra_conf: vec![
+            "session_preload_libraries = 'auto_explain'".into(),
+            "auto_explain.log_min_duration = 0".into(),
+            "auto_explain.log_nested_statements = on".into(),
+        ],
+        ..pgshift::testkit::ClusterOptions::default()
+    })
+    .await;
+    let url = cluster.url("app");
+    client
+        .batch_execute(
+            "CREATE TABLE parent (id int PRIMARY KEY, body text);
+             CREATE TABLE indexed (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent);
+             CREATE INDEX indexed_parent_id ON indexed (parent_id);
+             CREATE TABLE unindexed (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent);
+             INSERT INTO parent SELECT g, 'b' || g FROM generate_series(1, 50000) g;
+             INSERT INTO indexed SELECT g, 1 + g % 50000 FROM generate_series(1, 100000) g;
+             INSERT INTO unindexed SELECT g, 1 + g % 50000 FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap();
+    // All-visible, as a table long in use is: a VACUUM right after the load
+    // may find a snapshot (autovacuum's ANALYZE) that still needs the rows.
+    let mut visible = false;
+    for _ in 0..50 {
+        client.batch_execute("VACUUM ANALYZE").await.unwrap();
+        visible = one(
+            &client,
+            "SELECT bool_and(relallvisible = relpages) FROM pg_class WHERE relname IN ('indexed', 'unindexed')",
+        )
+        .await;
+        if visible {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(visible, "the tables never became all-visible");
+    let (_dir, path) = migration(
+        "0131_fk_merge",
+        "ALTER TABLE parent ALTER COLUMN body TYPE jsonb USING jsonb_build_object('text', body);\n",
+    );
+    let run = pgshift(&url, &["-q", "apply", &path, "--engine", "copy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let validated: bool = one(
+        &client,
+        "SELECT bool_and(convalidated) FROM pg_constraint WHERE contype = 'f'",
+    )
+    .await;
+    assert!(validated);
+    // The plan logged right after each validation's query text.
+    let log = cluster.log();
+    let plan_of = |table: &str| {
+        let marker =
+            format!("Query Text: SELECT fk.\"parent_id\" FROM ONLY \"public\".\"{table}\" fk");
+        let at = log
+            .rfind(&marker)
+            .unwrap_or_else(|| panic!("no validation of {table} in the log:\n{log}"));
+        log[at..]
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert!(
+        plan_of("indexed").starts_with("Merge Anti Join"),
+        "{}\n{log}",
+        plan_of("indexed")
+    );
+    // Without an index leading with the column, the planner's choice stands.
+    assert!(
+        !plan_of("unindexed").starts_with("Merge Anti Join"),
+        "{}",
+        plan_of("unindexed")
+    );
+}
