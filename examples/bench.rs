@@ -1057,7 +1057,31 @@ async fn main() -> Result<(), Error> {
     } else {
         incident::load(&template, args.rows).await?;
     }
-    template.batch_execute("VACUUM ANALYZE").await?;
+    // As tables are in production, vacuumed and all-visible (index-only
+    // scans, and the plan of the foreign key's validation, depend on it).
+    // Right after the load the replica's feedback can still hold back the
+    // rows' visibility: vacuum again until the pages are all-visible.
+    let mut visible = 0.0;
+    for _ in 0..20 {
+        template.batch_execute("VACUUM ANALYZE").await?;
+        visible = template
+            .query_one(
+                "SELECT min(relallvisible::float8 / greatest(relpages, 1)) FROM pg_class
+                 WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace AND relpages > 0",
+                &[],
+            )
+            .await?
+            .get::<_, Option<f64>>(0)
+            .unwrap_or(1.0);
+        if visible >= 0.99 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "bench: tables {:.0}% all-visible after VACUUM",
+        visible * 100.0
+    );
     drop(template);
     eprintln!("bench: loaded in {:.1} s", t.elapsed().as_secs_f64());
 
