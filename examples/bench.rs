@@ -1059,8 +1059,9 @@ async fn main() -> Result<(), Error> {
     }
     // As tables are in production, vacuumed and all-visible (index-only
     // scans, and the plan of the foreign key's validation, depend on it).
-    // Right after the load the replica's feedback can still hold back the
-    // rows' visibility: vacuum again until the pages are all-visible.
+    // Right after the load a snapshot elsewhere (the replica's feedback,
+    // autovacuum's ANALYZE) can still need the rows as not yet visible to
+    // all: vacuum again until the pages are all-visible.
     let mut visible = 0.0;
     for _ in 0..20 {
         template.batch_execute("VACUUM ANALYZE").await?;
