@@ -240,3 +240,68 @@ async fn on_a_hot_standby_the_shadow_method_flags_it_and_apply_stops_at_ready() 
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_hot_standby_the_shadow_method_plans_the_update_engines_converted_columns_through_their_new_indexes(
+) {
+    let (cluster, client) = incident_primary(50_000).await;
+    client
+        .batch_execute(
+            "CREATE INDEX scripts_created_at_idx ON scripts (created_at); ANALYZE scripts",
+        )
+        .await
+        .unwrap();
+    let replica = cluster.start_replica().unwrap();
+    let url = cluster.url("app");
+    let standby_url = replica.url("app");
+    let (dir, path) = migration(
+        "0033_gate_convert",
+        "ALTER TABLE scripts ALTER COLUMN created_at TYPE timestamp;\n",
+    );
+    let queries = dir.path().join("workload.sql");
+    // A lookup by key, and a range on the converted column with a value of
+    // the old type (timestamp against timestamptz: one operator family, so
+    // the new column's index still serves it).
+    std::fs::write(
+        &queries,
+        "SELECT name FROM scripts WHERE id = $1;\nSELECT id FROM scripts WHERE created_at > now() - interval '1 second';\n",
+    )
+    .unwrap();
+    let q = queries.to_str().unwrap();
+    let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let standby = connect(&standby_url).await;
+    assert!(
+        wait_until(
+            &standby,
+            "SELECT phase = 'ready' FROM pgshift.migrations",
+            Duration::from_secs(30)
+        )
+        .await
+    );
+    let run = pgshift(
+        &url,
+        &[
+            "--replica-url",
+            &standby_url,
+            "--format",
+            "json",
+            "check",
+            "0033_gate_convert",
+            "--queries",
+            q,
+        ],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stderr);
+    assert_eq!(json["method"], "shadow", "{}", run.stdout);
+    assert_eq!(verdicts(&json), [false, false], "{}", run.stdout);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Planned on the shadow column of the new type, through its own index.
+    let after = serde_json::to_string(&json["queries"][1]["after"]["plan"]).unwrap();
+    assert!(
+        after.contains("pgshift_new_scripts_created_at_idx")
+            && after.contains("pgshift_new_created_at >"),
+        "{after}"
+    );
+}
