@@ -170,12 +170,14 @@ async fn ensure_parts(
     };
     let workers = workers.max(1) as i64;
     let mut bounds: Vec<Vec<String>> = Vec::new();
-    if shape.splits(estimate) {
-        if let Some(cut) = key_quantiles_from_statistics(client, t, workers).await {
-            bounds = cut;
-        }
-    }
-    if shape.splits(estimate) && bounds.is_empty() {
+    let from_statistics = if shape.splits(estimate) {
+        key_quantiles_from_statistics(client, t, workers).await
+    } else {
+        None
+    };
+    if let Some(cut) = from_statistics {
+        bounds = cut;
+    } else if shape.splits(estimate) {
         let sql = bound_sql(t, false, false);
         for i in 1..workers {
             let offset = estimate * i / workers;

@@ -21,6 +21,34 @@ fn verdicts(json: &serde_json::Value) -> Vec<bool> {
         .collect()
 }
 
+/// `pgshift check` of `migration` as JSON, on the standby once it has
+/// replayed the migration's `ready`.
+async fn check_on_standby(url: &str, standby_url: &str, migration: &str, queries: &str) -> Run {
+    let standby = connect(standby_url).await;
+    assert!(
+        wait_until(
+            &standby,
+            "SELECT phase = 'ready' FROM pgshift.migrations",
+            Duration::from_secs(30)
+        )
+        .await
+    );
+    pgshift(
+        url,
+        &[
+            "--replica-url",
+            standby_url,
+            "--format",
+            "json",
+            "check",
+            migration,
+            "--queries",
+            queries,
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rehearsal_on_a_writable_clone_flags_the_union_view_and_leaves_nothing_behind() {
     let (cluster, client) = incident_primary(100_000).await;
@@ -178,29 +206,7 @@ async fn on_a_hot_standby_the_shadow_method_flags_it_and_apply_stops_at_ready() 
         .get(0);
     assert_eq!(phase, "ready");
 
-    let standby = connect(&standby_url).await;
-    assert!(
-        wait_until(
-            &standby,
-            "SELECT phase = 'ready' FROM pgshift.migrations",
-            Duration::from_secs(30)
-        )
-        .await
-    );
-    let run = pgshift(
-        &url,
-        &[
-            "--replica-url",
-            &standby_url,
-            "--format",
-            "json",
-            "check",
-            "0032_gate",
-            "--queries",
-            q,
-        ],
-    )
-    .await;
+    let run = check_on_standby(&url, &standby_url, "0032_gate", q).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["method"], "shadow");
@@ -270,29 +276,7 @@ async fn on_a_hot_standby_the_shadow_method_plans_the_update_engines_converted_c
     let q = queries.to_str().unwrap();
     let run = pgshift(&url, &["apply", &path, "--no-cutover"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let standby = connect(&standby_url).await;
-    assert!(
-        wait_until(
-            &standby,
-            "SELECT phase = 'ready' FROM pgshift.migrations",
-            Duration::from_secs(30)
-        )
-        .await
-    );
-    let run = pgshift(
-        &url,
-        &[
-            "--replica-url",
-            &standby_url,
-            "--format",
-            "json",
-            "check",
-            "0033_gate_convert",
-            "--queries",
-            q,
-        ],
-    )
-    .await;
+    let run = check_on_standby(&url, &standby_url, "0033_gate_convert", q).await;
     let json: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stderr);
     assert_eq!(json["method"], "shadow", "{}", run.stdout);
     assert_eq!(verdicts(&json), [false, false], "{}", run.stdout);
